@@ -1,0 +1,474 @@
+"""Read relevance data from the layouts we meet into `Record`s, without ever losing a row.
+
+Every data row becomes a `Record` or a reject (file, row, field, reason, raw), so
+``len(records) + len(rejects) == rows read``; rows the official ESCI loader filters out on purpose
+are counted in ``skipped``. A file that is not what it claims to be raises one `DataError`.
+
+The container comes from the extension (``fmt`` overrides it: jsonl, json, csv, tsv, parquet);
+the layout comes from the columns:
+
+* taosr: `Record`'s own field names (``attributes`` a JSON object, or a JSON string in CSV);
+* ESCI merged: ``query, query_id, product_id, product_title, esci_label, ...`` in one file;
+* OpenSearch judgments JSON: ids only, so every rating is rejected ("no product text (ids only)");
+* ESCI official (two parquet files): `load_esci_official`; WANDS (a folder): `load_wands`.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from pydantic import ValidationError
+
+from .labels import LEVEL_NAMES
+from .records import Record
+
+RAW_CHARS = 200  # string values kept in a reject's `raw` are cut to this length
+LARGE_VERSION_REASON = "not in the large_version (4-class task) set"
+WANDS_LABELS = {"exact": 4, "partial": 3, "irrelevant": 1}  # WANDS has nothing for level 2
+Row = tuple[int, dict, str | None]  # (1-based data row or JSONL line, raw row, error reading it)
+Builder = Callable[[dict, str], dict]  # (raw row, fallback id) -> Record fields; may raise _Reject
+
+
+class DataError(ValueError):
+    """A whole file is unusable (missing, binary, wrong layout); the message names the file."""
+
+
+class _Reject(Exception):
+    def __init__(self, field: str | None, reason: str):
+        super().__init__(reason)
+        self.field, self.reason = field, reason
+
+
+@dataclass
+class LoadResult:
+    """Loaded records, rejected rows, rows skipped on purpose, and per-file counts."""
+
+    records: list[Record] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows filtered out on purpose
+    files: dict[str, dict[str, int]] = field(default_factory=dict)  # file -> rows/records/rejects/skipped
+    rejects_path: Path | None = None
+
+    def _stats(self, file: str) -> dict[str, int]:
+        return self.files.setdefault(file, {"rows": 0, "records": 0, "rejects": 0, "skipped": 0})
+
+    def merge(self, other: LoadResult) -> LoadResult:
+        self.records += other.records
+        self.rejects += other.rejects
+        for reason, n in other.skipped.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + n
+        for file, stats in other.files.items():
+            for k, n in stats.items():
+                self._stats(file)[k] += n
+        return self
+
+    def write_rejects(self, path: str | Path) -> Path:
+        """Write the rejects as JSONL; the file is written even when there are none."""
+        self.rejects_path = path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in self.rejects)
+        return path
+
+    def summary(self) -> dict:
+        """Counts per label (and "unlabelled"), query type and file; rejects and the top reasons."""
+        labels = {LEVEL_NAMES[lvl]: 0 for lvl in (4, 3, 2, 1)} | {"unlabelled": 0}
+        for r in self.records:
+            labels[LEVEL_NAMES[r.label] if r.label else "unlabelled"] += 1
+        reasons = Counter(f"{r['field'] or '-'}: {r['reason']}" for r in self.rejects)
+        return {
+            "rows": sum(s["rows"] for s in self.files.values()),
+            "records": len(self.records),
+            "rejects": len(self.rejects),
+            "skipped": dict(self.skipped),
+            "labels": labels,
+            "query_types": dict(Counter(r.query_type or "none" for r in self.records).most_common()),
+            "files": {f: dict(s) for f, s in self.files.items()},
+            "reject_reasons": dict(reasons.most_common(10)),
+            "rejects_path": str(self.rejects_path) if self.rejects_path else None,
+        }
+
+
+# ---------------------------------------------------------------- cleaning and row builders
+
+_BREAK_RE = re.compile(r"<\s*(?:br|/?p|/?li|/?div|/?tr|/?h\d)\b[^<>]*>", re.I)
+_INLINE_RE = re.compile(r"</?(?:a|b|i|u|em|strong|span|font|small|sub|sup)\b[^<>]*>", re.I)
+_TAG_RE = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>", re.S)
+
+
+def clean_text(value: Any, multiline: bool = False) -> str | None:
+    """Strip HTML tags, unescape entities, normalise whitespace; unicode is kept. Empty -> None.
+
+    With ``multiline``, line breaks (and <br>, <p>, <li>) stay as single newlines.
+    """
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    s = _TAG_RE.sub(" ", _INLINE_RE.sub("", _BREAK_RE.sub("\n", str(value))))
+    s = unicodedata.normalize("NFC", html.unescape(s))
+    s = re.sub(r"\s*\n\s*", "\n", re.sub(r"[^\S\n]+", " ", s)) if multiline else re.sub(r"\s+", " ", s)
+    return s.strip() or None
+
+
+def _id_str(value: Any) -> str | None:
+    """Ids stay strings; 123.0 (from a nullable numeric column) becomes "123"."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip() or None
+
+
+def _taosr_fields(raw: dict, default_id: str) -> dict:
+    attrs = raw.get("attributes")
+    if isinstance(attrs, list):  # a parquet map<string, string> reads back as [(k, v), ...]
+        attrs = dict(attrs)
+    return {
+        "id": _id_str(raw.get("id")) or default_id,
+        **{k: clean_text(raw.get(k)) for k in ("query", "title", "category", "brand", "query_type")},
+        "description": clean_text(raw.get("description"), multiline=True),
+        "attributes": None if isinstance(attrs, str) and not attrs.strip() else attrs,
+        "price": raw.get("price"),
+        "label": raw.get("label"),
+    }
+
+
+def _esci_fields(raw: dict, default_id: str) -> dict:
+    if _id_str(raw.get("large_version")) in ("0", "False", "false"):
+        raise _Reject("large_version", LARGE_VERSION_REASON)
+    qid, pid = _id_str(raw.get("query_id")), _id_str(raw.get("product_id"))
+    color = clean_text(raw.get("product_color"))
+    text = [clean_text(raw.get(k), multiline=True) for k in ("product_description", "product_bullet_point")]
+    return {
+        "id": _id_str(raw.get("example_id")) or (f"{qid}:{pid}" if qid and pid else default_id),
+        "query": clean_text(raw.get("query")),
+        "title": clean_text(raw.get("product_title")),
+        "brand": clean_text(raw.get("product_brand")),
+        "attributes": {"color": color} if color else None,
+        "description": "\n".join(t for t in text if t) or None,
+        "label": clean_text(raw.get("esci_label")),
+        "query_type": clean_text(raw.get("query_source")),
+    }
+
+
+def _ids_only(raw: dict, default_id: str) -> dict:
+    raise _Reject("title", "no product text (ids only)")
+
+
+def _schema(columns: Iterable[str], file: Path) -> Builder:
+    """Pick the row builder from the column names, or raise saying why the file holds no items."""
+    cols = set(columns)
+    shown = ", ".join(sorted(cols)[:12]) + (", ..." if len(cols) > 12 else "")
+    if "query" in cols and ("title" in cols or "product_title" in cols):
+        return _taosr_fields if "title" in cols else _esci_fields
+    if "docId" in cols:
+        return _ids_only
+    if not cols & {"title", "product_title", "product_name", "product_id"}:
+        if cols & {"query", "query_id"}:
+            raise DataError(f"{file}: contains queries only (columns {shown}): no items to judge")
+        raise DataError(f"{file}: not a relevance file: neither a query nor a title column (columns {shown})")
+    if "query" not in cols:
+        raise DataError(f"{file}: has items but no query column (columns {shown})")
+    raise DataError(f"{file}: has item ids but no item text (no title/product_title; columns {shown}); "
+                    "for the official ESCI files use load_esci_official(examples, products)")
+
+
+def _build(res: LoadResult, file: str, rows: Iterable[Row], builder: Builder, require_label: bool) -> None:
+    """Turn raw rows into records; whatever is wrong with a row makes a reject, never an exception."""
+    stats, stem = res._stats(file), Path(file).stem
+    for rowno, raw, error in rows:
+        stats["rows"] += 1
+        try:
+            if error:
+                raise _Reject(None, error)
+            record = Record(**{k: v for k, v in builder(raw, f"{stem}:{rowno}").items() if v is not None})
+            if require_label and record.label is None:
+                raise _Reject("label", "missing label (require_label=True)")
+            res.records.append(record)
+            stats["records"] += 1
+            continue
+        except _Reject as e:
+            fld, why = e.field, e.reason
+        except ValidationError as e:
+            errs = e.errors()
+            fld = str(errs[0]["loc"][0]) if errs[0]["loc"] else None
+            why = "; ".join(f"missing {'.'.join(map(str, x['loc']))}" if x["type"] == "missing" else
+                            f"{'.'.join(map(str, x['loc']))}: {x['msg'].removeprefix('Value error, ')}" for x in errs)
+        stats["rejects"] += 1
+        short = {k: v[:RAW_CHARS] + "…" if isinstance(v, str) and len(v) > RAW_CHARS else v for k, v in raw.items()}
+        res.rejects.append({"file": file, "row": rowno, "field": fld, "reason": why, "raw": short})
+
+
+# ---------------------------------------------------------------- file readers
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    data = path.read_bytes()
+    if data.startswith(b"PAR1"):
+        raise DataError(f"{path}: is a Parquet file, not text (name it .parquet or pass fmt='parquet')")
+    if b"\x00" in data[:8192]:
+        raise DataError(f"{path}: binary data, not a text file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
+    if not text.strip():
+        raise DataError(f"{path}: empty file")
+    return text
+
+
+def _read_delimited(path: Path, delimiter: str | None = None) -> tuple[list[str], list[Row]]:
+    """Header and rows of a CSV/TSV (tabs sniffed from the header); a short/long row is an error."""
+    text = _read_text(path)
+    first = text.split("\n", 1)[0]
+    delimiter = delimiter or ("\t" if "\t" in first and "," not in first else ",")
+    csv.field_size_limit(1 << 30)
+    try:
+        lines = [v for v in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if v]
+    except csv.Error as e:
+        raise DataError(f"{path}: unreadable CSV: {e}") from None
+    header = [h.strip() for h in lines[0]]
+    n = len(header)
+    return header, [(i, dict(zip(header, v)) | ({"_extra": v[n:]} if len(v) > n else {}),
+                     None if len(v) == n else f"expected {n} fields, got {len(v)}") for i, v in enumerate(lines[1:], 1)]
+
+
+def _as_row(i: int, x: Any) -> Row:
+    return (i, x, None) if isinstance(x, dict) else (i, {"value": x}, "not a JSON object")
+
+
+def _json_line(i: int, line: str) -> Row:
+    try:
+        return _as_row(i, json.loads(line))
+    except json.JSONDecodeError as e:
+        return i, {"line": line}, f"invalid JSON: {e.msg} (column {e.colno})"
+
+
+def _read_json(path: Path) -> tuple[list[str], list[Row]]:
+    """Columns and rows of a JSON document (records list, OpenSearch judgments) or of JSON Lines."""
+    text = _read_text(path)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:  # JSON Lines: each bad line is a reject
+        rows = [_json_line(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    else:
+        if isinstance(doc, dict) and "querySetQueries" in doc:
+            raise DataError(f"{path}: contains queries only (an OpenSearch query set): no items to judge")
+        if isinstance(doc, dict) and isinstance(doc.get("judgmentRatings"), list):  # one row per rating
+            doc = [{"query": g.get("query"), **r} for g in doc["judgmentRatings"] if isinstance(g, dict)
+                   for r in g.get("ratings") or [] if isinstance(r, dict)]
+        rows = [_as_row(i, x) for i, x in enumerate(doc if isinstance(doc, list) else [doc], 1)]
+    good = [raw for _, raw, error in rows if not error]
+    if rows and not good:
+        raise DataError(f"{path}: not JSON/JSON Lines records (no JSON object found)")
+    return sorted(set().union(*good)), rows
+
+
+def _read_parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        return pq.read_table(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ...
+        raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+
+
+_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+            ".parquet": "parquet", ".pq": "parquet"}
+
+
+def load_records(paths: list[str | Path] | str | Path, fmt: str = "auto", require_label: bool = False,
+                 rejects_path: Path | None = None) -> LoadResult:
+    """Load taosr / ESCI-merged / OpenSearch files (and WANDS folders) into one `LoadResult`.
+
+    A bad row becomes a reject; an unusable file raises `DataError`. With ``rejects_path`` the
+    rejects are always written there as JSONL (an empty file when there are none).
+    """
+    res = LoadResult()
+    for path in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+        if path.is_dir():
+            res.merge(load_wands(path))
+            continue
+        kind = _FORMATS.get(path.suffix.lower()) if fmt == "auto" else fmt
+        if kind in ("csv", "tsv"):
+            columns, rows = _read_delimited(path, "\t" if kind == "tsv" else None)
+        elif kind in ("json", "jsonl"):
+            columns, rows = _read_json(path)
+        elif kind == "parquet":
+            table = _read_parquet(path)
+            columns, rows = table.column_names, [(i, r, None) for i, r in enumerate(table.to_pylist(), 1)]
+        else:
+            raise DataError(f"{path}: unknown format {kind or path.suffix!r} (use jsonl, json, csv, tsv or parquet)")
+        _build(res, str(path), rows, _schema(columns, path), require_label)
+    if rejects_path is not None:
+        res.write_rejects(rejects_path)
+    return res
+
+
+# ---------------------------------------------------------------- official ESCI and WANDS
+
+EXAMPLE_COLUMNS = ("query", "query_id", "product_id", "product_locale", "esci_label", "large_version")
+PRODUCT_COLUMNS = ("product_id", "product_locale", "product_title", "product_description",
+                   "product_bullet_point", "product_brand", "product_color")
+
+
+def load_esci_official(examples_parquet: str | Path, products_parquet: str | Path, split: str | None = None,
+                       locale: str | None = None, sources_csv: str | Path | None = None, *,
+                       rejects_path: Path | None = None) -> LoadResult:
+    """The Shopping Queries Dataset as published: examples joined with products.
+
+    Joins on (product_locale, product_id) and keeps ``large_version == 1`` (the 4-class task),
+    then the optional ``split`` ("train"/"test") and ``locale`` ("us"/"es"/"jp"). Rows left out
+    are counted in ``skipped`` by reason (not listed: there can be millions). An example without
+    a product row is a reject. ``sources_csv`` (query_id, source) sets ``query_type``.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ex, pr = _read_parquet(Path(examples_parquet)), _read_parquet(Path(products_parquet))
+    for table, need, name in ((ex, EXAMPLE_COLUMNS + ("split",) * bool(split), examples_parquet),
+                              (pr, PRODUCT_COLUMNS, products_parquet)):
+        if missing := [c for c in need if c not in table.column_names]:
+            raise DataError(f"{name}: missing ESCI column(s) {', '.join(missing)}")
+    sources: dict[str, str] = {}
+    if sources_csv is not None:
+        header, rows = _read_delimited(Path(sources_csv))
+        if not {"query_id", "source"} <= set(header):
+            raise DataError(f"{sources_csv}: expected columns query_id, source (got {', '.join(header)})")
+        sources = {r["query_id"].strip(): r["source"] for _, r, error in rows if not error}
+
+    file, res = str(examples_parquet), LoadResult()
+    ex = ex.append_column("_row", pa.array(range(1, ex.num_rows + 1), pa.int64()))
+    filters = [(LARGE_VERSION_REASON, lambda t: pc.equal(pc.cast(t["large_version"], pa.int64()), 1))]
+    filters += [(f"split != {split}", lambda t: pc.equal(t["split"], split))] * bool(split)
+    filters += [(f"product_locale != {locale}", lambda t: pc.equal(t["product_locale"], locale))] * bool(locale)
+    for reason, keep in filters:
+        try:
+            kept = ex.filter(keep(ex))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise DataError(f"{examples_parquet}: unexpected column types ({e})") from None
+        if n := ex.num_rows - kept.num_rows:
+            res.skipped[reason] = n
+        ex = kept
+
+    index: dict[tuple, int] = {}
+    for i, key in enumerate(zip(pr["product_locale"].to_pylist(), pr["product_id"].to_pylist())):
+        index.setdefault(key, i)  # a duplicated product row: the first one wins
+
+    def joined(raw: dict, default_id: str) -> dict:
+        if "product_title" not in raw:
+            raise _Reject("product_id", "no product row for (product_locale, product_id) in the products file")
+        return _esci_fields(raw, default_id)
+
+    pr = pr.select(list(PRODUCT_COLUMNS))
+    for batch in ex.to_batches(max_chunksize=50_000):
+        examples = batch.to_pylist()
+        where = [index.get((e["product_locale"], e["product_id"])) for e in examples]
+        products = iter(pr.take([i for i in where if i is not None]).to_pylist())
+        rows = [(e.pop("_row"), e if i is None else e | next(products)
+                 | {"query_source": sources.get(_id_str(e["query_id"]) or "")}, None) for e, i in zip(examples, where)]
+        _build(res, file, rows, joined, require_label=False)
+    stats = res._stats(file)
+    stats["skipped"] = sum(res.skipped.values())
+    stats["rows"] += stats["skipped"]
+    if rejects_path is not None:
+        res.write_rejects(rejects_path)
+    return res
+
+
+def load_wands(folder: str | Path, *, rejects_path: Path | None = None) -> LoadResult:
+    """Wayfair WANDS: tab-separated ``query.csv``, ``product.csv`` and ``label.csv`` in one folder.
+
+    One record per label.csv row. Labels: Exact -> 4 (Excellent), Partial -> 3 (Related),
+    Irrelevant -> 1 (WANDS has nothing for 2). ``category`` is the leaf of ``category hierarchy``
+    (else ``product_class``), ``attributes`` come from ``product_features`` ("name:value|...").
+    ``query_class`` is a product class, not a query type, so it is not used.
+    """
+    folder, tables = Path(folder), {}
+    need = {"query": ("query_id", "query"), "product": ("product_id", "product_name"),
+            "label": ("query_id", "product_id", "label")}
+    for name, cols in need.items():
+        if not (folder / f"{name}.csv").is_file():
+            raise DataError(f"{folder}: not a WANDS folder (no {name}.csv)")
+        header, tables[name] = _read_delimited(folder / f"{name}.csv", "\t")
+        if missing := [c for c in cols if c not in header]:
+            raise DataError(f"{folder / f'{name}.csv'}: missing WANDS column(s) {', '.join(missing)}")
+    queries = {r["query_id"].strip(): (r, error) for _, r, error in tables["query"]}
+    products = {r["product_id"].strip(): (r, error) for _, r, error in tables["product"]}
+
+    def fields(raw: dict, default_id: str) -> dict:
+        qid, pid, label = raw["query_id"].strip(), raw["product_id"].strip(), raw["label"].strip()
+        for fld, key, found, name in (("query", f"query_id {qid}", queries.get(qid), "query.csv"),
+                                      ("title", f"product_id {pid}", products.get(pid), "product.csv")):
+            if found is None or found[1]:
+                raise _Reject(fld, f"{key} has a bad row in {name}: {found[1]}" if found else f"{key} not in {name}")
+        if label.lower() not in WANDS_LABELS:
+            raise _Reject("label", f"not a WANDS label: {label!r} (expected Exact, Partial or Irrelevant)")
+        q, p = queries[qid][0], products[pid][0]
+        features = (part.split(":", 1) for part in (p.get("product_features") or "").split("|") if ":" in part)
+        return {
+            "id": _id_str(raw.get("id")) or f"{qid}:{pid}",
+            "query": clean_text(q["query"]),
+            "title": clean_text(p["product_name"]),
+            "category": clean_text((p.get("category hierarchy") or "").split("/")[-1] or p.get("product_class")),
+            "attributes": {k.strip(): v.strip() for k, v in features if k.strip() and v.strip()},
+            "description": clean_text(p.get("product_description"), multiline=True),
+            "label": WANDS_LABELS[label.lower()],
+        }
+
+    res = LoadResult()
+    _build(res, str(folder / "label.csv"), tables["label"], fields, require_label=False)
+    if rejects_path is not None:
+        res.write_rejects(rejects_path)
+    return res
+
+
+# ---------------------------------------------------------------- `taosr data inspect`
+
+
+def inspect_files(paths: Iterable[str | Path], rejects_path: Path | None = None) -> dict:
+    """Load each file on its own and summarise; a file's `DataError` lands in ``errors``, not raised."""
+    res, errors = LoadResult(), {}
+    for path in paths:
+        try:
+            res.merge(load_records([path]))
+        except DataError as e:
+            errors[str(path)] = str(e).removeprefix(f"{path}: ")
+    if rejects_path is not None:
+        res.write_rejects(rejects_path)
+    return res.summary() | {"errors": errors}
+
+
+def format_summary(summary: dict):
+    """A rich Table of an `inspect_files` (or `LoadResult.summary`) dict."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{summary['records']} loaded, {summary['rejects']} rejected of {summary['rows']} rows")
+    for name in ("", "rows", "loaded", "rejected"):
+        table.add_column(name, justify="right" if name else "left", overflow="fold")
+    for file, s in summary["files"].items():
+        table.add_row(escape(file), str(s["rows"]), str(s["records"]), str(s["rejects"]))
+    for file, message in summary.get("errors", {}).items():
+        table.add_row(f"{escape(file)}\n[red]error: {escape(message)}[/red]", "-", "-", "-")
+    for name, counts in (("label", summary["labels"]), ("query type", summary["query_types"]),
+                         ("skipped", summary["skipped"]), ("rejected", summary["reject_reasons"])):
+        if counts:
+            table.add_section()
+        for key, n in counts.items():
+            table.add_row(escape(f"{name}: {key}"), "", *((str(n), "") if name != "rejected" else ("", str(n))))
+    if summary.get("rejects_path"):
+        table.add_row(escape(f"rejects written to {summary['rejects_path']}"), "", "", "")
+    return table

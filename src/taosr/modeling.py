@@ -1,0 +1,124 @@
+"""Model factory: a small Qwen3-architecture LM built from a config, or any local HF causal LM.
+
+Either way the four label strings and the think/answer tags are single tokens: a fresh byte-level
+BPE tokenizer is trained on the run's own text with them as special tokens, and a loaded tokenizer
+gets them added (embeddings resized). Checkpoints are safetensors only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, Field
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+from .labels import LABEL_TOKENS, SPECIAL_TOKENS
+
+log = logging.getLogger(__name__)
+PAD, EOS = "<pad>", "<eos>"
+
+
+class ModelConfig(BaseModel):
+    """A small decoder-only LM (Qwen3 architecture) trained from scratch, or a local checkpoint."""
+
+    name_or_path: str | None = Field(
+        None, description="Local HF model directory (or the preset 'smollm2-135m'). None: build a fresh small model."
+    )
+    vocab_size: int = Field(1024, description="BPE vocabulary size of the fresh tokenizer (ignored when loading).")
+    hidden_size: int = Field(256, description="Hidden size of the fresh model.")
+    num_layers: int = Field(4, description="Transformer layers of the fresh model.")
+    num_heads: int = Field(4, description="Attention heads.")
+    num_kv_heads: int = Field(2, description="Key/value heads (grouped-query attention).")
+    intermediate_size: int = Field(768, description="MLP width.")
+    max_positions: int = Field(512, description="Longest sequence the model accepts.")
+    seed: int = Field(0, description="Initialisation seed.")
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on `texts`; labels, tags, <pad> and <eos> are single special tokens."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, EOS, *SPECIAL_TOKENS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    # padding_side must go to the constructor to be saved (see docs/toolchain-notes).
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, padding_side="left",
+        additional_special_tokens=list(SPECIAL_TOKENS),
+    )
+
+
+def build_model(tokenizer, cfg: ModelConfig) -> Qwen3ForCausalLM:
+    torch.manual_seed(cfg.seed)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        head_dim=cfg.hidden_size // cfg.num_heads,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    model = Qwen3ForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def ensure_special_tokens(model, tokenizer) -> None:
+    """Add the label/tag tokens (and a pad token) to a pretrained tokenizer and resize the embeddings."""
+    missing = [t for t in SPECIAL_TOKENS if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32):
+    """Load a local checkpoint (safetensors only) and its tokenizer, with the label tokens in place."""
+    path = Path(path)
+    if str(path) == "smollm2-135m":
+        from .presets import smollm2_dir
+
+        path = smollm2_dir()
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+    ensure_special_tokens(model, tokenizer)
+    return model, tokenizer
+
+
+def label_token_ids(tokenizer) -> list[int]:
+    """Ids of the label tokens for levels 1, 2, 3, 4 (in that order); each must be one token."""
+    ids = []
+    for level in (1, 2, 3, 4):
+        enc = tokenizer(LABEL_TOKENS[level], add_special_tokens=False)["input_ids"]
+        if len(enc) != 1:
+            raise ValueError(f"label {LABEL_TOKENS[level]!r} is {len(enc)} tokens; it must be one")
+        ids.append(enc[0])
+    return ids
+
+
+def save(model, tokenizer, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)

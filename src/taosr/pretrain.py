@@ -1,0 +1,53 @@
+"""Stage 0 (small models only): a short causal-LM pre-training of a fresh model on catalogue text.
+
+TaoSR1 starts from a pretrained LLM. A model built from a config knows no language at all, and a
+small one learns to *compare* a query with an item only after a long plateau (measured: 1000 SFT
+steps stuck at the label prior). A few hundred steps of next-token loss on the unlabeled prompts
+(queries and item texts, no labels, no reasoning) gives it the copy/match circuits a real base model
+already has, and then every output order starts from the same base. Skipped for pretrained models.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from datasets import Dataset
+from pydantic import BaseModel, Field
+from trl import SFTTrainer
+
+from .progress import RichProgressCallback
+from .prompts import PromptConfig, encode_prompt
+from .records import Record
+from .sft import SFTStageConfig, latest_checkpoint, train_args
+
+
+class PretrainConfig(BaseModel):
+    """Budget of the base-model pre-training (fresh small models only)."""
+
+    max_steps: int = Field(400, description="Optimiser steps; 0 skips the stage.")
+    batch_size: int = Field(32, description="Sequences per step.")
+    learning_rate: float = Field(2e-3, description="Peak learning rate.")
+    seed: int = Field(0, description="Data order seed.")
+
+
+def run_pretrain(model, tokenizer, records: list[Record], cfg: PretrainConfig, out_dir: Path,
+                 prompt_cfg: PromptConfig) -> dict:
+    """Next-token loss on every prompt token (labels are never shown). Saves `out_dir/model`."""
+    ids = [encode_prompt(tokenizer, r, prompt_cfg) + [tokenizer.eos_token_id] for r in records]
+    dataset = Dataset.from_dict({"input_ids": ids})
+    stage = SFTStageConfig(max_steps=cfg.max_steps, batch_size=cfg.batch_size,
+                           learning_rate=cfg.learning_rate, seed=cfg.seed, save_steps=max(cfg.max_steps, 1))
+    trainer = SFTTrainer(model=model, args=train_args(stage, out_dir, max_length=None), train_dataset=dataset,
+                         processing_class=tokenizer, callbacks=[RichProgressCallback("pretrain base")])
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
+    trainer.save_model(str(out_dir / "model"))
+    tokenizer.save_pretrained(out_dir / "model")
+    losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    summary = {"steps": trainer.state.global_step, "wall_s": round(time.perf_counter() - t0, 1),
+               "loss_first": losses[0][1] if losses else None, "loss_last": losses[-1][1] if losses else None,
+               "loss_curve": losses}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

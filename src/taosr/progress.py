@@ -1,0 +1,61 @@
+"""Rich progress bars for long loops and for HF/TRL trainers (their tqdm bars are turned off)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import TrainerCallback
+
+
+def _enabled() -> bool:
+    """TAOSR_PROGRESS=0 / 1 forces bars off / on; by default they show on a terminal only."""
+    flag = os.environ.get("TAOSR_PROGRESS")
+    return sys.stderr.isatty() if flag is None else flag == "1"
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
+    )
+
+
+@contextmanager
+def progress_bar(total: int, desc: str) -> Iterator[Callable[..., None]]:
+    """`with progress_bar(n, "scoring") as advance: ... advance(k, info="...")`. Silent when not a terminal."""
+    if not _enabled():
+        yield lambda k=1, info="": None
+        return
+    with _progress() as p:
+        task = p.add_task(desc, total=total, info="")
+        yield lambda k=1, info="": p.update(task, advance=k, info=info)
+
+
+class RichProgressCallback(TrainerCallback):
+    """Trainer callback: one rich bar per training run, with the latest loss."""
+
+    def __init__(self, desc: str):
+        self.desc, self._p, self._task, self._info = desc, None, None, ""
+
+    def on_train_begin(self, args, state, control, **kw):
+        if _enabled():
+            self._p = _progress()
+            self._p.start()
+            self._task = self._p.add_task(self.desc, total=state.max_steps, info="")
+
+    def on_step_end(self, args, state, control, **kw):
+        if self._p:
+            self._p.update(self._task, completed=state.global_step, info=self._info)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            self._info = f"loss {logs['loss']:.3f}"
+
+    def on_train_end(self, args, state, control, **kw):
+        if self._p:
+            self._p.stop()
+            self._p = None

@@ -1,0 +1,38 @@
+"""Shared tiny fixtures: a small benchmark, a tokenizer trained on it, a 2-layer model. CPU, seeded."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TAOSR_PROGRESS", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_splits():
+    from taosr.synth import SynthConfig, generate
+
+    return generate(SynthConfig(n_queries=150, items_per_query=3, seed=7))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_splits):
+    from taosr.modeling import train_tokenizer
+    from taosr.pipeline import corpus
+    from taosr.prompts import PromptConfig
+
+    return train_tokenizer(corpus(tiny_splits["train"], PromptConfig()), vocab_size=400)
+
+
+@pytest.fixture()
+def tiny_model(tiny_tokenizer):
+    from taosr.modeling import ModelConfig, build_model
+
+    cfg = ModelConfig(vocab_size=400, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
+                      intermediate_size=128, seed=0)
+    return build_model(tiny_tokenizer, cfg)

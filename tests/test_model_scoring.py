@@ -1,0 +1,68 @@
+"""Tokenizer, answer-first scorer and a short SFT run, on a 2-layer model."""
+
+import numpy as np
+import torch
+
+from taosr.labels import LABEL_TOKENS, SPECIAL_TOKENS
+from taosr.modeling import label_token_ids
+from taosr.prompts import PromptConfig, answer_prefix_ids, encode_prompt, item_segment, query_segment
+from taosr.scoring import generate_texts, score_records
+from taosr.sft import SFTStageConfig, run_sft
+from taosr.teacher import RuleTeacher
+
+PC = PromptConfig()
+
+
+def test_labels_and_tags_are_single_tokens(tiny_tokenizer):
+    for tok in SPECIAL_TOKENS:
+        assert len(tiny_tokenizer(tok, add_special_tokens=False)["input_ids"]) == 1, tok
+    ids = label_token_ids(tiny_tokenizer)
+    assert len(set(ids)) == 4
+    assert tiny_tokenizer.convert_ids_to_tokens(ids) == [LABEL_TOKENS[lv] for lv in (1, 2, 3, 4)]
+
+
+def test_segment_tokenization_equals_joint(tiny_tokenizer, tiny_splits):
+    for r in tiny_splits["test"][:30]:
+        joint = tiny_tokenizer(PC.instructions + query_segment(r) + item_segment(r, PC), add_special_tokens=False)["input_ids"]
+        assert encode_prompt(tiny_tokenizer, r, PC) == joint
+
+
+def test_scorer_probs_sum_to_one_and_match_generate(tiny_model, tiny_tokenizer, tiny_splits):
+    recs = tiny_splits["test"][:12]
+    probs = score_records(tiny_model, tiny_tokenizer, recs, PC, batch_size=5)
+    assert probs.shape == (12, 4)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    # one greedy decoding step restricted to the label tokens picks the same label as the scorer
+    ids = label_token_ids(tiny_tokenizer)
+    prompts = [encode_prompt(tiny_tokenizer, r, PC) + answer_prefix_ids(tiny_tokenizer) for r in recs]
+    for p, row in zip(prompts, probs):
+        out = tiny_model.generate(torch.tensor([p]), max_new_tokens=1, do_sample=False, output_scores=True,
+                                  return_dict_in_generate=True, pad_token_id=tiny_tokenizer.pad_token_id)
+        logits = out.scores[0][0, ids]
+        np.testing.assert_allclose(torch.softmax(logits, -1).numpy(), row, atol=1e-5)
+        assert int(logits.argmax()) == int(row.argmax())
+
+
+def test_scores_do_not_depend_on_batching(tiny_model, tiny_tokenizer, tiny_splits):
+    recs = tiny_splits["test"][:9]
+    batched = score_records(tiny_model, tiny_tokenizer, recs, PC, batch_size=9)
+    single = np.vstack([score_records(tiny_model, tiny_tokenizer, [r], PC, batch_size=1) for r in recs])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_generate_texts_shapes(tiny_model, tiny_tokenizer, tiny_splits):
+    prompts = [encode_prompt(tiny_tokenizer, r, PC) for r in tiny_splits["test"][:3]]
+    out = generate_texts(tiny_model, tiny_tokenizer, prompts, max_new_tokens=5, do_sample=True,
+                         num_return_sequences=2, seed=0)
+    assert [len(o) for o in out] == [2, 2, 2]
+    assert all(isinstance(t, str) for o in out for t in o)
+
+
+def test_short_sft_lowers_the_loss(tiny_model, tiny_tokenizer, tiny_splits, tmp_path):
+    cfg = SFTStageConfig(order="answer_first", max_steps=30, batch_size=8, learning_rate=3e-3, save_steps=1000)
+    s = run_sft(tiny_model, tiny_tokenizer, tiny_splits["train"][:200], cfg, tmp_path, RuleTeacher(), PC)
+    first = np.mean([l for _, l in s["loss_curve"][:2]])
+    last = np.mean([l for _, l in s["loss_curve"][-2:]])
+    assert last < 0.75 * first, s["loss_curve"]
+    assert (tmp_path / "model" / "model.safetensors").exists()
+    assert s["rejects"] == 0 and s["examples"] == 200
