@@ -12,6 +12,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(2)
 
+from taosr.progress import quiet_libraries  # noqa: E402
+
+quiet_libraries()
+
 
 @pytest.fixture(scope="session")
 def tiny_splits():

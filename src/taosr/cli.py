@@ -101,6 +101,201 @@ def eval_cmd(
 
 
 @app.command()
+def sample(
+    model: Path = typer.Option(..., help="Model folder to sample from (e.g. runs/demo/sft_think_first/model)."),
+    data: Path = typer.Option(..., help="Labelled prompts (train split)."),
+    out: Path = typer.Option(..., help="Folder for samples-*.parquet shards (rerun to resume)."),
+    n: int = typer.Option(4, help="Samples per prompt (the N of pass@N)."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature."),
+    top_p: float = typer.Option(1.0, help="Nucleus mass."),
+    max_new_tokens: int = typer.Option(128, help="Longest response."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
+    seed: int = typer.Option(0, help="Base seed."),
+):
+    """Stage 2a: pass@N offline sampling; prints the pass@k curve (unbiased estimator)."""
+    from .modeling import load_model
+    from .pipeline import read_split
+    from .prompts import PromptConfig
+    from .sample import SampleConfig, pass_at_k_report, run_sampling
+
+    m, tok = load_model(model)
+    records = read_split(data)[:limit]
+    cfg = SampleConfig(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    df = run_sampling(m, tok, records, cfg, out, PromptConfig())
+    passk = pass_at_k_report(df)
+    (out / "pass_at_k.json").write_text(json.dumps(passk, indent=1))
+    console.print("pass@k: " + ", ".join(f"@{k} {100 * v:.1f}%" for k, v in passk.items()))
+    console.print(f"unparseable responses: {int(df['parsed'].isna().sum())} of {len(df)}")
+
+
+@app.command()
+def dpo(
+    model: Path = typer.Option(..., help="SFT model folder (also the frozen reference)."),
+    data: Path = typer.Option(..., help="The labelled prompts that were sampled."),
+    samples: Path = typer.Option(..., help="Folder written by `taosr sample`."),
+    out: Path = typer.Option(..., help="Output folder (model in OUT/model, pairs in OUT/pairs.jsonl)."),
+    order: str = typer.Option("answer_first", help="Output order of the model (for the teacher's oracle responses)."),
+    beta: float = typer.Option(0.1, help="DPO beta."),
+    learning_rate: float = typer.Option(1e-4, help="Peak learning rate."),
+    max_steps: int = typer.Option(120, help="Optimiser steps."),
+    pairs_per_prompt: int = typer.Option(1, help="Self-correction pairs per prompt."),
+):
+    """Stage 2b: preference pairs (self-correction + oracle) and DPO against the SFT reference."""
+    from .dpo import DPOStageConfig, make_pairs, run_dpo
+    from .modeling import load_model
+    from .pairs import PairPolicy
+    from .pipeline import read_split
+    from .prompts import PromptConfig
+    from .sample import read_samples
+    from .teacher import RuleTeacher
+
+    cfg = DPOStageConfig(beta=beta, learning_rate=learning_rate, max_steps=max_steps,
+                         pairs=PairPolicy(pairs_per_prompt=pairs_per_prompt))
+    records = read_split(data)
+    pairs, counts = make_pairs(read_samples(samples), records, RuleTeacher(), order, PromptConfig(), cfg.pairs)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "pairs.jsonl").open("w") as f:
+        f.writelines(json.dumps(p) + "\n" for p in pairs)
+    console.print(f"pairs: {counts}")
+    m, tok = load_model(model)
+    summary = run_dpo(m, tok, pairs, cfg, out)
+    console.print({k: v for k, v in summary.items() if not k.endswith("curve")})
+
+
+@app.command()
+def grpo(
+    model: Path = typer.Option(..., help="Policy to start from (DPO or SFT model folder)."),
+    data: Path = typer.Option(..., help="Labelled RL prompts."),
+    out: Path = typer.Option(..., help="Output folder."),
+    samples: Optional[Path] = typer.Option(None, help="pass@N samples of THIS policy for the difficulty filter."),
+    max_steps: int = typer.Option(60, help="Optimiser steps."),
+    num_generations: int = typer.Option(4, help="Group size G."),
+    gamma: Optional[int] = typer.Option(None, help="Keep prompts with 0 < correct < gamma (default N)."),
+    online_mask: bool = typer.Option(True, help="Mask zero-spread groups."),
+    balance: bool = typer.Option(True, help="Balance the label mix of the RL prompts."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
+):
+    """Stage 3: GRPO with accuracy reward and difficulty-based dynamic sampling."""
+    from .grpo import GRPOStageConfig, run_grpo, select_prompts
+    from .modeling import load_model
+    from .pipeline import read_split
+    from .prompts import PromptConfig
+    from .sample import read_samples
+
+    cfg = GRPOStageConfig(max_steps=max_steps, num_generations=num_generations, gamma=gamma,
+                          online_mask=online_mask, balance_classes=balance, offline_filter=samples is not None)
+    prompts, stats = select_prompts(read_split(data)[:limit], read_samples(samples) if samples else None, cfg)
+    console.print(f"prompt selection: {stats}")
+    m, tok = load_model(model)
+    summary = run_grpo(m, tok, prompts, cfg, out, PromptConfig())
+    console.print({k: v for k, v in summary.items() if not k.endswith("curve")})
+
+
+@app.command()
+def calibrate(
+    model: Path = typer.Option(..., help="Model folder; taosr_serving.json (beta, label ids, prompt) is written into it."),
+    data: Path = typer.Option(..., help="Labelled dev file (JSONL/CSV/Parquet)."),
+    objective: str = typer.Option("macro_f1", help="What beta maximises: macro_f1 | accuracy."),
+    batch_size: int = typer.Option(32, help="Items per forward pass."),
+):
+    """Choose the CumPT threshold beta on labelled dev data and store it with the model."""
+    from .calibrate import calibrate_model
+    from .pipeline import read_split
+    from .prompts import PromptConfig
+
+    out = calibrate_model(model, read_split(data), PromptConfig(), objective, batch_size)
+    console.print_json(data={k: v for k, v in out.items() if k not in ("prompt", "curve")})
+
+
+@app.command()
+def score(
+    model: Path = typer.Option(..., help="Model folder (calibrated with `taosr calibrate`, else beta = 0.5)."),
+    input: Path = typer.Option(..., "--input", help="Pairs to score (JSONL/CSV/Parquet)."),
+    output: Path = typer.Option(..., "--output", help="Output Parquet; rejects -> OUTPUT.rejects.jsonl."),
+    batch_queries: int = typer.Option(64, help="Queries per part file (the unit of resume)."),
+    batch_size: int = typer.Option(32, help="Items per forward pass."),
+    prefix_sharing: bool = typer.Option(True, "--prefix-sharing/--no-prefix-sharing", help="Share the query's KV cache."),
+    fresh: bool = typer.Option(False, help="Discard an interrupted run's parts instead of resuming."),
+):
+    """Batch-score a file: P(1..4), CumPT level and tier per row; streaming, resumable output."""
+    from .batch_score import score_file
+
+    console.print_json(data=score_file(model, input, output, batch_queries, prefix_sharing, batch_size, fresh))
+
+
+@app.command()
+def serve(
+    model: Path = typer.Option(..., help="Model folder."),
+    host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default)."),
+    port: int = typer.Option(8000, help="Port."),
+    max_items: int = typer.Option(200, help="Most items in one request."),
+    max_wait_ms: float = typer.Option(5.0, help="Longest a request waits for its micro-batch."),
+    max_queue: int = typer.Option(64, help="Requests queued before the server answers 503."),
+):
+    """Run the relevance service: POST /v1/relevance, /healthz, /readyz, /metrics, /docs."""
+    from .serve import ServeSettings, run
+
+    run(model, ServeSettings(host=host, port=port, max_items=max_items, max_wait_ms=max_wait_ms, max_queue=max_queue))
+
+
+@app.command()
+def cot(
+    data: list[Path] = typer.Argument(..., help="Labelled pairs (any format `taosr data inspect` reads)."),
+    out: Path = typer.Option(Path("cot.jsonl"), help="Output JSONL; rerun to resume."),
+    teacher: str = typer.Option("rules", help="rules | openai | local."),
+    base_url: str = typer.Option("http://127.0.0.1:8001", help="OpenAI-compatible server (teacher=openai)."),
+    model: str = typer.Option("taosr-rules", help="Model name sent to the server."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key."),
+    model_dir: Optional[Path] = typer.Option(None, help="Local HF model folder (teacher=local)."),
+    concurrency: int = typer.Option(4, help="Requests in flight."),
+    timeout_s: float = typer.Option(30.0, help="Per-request timeout."),
+    max_retries: int = typer.Option(3, help="Retries on errors and timeouts (exponential backoff)."),
+    max_attempts: int = typer.Option(2, help="Asks per pair until the reasoning concludes the gold label."),
+    k: int = typer.Option(3, help="Rules retrieved per pair."),
+    embeddings: bool = typer.Option(False, help="Fuse MiniLM embeddings into rule retrieval."),
+    cache: Optional[Path] = typer.Option(None, help="SQLite response cache (default OUT.cache.sqlite)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N records."),
+):
+    """Teacher CoT for every labelled pair, from rules retrieved per pair (ok / inconsistent / failed, all counted)."""
+    from .cot import run_cot
+    from .loaders import load_records
+    from .retrieval import RuleRetriever
+
+    records = load_records(data).records[:limit]
+    retriever = RuleRetriever(use_embeddings=embeddings)
+    if teacher == "openai":
+        from .llm_teacher import OpenAITeacher
+
+        t = OpenAITeacher(base_url, model, api_key=os.environ.get(api_key_env), concurrency=concurrency,
+                          timeout_s=timeout_s, max_retries=max_retries, max_attempts=max_attempts, k=k,
+                          retriever=retriever, cache_path=cache or out.with_suffix(".cache.sqlite"))
+    elif teacher == "local":
+        from .llm_teacher import LocalTeacher
+
+        t = LocalTeacher(model_dir, retriever=retriever, k=k, max_attempts=max_attempts)
+    elif teacher == "rules":
+        from .teacher import RuleTeacher
+
+        t = RuleTeacher()
+    else:
+        raise typer.BadParameter(f"unknown teacher {teacher!r} (rules | openai | local)")
+    console.print_json(data=run_cot(records, t, out))
+
+
+@app.command("chat-serve")
+def chat_serve(
+    backend: str = typer.Option("rules", help="rules (the rule teacher) | transformers (a local model)."),
+    model_dir: Optional[Path] = typer.Option(None, help="Model folder for the transformers backend."),
+    host: str = typer.Option("127.0.0.1", help="Bind address."),
+    port: int = typer.Option(8001, help="Port."),
+):
+    """An OpenAI-compatible /v1/chat/completions server for a local model (a teacher for `taosr cot`)."""
+    from .chat_server import RuleBackend, TransformersBackend, serve_chat
+
+    serve_chat(RuleBackend() if backend == "rules" else TransformersBackend(model_dir), host=host, port=port)
+
+
+@app.command()
 def demo(
     name: str = typer.Option("demo", help="Run name (folder under runs/)."),
     preset: str = typer.Option("default", help="default (the full demo, ~15 min here) | tiny (a 1-minute smoke run)."),
@@ -113,7 +308,10 @@ def demo(
 
 
 def main() -> None:
+    from .progress import quiet_libraries
+
     logging.basicConfig(level=logging.WARNING)
+    quiet_libraries()
     app()
 
 

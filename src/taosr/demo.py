@@ -2,6 +2,10 @@
 
 Every row is a real run of its stage, read back from `runs/<name>/<stage>/metrics.json`; a stage
 whose metrics already exist is not run again, so an interrupted demo resumes where it stopped.
+
+Rows (the paper's, on our benchmark): majority class; answer-only SFT (the "LLM base"); think-first
+CoT SFT; answer-first (post-CoT) SFT; + DPO for both CoT orders; + GRPO on the post-CoT model; and
+the full model read through CumPT with beta calibrated on the dev split.
 """
 
 from __future__ import annotations
@@ -11,111 +15,168 @@ import shutil
 import time
 from collections.abc import Callable
 
+from pydantic import BaseModel, Field
 from rich.console import Console
 
+from .dpo import DPOStageConfig, make_pairs, run_dpo
 from .evaluate import evaluate, majority_baseline, query_type_table, stage_table
-from .modeling import ModelConfig, load_model
+from .grpo import GRPOStageConfig, run_grpo, select_prompts
+from .modeling import ModelConfig, load_model, save
 from .pipeline import RunConfig, fresh_model, prepare_data, save_config, write_json
 from .pretrain import PretrainConfig, run_pretrain
+from .sample import SampleConfig, pass_at_k_report, run_sampling
 from .sft import SFTStageConfig, run_sft
 from .synth import SynthConfig
 from .teacher import RuleTeacher
 
-ROW_NAMES = {
-    "sft_answer_only": "LLM base, answer-only SFT",
-    "sft_think_first": "CoT think-first SFT",
-    "sft_answer_first": "CoT answer-first SFT (post-CoT)",
-}
+
+class DemoConfig(BaseModel):
+    """Budgets of every stage the demo runs."""
+
+    run: RunConfig = Field(default_factory=RunConfig, description="Data, model, prompt and SFT settings.")
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="Base-model pre-training.")
+    sample: SampleConfig = Field(default_factory=SampleConfig, description="pass@N sampling for DPO pairs.")
+    sample_prompts: int = Field(512, description="Training prompts sampled for DPO pairs.")
+    dpo: DPOStageConfig = Field(default_factory=DPOStageConfig, description="DPO settings.")
+    grpo: GRPOStageConfig = Field(default_factory=GRPOStageConfig, description="GRPO settings.")
+    grpo_candidates: int = Field(384, description="Training prompts screened by pass@N before GRPO.")
 
 
-def make_preset(name: str, run_name: str) -> tuple[RunConfig, PretrainConfig]:
-    """`default`: the measured demo (about 15 min on 2 cores); `tiny`: a smoke run for tests."""
+def make_preset(name: str, run_name: str) -> DemoConfig:
+    """`default`: the measured demo; `tiny`: a one-minute smoke run for tests."""
     if name == "tiny":
-        cfg = RunConfig(
-            name=run_name,
-            synth=SynthConfig(n_queries=120, items_per_query=3),
+        run = RunConfig(
+            name=run_name, synth=SynthConfig(n_queries=120, items_per_query=3),
             model=ModelConfig(vocab_size=400, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
                               intermediate_size=128),
-            sft=SFTStageConfig(max_steps=4, batch_size=8, save_steps=1000),
-            max_new_tokens=48,
+            sft=SFTStageConfig(max_steps=4, batch_size=8, save_steps=1000), max_new_tokens=48,
         )
-        return cfg, PretrainConfig(max_steps=4, batch_size=8)
+        return DemoConfig(run=run, pretrain=PretrainConfig(max_steps=4, batch_size=8),
+                          sample=SampleConfig(n=2, max_new_tokens=48, shard_prompts=16), sample_prompts=16,
+                          dpo=DPOStageConfig(max_steps=2, batch_size=4),
+                          grpo=GRPOStageConfig(max_steps=2, prompts_per_step=2, num_generations=2,
+                                               max_completion_length=24, offline_filter=False),
+                          grpo_candidates=16)
     if name == "default":
-        return RunConfig(name=run_name, sft=SFTStageConfig(max_steps=400, learning_rate=1e-3)), PretrainConfig(max_steps=400)
+        return DemoConfig(run=RunConfig(name=run_name, sft=SFTStageConfig(max_steps=500, learning_rate=2e-3)))
     raise ValueError(f"unknown preset {name!r} (default | tiny)")
 
 
-def _stage(cfg: RunConfig, stage: str, console: Console, fn: Callable[[], dict]) -> dict:
-    """Run one stage unless its metrics already exist; return its metrics."""
-    path = cfg.dir / stage / "metrics.json"
-    if path.exists():
-        console.print(f"[dim]{stage}: already done, reading {path}[/dim]")
-        return json.loads(path.read_text())
-    t0 = time.perf_counter()
-    metrics = fn()
-    metrics["stage_wall_s"] = round(time.perf_counter() - t0, 1)
-    write_json(path, metrics)
-    console.print(f"{stage}: macro-F1 {100 * metrics['macro_f1']:.2f}, accuracy {100 * metrics['accuracy']:.2f} "
-                  f"({metrics['stage_wall_s']} s)")
-    return metrics
+class Demo:
+    """The pipeline, stage by stage, with the table rows it collects."""
+
+    def __init__(self, cfg: DemoConfig, console: Console):
+        self.cfg, self.run, self.console = cfg, cfg.run, console
+        self.teacher = RuleTeacher()
+        self.rows: list[tuple[str, dict]] = []
+        self.extra: dict = {}
+
+    def stage(self, name: str, row: str | None, fn: Callable[[], dict]) -> dict:
+        """Run one stage unless its metrics exist; add its table row."""
+        path = self.run.dir / name / "metrics.json"
+        if path.exists():
+            self.console.print(f"[dim]{name}: done before, reading {path}[/dim]")
+            m = json.loads(path.read_text())
+        else:
+            t0 = time.perf_counter()
+            m = fn()
+            m["stage_wall_s"] = round(time.perf_counter() - t0, 1)
+            write_json(path, m)
+            self.console.print(f"{name}: macro-F1 {100 * m['macro_f1']:.2f}, accuracy {100 * m['accuracy']:.2f} "
+                               f"({m['stage_wall_s']} s)")
+        if row:
+            self.rows.append((row, m))
+        return m
+
+    def evaluate(self, model, tok, order: str) -> tuple[dict, dict]:
+        return evaluate(model, tok, self.splits["test"], order, self.run.prompt,
+                        batch_size=self.run.eval_batch_size, max_new_tokens=self.run.max_new_tokens)
+
+    # -------------------------------------------------------------- stages
+    def base(self) -> None:
+        base = self.run.dir / "base"
+        if (base / "model" / "config.json").exists():
+            return
+        model, tok = fresh_model(self.run, self.splits["train"])
+        if not self.run.model.name_or_path and self.cfg.pretrain.max_steps > 0:
+            s = run_pretrain(model, tok, self.splits["train"], self.cfg.pretrain, base, self.run.prompt)
+            self.console.print(f"base pre-training: loss {s['loss_first']:.2f} -> {s['loss_last']:.2f} ({s['wall_s']} s)")
+        else:
+            save(model, tok, base / "model")
+
+    def sft(self, order: str, row: str) -> None:
+        def fn() -> dict:
+            model, tok = load_model(self.run.dir / "base" / "model")
+            cfg = self.run.sft.model_copy(update={"order": order})
+            s = run_sft(model, tok, self.splits["train"], cfg, self.run.dir / f"sft_{order}", self.teacher, self.run.prompt)
+            m, out = self.evaluate(model, tok, order)
+            m["train"] = {k: v for k, v in s.items() if k != "loss_curve"}
+            return m
+
+        self.stage(f"sft_{order}", row, fn)
+
+    def dpo(self, order: str, row: str) -> None:
+        def fn() -> dict:
+            src = self.run.dir / f"sft_{order}" / "model"
+            model, tok = load_model(src)
+            prompts = self.splits["train"][: self.cfg.sample_prompts]
+            samples = run_sampling(model, tok, prompts, self.cfg.sample, self.run.dir / f"samples_{order}", self.run.prompt)
+            passk = pass_at_k_report(samples)
+            pairs, counts = make_pairs(samples, prompts, self.teacher, order, self.run.prompt, self.cfg.dpo.pairs)
+            write_json(self.run.dir / f"dpo_{order}" / "pairs.json", {"counts": counts, "pairs": pairs[:20]})
+            self.console.print(f"pass@k ({order} SFT): " + ", ".join(f"@{k} {100 * v:.1f}" for k, v in passk.items())
+                               + f" | pairs: {counts}")
+            model, tok = load_model(src)
+            s = run_dpo(model, tok, pairs, self.cfg.dpo, self.run.dir / f"dpo_{order}")
+            m, _ = self.evaluate(model, tok, order)
+            m.update(pass_at_k=passk, pair_counts=counts, train={k: v for k, v in s.items() if not k.endswith("curve")})
+            return m
+
+        self.stage(f"dpo_{order}", row, fn)
+
+    def grpo(self, row: str) -> None:
+        def fn() -> dict:
+            src = self.run.dir / "dpo_answer_first" / "model"
+            model, tok = load_model(src)
+            cands = self.splits["train"][-self.cfg.grpo_candidates:]  # not the prompts DPO sampled
+            samples = None
+            if self.cfg.grpo.offline_filter:
+                samples = run_sampling(model, tok, cands, self.cfg.sample, self.run.dir / "samples_grpo", self.run.prompt)
+            prompts, sel = select_prompts(cands, samples, self.cfg.grpo)
+            self.console.print(f"GRPO prompt selection: {sel}")
+            s = run_grpo(model, tok, prompts, self.cfg.grpo, self.run.dir / "grpo", self.run.prompt)
+            m, out = self.evaluate(model, tok, "answer_first")
+            m.update(selection=sel, train={k: v for k, v in s.items() if not k.endswith("curve")})
+            return m
+
+        self.stage("grpo", row, fn)
 
 
 def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
              console: Console | None = None) -> dict:
     console = console or Console()
-    cfg, pre_cfg = make_preset(preset, name)
-    if fresh and cfg.dir.exists():
-        shutil.rmtree(cfg.dir)
-    save_config(cfg)
+    cfg = make_preset(preset, name)
+    if fresh and cfg.run.dir.exists():
+        shutil.rmtree(cfg.run.dir)
+    save_config(cfg.run)
+    write_json(cfg.run.dir / "demo_config.json", cfg.model_dump())
     t_start = time.perf_counter()
-    splits = prepare_data(cfg)
-    console.print(f"benchmark: {', '.join(f'{k} {len(v)} pairs' for k, v in splits.items())} -> {cfg.dir / 'data'}")
-    teacher = RuleTeacher()
-
-    base_dir = cfg.dir / "base"
-    if not (base_dir / "model" / "config.json").exists():
-        model, tok = fresh_model(cfg, splits["train"])
-        if not cfg.model.name_or_path and pre_cfg.max_steps > 0:
-            s = run_pretrain(model, tok, splits["train"], pre_cfg, base_dir, cfg.prompt)
-            console.print(f"base model pre-training: loss {s['loss_first']:.2f} -> {s['loss_last']:.2f} ({s['wall_s']} s)")
-        else:
-            from .modeling import save
-
-            save(model, tok, base_dir / "model")
-
-    rows: list[tuple[str, dict]] = [("majority class", majority_baseline(splits["train"], splits["test"]))]
-    for order in ("answer_only", "think_first", "answer_first"):
-        stage = f"sft_{order}"
-
-        def train_and_eval(order=order, stage=stage) -> dict:
-            model, tok = load_model(base_dir / "model")
-            sft_cfg = cfg.sft.model_copy(update={"order": order})
-            summary = run_sft(model, tok, splits["train"], sft_cfg, cfg.dir / stage, teacher, cfg.prompt)
-            metrics, out = evaluate(model, tok, splits["test"], order, cfg.prompt,
-                                    batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens)
-            metrics["train"] = {k: v for k, v in summary.items() if k != "loss_curve"}
-            _write_samples(cfg, stage, splits["test"], out)
-            return metrics
-
-        rows.append((ROW_NAMES[stage], _stage(cfg, stage, console, train_and_eval)))
+    d = Demo(cfg, console)
+    d.splits = prepare_data(cfg.run)
+    console.print(f"benchmark: {', '.join(f'{k} {len(v)} pairs' for k, v in d.splits.items())} -> {cfg.run.dir / 'data'}")
+    d.rows.append(("majority class", majority_baseline(d.splits["train"], d.splits["test"])))
+    d.base()
+    d.sft("answer_only", "LLM base, answer-only SFT")
+    d.sft("think_first", "CoT think-first SFT")
+    d.sft("answer_first", "CoT answer-first SFT (post-CoT)")
+    d.dpo("think_first", "think-first + DPO")
+    d.dpo("answer_first", "post-CoT + DPO")
+    d.grpo("post-CoT + DPO + GRPO (full)")
 
     wall = time.perf_counter() - t_start
-    console.print(stage_table(rows))
-    console.print(query_type_table(rows))
-    result = {"rows": [{"name": n, **m} for n, m in rows], "wall_s": round(wall, 1)}
-    write_json(cfg.dir / "results.json", result)
-    console.print(f"demo finished in {wall:.0f} s; everything is under {cfg.dir}/")
+    console.print(stage_table(d.rows))
+    console.print(query_type_table(d.rows))
+    result = {"rows": [{"name": n, **m} for n, m in d.rows], "wall_s": round(wall, 1)}
+    write_json(cfg.run.dir / "results.json", result)
+    console.print(f"demo finished in {wall:.0f} s; everything is under {cfg.run.dir}/")
     return result
-
-
-def _write_samples(cfg: RunConfig, stage: str, records, out: dict, n: int = 50) -> None:
-    """Keep a few predictions next to gold for the report (texts for think-first, probabilities otherwise)."""
-    rows = []
-    for i, r in enumerate(records[:n]):
-        row = {"id": r.id, "query": r.query, "title": r.title, "gold": r.label, "pred": out["pred"][i]}
-        if "texts" in out:
-            row["text"] = out["texts"][i]
-        if "probs" in out:
-            row["probs"] = [round(float(x), 4) for x in out["probs"][i]]
-        rows.append(row)
-    write_json(cfg.dir / stage / "samples.json", rows)

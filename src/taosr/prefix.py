@@ -13,16 +13,28 @@ skip the padding, so every row computes exactly what the unshared prompt compute
 
 from __future__ import annotations
 
-import copy
 from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from .modeling import label_token_ids
 from .prompts import PromptConfig, answer_prefix_ids, encode_segments, item_segment, query_segment
 from .records import Record
+
+
+def fork_cache(cache: DynamicCache, batch: int, config=None) -> DynamicCache:
+    """A new cache over `batch` copies of a batch-1 cache; the original is never written to.
+
+    Per layer: keys/values (1, kv_heads, plen, d) -> expanded view (batch, kv_heads, plen, d), which the
+    new cache materialises once when it appends the suffix (DynamicLayer grows by concatenation).
+    """
+    out = DynamicCache(config=config)  # config: the same layer kinds (e.g. sliding-window) as the model
+    for i, layer in enumerate(cache.layers):
+        out.update(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1), i)
+    return out
 
 
 class PrefixScorer:
@@ -52,7 +64,7 @@ class PrefixScorer:
         if self._instr_cache is None:
             self._instr_cache = self._extend(None, self.instr_ids, 0)
         q_ids = encode_segments(self.tok, [query_segment(record)])
-        cache = self._extend(copy.deepcopy(self._instr_cache), q_ids, len(self.instr_ids))
+        cache = self._extend(fork_cache(self._instr_cache, 1, self.model.config), q_ids, len(self.instr_ids))
         return cache, len(self.instr_ids) + len(q_ids)
 
     @torch.inference_mode()
@@ -77,8 +89,7 @@ class PrefixScorer:
                 ids[j, pad:] = torch.tensor(s)
                 mask[j, plen + pad:] = 1
                 pos[j, pad:] = torch.arange(plen, plen + len(s))
-            shared = copy.deepcopy(cache)
-            shared.batch_repeat_interleave(b)  # (1, heads, plen, d) -> (b, heads, plen, d) per layer
+            shared = fork_cache(cache, b, self.model.config)
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=shared,
                                 use_cache=True, logits_to_keep=1).logits[:, -1, :]  # (b, vocab)
             out[idx] = torch.softmax(logits[:, self.label_ids].float(), -1).double().numpy()  # (b, 4)

@@ -17,7 +17,7 @@ from datasets import Dataset
 from pydantic import BaseModel, Field
 from trl import SFTTrainer
 
-from .progress import RichProgressCallback
+from .progress import attach
 from .prompts import PromptConfig, encode_prompt
 from .records import Record
 from .sft import SFTStageConfig, latest_checkpoint, train_args
@@ -40,7 +40,8 @@ def run_pretrain(model, tokenizer, records: list[Record], cfg: PretrainConfig, o
     stage = SFTStageConfig(max_steps=cfg.max_steps, batch_size=cfg.batch_size,
                            learning_rate=cfg.learning_rate, seed=cfg.seed, save_steps=max(cfg.max_steps, 1))
     trainer = SFTTrainer(model=model, args=train_args(stage, out_dir, max_length=None), train_dataset=dataset,
-                         processing_class=tokenizer, callbacks=[RichProgressCallback("pretrain base")])
+                         processing_class=tokenizer)
+    attach(trainer, "pretrain base")
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
     trainer.save_model(str(out_dir / "model"))

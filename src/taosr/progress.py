@@ -59,3 +59,23 @@ class RichProgressCallback(TrainerCallback):
         if self._p:
             self._p.stop()
             self._p = None
+
+
+def quiet_libraries() -> None:
+    """Turn off the tqdm bars and per-step log prints of transformers / datasets (ours are rich bars)."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def attach(trainer, desc: str):
+    """Swap the trainer's stdout log printer for one rich progress bar."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(RichProgressCallback(desc))
+    return trainer

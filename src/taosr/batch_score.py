@@ -1,0 +1,182 @@
+"""`taosr score`: score a file of (query, item) pairs offline into Parquet, resumably.
+
+Reading: the input (JSONL / CSV / Parquet, any layout `taosr.loaders` reads) is validated row by
+row; rejected rows go to `<output stem>.rejects.jsonl` with reasons. The loaders read a file whole,
+so the *records* are held in memory (grouping by query needs them anyway); the scores are not.
+
+Scoring: pairs are grouped by query (first-appearance order) and scored with `PrefixScorer` (the
+instruction + query KV cache shared by the items of a query), or with the unshared scorer when
+`prefix_sharing=False` (same numbers, slower). Each chunk of `batch_queries` queries is written as
+one Parquet part file, atomically (written to `.tmp`, then renamed):
+
+    <output>.parts/manifest.json        input fingerprint, model, beta
+    <output>.parts/part-00000.parquet   whole query groups, with their input row numbers (_seq)
+    ...
+
+Resuming: a killed run leaves finished parts (and maybe a `.tmp`, deleted on restart). A rerun
+with the same input and model reads the row numbers already written and scores only the rest, so
+no pair is lost or written twice. When every row is scored, the parts are merged into `output`
+(input order, row groups of `ROW_GROUP` rows) and the parts folder is removed. Output columns:
+id, query, title, p1..p4 (P(level 1..4)), level (CumPT with the beta of `taosr_serving.json`),
+tier (Good / Mid / Bad).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .calibrate import check_label_ids, load_serving_config
+from .cumpt import cumpt_levels, tiers_of
+from .loaders import load_records
+from .progress import progress_bar
+from .records import Record
+
+ROW_GROUP = 65_536
+SCHEMA = pa.schema([("id", pa.string()), ("query", pa.string()), ("title", pa.string()),
+                    ("p1", pa.float64()), ("p2", pa.float64()), ("p3", pa.float64()), ("p4", pa.float64()),
+                    ("level", pa.int8()), ("tier", pa.string())])
+PART_SCHEMA = SCHEMA.append(pa.field("_seq", pa.int64()))  # input row number, for resume and order
+
+
+def parts_dir_of(output: Path) -> Path:
+    return output.with_name(output.name + ".parts")
+
+
+def rejects_path_of(output: Path) -> Path:
+    return output.with_suffix(".rejects.jsonl")
+
+
+def _fingerprint(records: list[Record]) -> str:
+    """A hash of the input pairs, so a resume never mixes two different inputs."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(f"{r.id}\x1f{r.query}\x1f{r.title}\x1e".encode())
+    return h.hexdigest()
+
+
+def _groups(records: list[Record]) -> list[list[int]]:
+    """Row numbers grouped by query, groups in first-appearance order, rows in input order."""
+    by_query: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        by_query[r.query].append(i)
+    return list(by_query.values())
+
+
+def _open_parts(parts: Path, manifest: dict, fresh: bool) -> tuple[set[int], int]:
+    """Prepare the parts folder; returns (row numbers already written, next part number)."""
+    if fresh and parts.exists():
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    mpath = parts / "manifest.json"
+    if mpath.exists():
+        old = json.loads(mpath.read_text())
+        if old != manifest:
+            diff = sorted(k for k in manifest if old.get(k) != manifest[k])
+            raise ValueError(f"{parts} belongs to a run with a different {', '.join(diff)}; "
+                             "delete it (or pass fresh=True / --fresh) to start over")
+    else:
+        mpath.write_text(json.dumps(manifest, indent=1))
+    for tmp in parts.glob("*.tmp"):  # a part killed mid-write
+        tmp.unlink()
+    done: set[int] = set()
+    files = sorted(parts.glob("part-*.parquet"))
+    for f in files:
+        seqs = pq.read_table(f, columns=["_seq"])["_seq"].to_pylist()
+        if done.intersection(seqs):
+            raise ValueError(f"{f}: rows already written by another part (corrupt parts folder)")
+        done.update(seqs)
+    nxt = 1 + max((int(f.stem.split("-")[1]) for f in files), default=-1)
+    return done, nxt
+
+
+def _table(records: list[Record], seqs: list[int], probs: np.ndarray, beta: float) -> pa.Table:
+    levels = cumpt_levels(probs, beta)
+    cols = {"id": [records[i].id for i in seqs], "query": [records[i].query for i in seqs],
+            "title": [records[i].title for i in seqs],
+            **{f"p{k + 1}": probs[:, k] for k in range(4)},
+            "level": levels.astype(np.int8), "tier": list(tiers_of(levels)), "_seq": seqs}
+    return pa.table(cols, schema=PART_SCHEMA)
+
+
+def _write_part(parts: Path, number: int, table: pa.Table) -> Path:
+    """Write one part atomically (tests patch this to simulate a crash)."""
+    final = parts / f"part-{number:05d}.parquet"
+    tmp = final.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, final)
+    return final
+
+
+def _merge(parts: Path, output: Path, n_rows: int) -> None:
+    """Merge the parts into `output` in input order; checks that every row is there exactly once."""
+    files = sorted(parts.glob("part-*.parquet"))
+    table = pa.concat_tables([pq.read_table(f, schema=PART_SCHEMA) for f in files]) if files else PART_SCHEMA.empty_table()
+    table = table.sort_by("_seq")
+    if table["_seq"].to_pylist() != list(range(n_rows)):
+        raise RuntimeError(f"{parts}: parts hold {table.num_rows} rows, expected each of {n_rows} exactly once")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    pq.write_table(table.drop_columns(["_seq"]), tmp, row_group_size=ROW_GROUP)
+    os.replace(tmp, output)
+    shutil.rmtree(parts)
+
+
+def score_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path, batch_queries: int = 64,
+               prefix_sharing: bool = True, batch_size: int = 32, fresh: bool = False) -> dict:
+    """Score every valid row of `input_path` into the Parquet file `output_path` (see the module doc).
+
+    `batch_queries` queries go into each part file (the unit of resume); `batch_size` items per
+    forward pass. Returns counts, timing and where things went.
+    """
+    from .modeling import load_model
+    from .prefix import PrefixScorer
+    from .scoring import score_records
+
+    t0 = time.perf_counter()
+    if batch_queries < 1:
+        raise ValueError("batch_queries must be >= 1")
+    output, model_dir = Path(output_path), Path(model_dir)
+    loaded = load_records([input_path], rejects_path=rejects_path_of(output))
+    records = loaded.records
+    serving = load_serving_config(model_dir)
+    parts = parts_dir_of(output)
+    manifest = {"input": str(Path(input_path).resolve()), "fingerprint": _fingerprint(records),
+                "rows": len(records), "model": str(model_dir.resolve()), "beta": serving.beta}
+    done, number = _open_parts(parts, manifest, fresh)
+    todo = [g for g in ([i for i in grp if i not in done] for grp in _groups(records)) if g]
+
+    scored = 0
+    if todo:
+        model, tok = load_model(model_dir)
+        check_label_ids(serving, tok)
+        scorer = PrefixScorer(model, tok, serving.prompt, batch_size) if prefix_sharing else None
+        with progress_bar(len(records), "scoring") as advance:
+            advance(len(done))
+            for start in range(0, len(todo), batch_queries):
+                chunk = todo[start:start + batch_queries]
+                seqs = [i for grp in chunk for i in grp]
+                if scorer is not None:
+                    probs = np.vstack([scorer.score_items([records[i] for i in grp]) for grp in chunk])
+                else:
+                    probs = score_records(model, tok, [records[i] for i in seqs], serving.prompt, batch_size)
+                _write_part(parts, number, _table(records, seqs, probs, serving.beta))
+                number += 1
+                scored += len(seqs)
+                advance(len(seqs), info=f"{start + len(chunk)}/{len(todo)} queries")
+    _merge(parts, output, len(records))
+    seconds = time.perf_counter() - t0
+    return {"output": str(output), "rows": len(records), "rejects": len(loaded.rejects),
+            "rejects_path": str(rejects_path_of(output)), "queries": len(_groups(records)),
+            "resumed_rows": len(done), "scored_rows": scored, "beta": serving.beta,
+            "prefix_sharing": prefix_sharing, "seconds": round(seconds, 3),
+            "pairs_per_s": round(scored / seconds, 2) if seconds > 0 else None}

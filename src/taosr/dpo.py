@@ -1,0 +1,93 @@
+"""Stage 2b, `taosr dpo`: preference optimisation on the model's own samples (TRL's DPOTrainer).
+
+Pairs come from `taosr.pairs.build_pairs` over `taosr sample` output: self-correction pairs (a
+correct vs a wrong sample of the same prompt) and oracle pairs (the teacher's correct response vs a
+wrong sample when no sample was right). The SFT model is the frozen reference; its log-probs are
+precomputed once (cheaper than a second model in memory on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+from datasets import Dataset
+from pydantic import BaseModel, Field
+from trl import DPOConfig, DPOTrainer
+
+from .pairs import PairPolicy, Sample, build_pairs
+from .progress import attach
+from .prompts import PromptConfig, item_segment, query_segment, response_text
+from .records import Record
+from .teacher import Teacher
+
+
+class DPOStageConfig(BaseModel):
+    """Stage-2 DPO hyper-parameters."""
+
+    beta: float = Field(0.1, description="DPO temperature: how far the policy may move from the reference.")
+    learning_rate: float = Field(1e-4, description="Peak learning rate.")
+    max_steps: int = Field(120, description="Optimiser steps.")
+    batch_size: int = Field(16, description="Pairs per step.")
+    save_steps: int = Field(1000, description="Checkpoint interval (resume point).")
+    seed: int = Field(0, description="Seed.")
+    pairs: PairPolicy = Field(default_factory=PairPolicy, description="How preference pairs are built.")
+
+
+def prompt_text(record: Record, prompt_cfg: PromptConfig) -> str:
+    return prompt_cfg.instructions + query_segment(record) + item_segment(record, prompt_cfg)
+
+
+def make_pairs(samples: pd.DataFrame, records: list[Record], teacher: Teacher, order: str,
+               prompt_cfg: PromptConfig, policy: PairPolicy) -> tuple[list[dict], dict]:
+    """Preference rows {prompt, chosen, rejected, kind} and the counts of each kind."""
+    by_id = {r.id: r for r in records}
+
+    def oracle(prompt_id: str) -> str | None:
+        r = by_id[prompt_id]
+        reasoning = teacher.reason(r)
+        if reasoning is None or reasoning.level != r.label:
+            return None
+        return response_text(r.label, reasoning.text, order)
+
+    items = [Sample(prompt_id=s.prompt_id, prompt=prompt_text(by_id[s.prompt_id], prompt_cfg),
+                    sample_index=int(s.sample_index), text=s.text,
+                    parsed=None if pd.isna(s.parsed) else int(s.parsed), gold=int(s.gold), correct=bool(s.correct))
+             for s in samples.itertuples()]
+    result = build_pairs(items, oracle, policy)
+    return result.rows, result.counts
+
+
+def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: Path) -> dict:
+    """Train DPO on `pairs`; saves `out_dir/model`; returns losses, reward margins and wall time."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    eos = tokenizer.eos_token
+    data = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"] + eos, "rejected": p["rejected"] + eos}
+                              for p in pairs])
+    import torch
+
+    args = DPOConfig(
+        output_dir=str(out_dir / "checkpoints"), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, cfg.max_steps // 20),
+        beta=cfg.beta, precompute_ref_log_probs=True, max_length=None, use_cpu=not torch.cuda.is_available(),
+        bf16=False, logging_steps=max(1, cfg.max_steps // 20), save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=1, report_to="none", disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed,
+    )
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    attach(trainer, "dpo")
+    t0 = time.perf_counter()
+    from .sft import latest_checkpoint
+
+    trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
+    trainer.save_model(str(out_dir / "model"))
+    tokenizer.save_pretrained(out_dir / "model")
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    summary = {
+        "pairs": len(pairs), "steps": trainer.state.global_step, "wall_s": round(time.perf_counter() - t0, 1),
+        "loss_curve": [(h["step"], h["loss"]) for h in logs],
+        "margin_curve": [(h["step"], h.get("rewards/margins")) for h in logs],
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

