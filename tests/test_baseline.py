@@ -31,7 +31,7 @@ def test_tiny_baseline_learns(tiny_splits, tmp_path):
     assert summary["steps"] == 40
     losses = [loss for _, loss in summary["loss_curve"]]
     assert len(losses) == 8
-    assert np.mean(losses[-2:]) < np.mean(losses[:2])  # the training loss went down
+    assert np.mean(losses[-4:]) < np.mean(losses[:2]) - 0.05  # the training loss went down
     assert (tmp_path / "model" / "model.safetensors").exists()
 
     # the metrics dict of taosr.evaluate.metrics, also on disk, plus report samples

@@ -76,3 +76,17 @@ def test_prefix_shared_scores_equal_unshared(tiny_model, tiny_tokenizer, tiny_sp
     plain = score_records(tiny_model, tiny_tokenizer, recs, PC, batch_size=7)
     assert len({r.query for r in recs}) > 2
     np.testing.assert_allclose(shared, plain, atol=1e-5)
+
+
+def test_discriminative_hallucination_counts_disagreements():
+    from taosr.evaluate import discriminative_hallucination
+
+    texts = [
+        "<think>query: x. judgement: mismatch.</think><answer><mismatch></answer>",  # agrees
+        "<think>query: x. judgement: mismatch.</think><answer><excellent></answer>",  # disagrees
+        "<answer><related></answer><think>query: y. judgement: irrelevant.</think>",  # answer-first, disagrees
+        "<answer><related></answer>",  # no reasoning: not judged
+        "<think>no conclusion</think><answer><related></answer>",  # no conclusion: not judged
+    ]
+    h = discriminative_hallucination(texts)
+    assert h == {"judged": 3, "disagree": 2, "rate": 2 / 3}

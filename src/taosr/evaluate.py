@@ -47,6 +47,27 @@ def metrics(gold: Sequence[int], pred: Sequence[int], query_types: Sequence[str 
     return out
 
 
+def discriminative_hallucination(texts: Sequence[str]) -> dict:
+    """Share of responses whose stated label disagrees with their own reasoning's conclusion.
+
+    Counted over responses that have both a parseable answer and a reasoning ending in
+    "judgement: <level>." (TaoSR1: sound reasoning, wrong final label).
+    """
+    from .labels import THINK_CLOSE, THINK_OPEN
+    from .teacher import conclusion_of
+
+    both = disagree = 0
+    for t in texts:
+        answer = parse_response(t).level
+        reasoning = t.split(THINK_OPEN, 1)[1].split(THINK_CLOSE, 1)[0] if THINK_OPEN in t else ""
+        concluded = conclusion_of(reasoning)
+        if answer is None or concluded is None:
+            continue
+        both += 1
+        disagree += answer != concluded
+    return {"judged": both, "disagree": disagree, "rate": disagree / both if both else None}
+
+
 def majority_baseline(train: Sequence[Record], test: Sequence[Record]) -> dict:
     """Predict the most frequent training level for every test pair."""
     top = Counter(r.label for r in train).most_common(1)[0][0]
@@ -68,6 +89,8 @@ def predict(model, tokenizer, records: Sequence[Record], order: str, prompt_cfg:
 def evaluate(model, tokenizer, records: Sequence[Record], order: str, prompt_cfg: PromptConfig, **kw) -> tuple[dict, dict]:
     out = predict(model, tokenizer, records, order, prompt_cfg, **kw)
     m = metrics([r.label for r in records], out["pred"], [r.query_type for r in records])
+    if "texts" in out:
+        m["hallucination"] = discriminative_hallucination(out["texts"])
     return m, out
 
 

@@ -29,6 +29,7 @@ class PretrainConfig(BaseModel):
     max_steps: int = Field(400, description="Optimiser steps; 0 skips the stage.")
     batch_size: int = Field(32, description="Sequences per step.")
     learning_rate: float = Field(2e-3, description="Peak learning rate.")
+    bf16: bool = Field(False, description="bf16 autocast (CPUs with AVX512_BF16, or GPUs).")
     seed: int = Field(0, description="Data order seed.")
 
 
@@ -38,7 +39,8 @@ def run_pretrain(model, tokenizer, records: list[Record], cfg: PretrainConfig, o
     ids = [encode_prompt(tokenizer, r, prompt_cfg) + [tokenizer.eos_token_id] for r in records]
     dataset = Dataset.from_dict({"input_ids": ids})
     stage = SFTStageConfig(max_steps=cfg.max_steps, batch_size=cfg.batch_size,
-                           learning_rate=cfg.learning_rate, seed=cfg.seed, save_steps=max(cfg.max_steps, 1))
+                           learning_rate=cfg.learning_rate, seed=cfg.seed, bf16=cfg.bf16,
+                           save_steps=max(cfg.max_steps, 1))
     trainer = SFTTrainer(model=model, args=train_args(stage, out_dir, max_length=None), train_dataset=dataset,
                          processing_class=tokenizer)
     attach(trainer, "pretrain base")

@@ -74,7 +74,7 @@ def _png(fig) -> str:
 def _fig(w: float, h: float, ncols: int = 1):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(w, h))
+    fig = Figure(figsize=(w, h), layout="constrained")
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     return fig, axes
 
@@ -191,7 +191,7 @@ def _confusions(rows: list[dict]) -> str:
     for m in rows:
         c = np.asarray(m["confusion"], dtype=float)  # rows gold 1-4, cols pred 0-4
         share = c / np.maximum(c.sum(1, keepdims=True), 1)
-        fig, (ax,) = _fig(3.3, 2.9)
+        fig, (ax,) = _fig(2.9, 2.6)
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
         for g in range(c.shape[0]):
             for p in range(c.shape[1]):
@@ -227,7 +227,7 @@ def _training(run: Path) -> str:
         panels = ([("loss_curve", "loss")] if s.get("loss_curve") else []) + extra
         if not panels:
             continue
-        fig, axes = _fig(3.6 * len(panels), 2.6, len(panels))
+        fig, axes = _fig(3.1 * len(panels), 2.5, len(panels))
         for ax, (key, lab), color in zip(axes, panels, ["#2b6cb0", "#c05621", "#2f855a"]):
             _curve(ax, s[key], lab, color)
         fig.suptitle(d.name, fontsize=10)
