@@ -32,7 +32,6 @@ for a badly trained judge; logged). vLLM's automatic prefix caching then plays t
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path

@@ -14,7 +14,7 @@ import numpy as np
 from rich.table import Table
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from .labels import LEVEL_NAMES, parse_response
+from .labels import parse_response
 from .prompts import PromptConfig, encode_prompt
 from .records import Record
 from .scoring import generate_texts, score_records
