@@ -105,3 +105,23 @@ def test_masked_groups_add_no_gradient_and_leave_the_normaliser(tiny_model, tiny
     # and without the recount the masked groups would dilute the gradient
     diluted = dict(masked, num_items_in_batch=full["completion_mask"].sum())
     assert grads(diluted).norm() < 0.6 * g_masked.norm()
+
+
+def test_short_grpo_run_raises_mean_reward(tiny_model, tiny_tokenizer, tiny_splits, tmp_path):
+    """After a short SFT (format learned), GRPO on prompts whose gold is always 'Excellent' moves the reward up."""
+    from taosr.grpo import run_grpo
+    from taosr.prompts import PromptConfig
+    from taosr.sft import SFTStageConfig, run_sft
+
+    pc = PromptConfig()
+    run_sft(tiny_model, tiny_tokenizer, tiny_splits["train"][:160],
+            SFTStageConfig(order="answer_only", max_steps=80, batch_size=16, learning_rate=3e-3, save_steps=1000),
+            tmp_path / "sft", None, pc)
+    prompts = [r.model_copy(update={"label": 4}) for r in tiny_splits["train"][:16]]
+    cfg = GRPOStageConfig(num_generations=4, prompts_per_step=4, max_steps=16, learning_rate=1e-3, beta=0.0,
+                          temperature=0.7, max_completion_length=6, format_weight=0.0, offline_filter=False, balance_classes=False)
+    s = run_grpo(tiny_model, tiny_tokenizer, prompts, cfg, tmp_path / "grpo", pc)
+    rewards = [r for _, r in s["reward_curve"]]
+    assert len(rewards) == 16
+    assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.15, rewards
+    assert s["groups_total"] == 16 * 4 and 0 <= s["groups_masked"] <= s["groups_total"]

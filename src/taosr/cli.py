@@ -136,7 +136,8 @@ def dpo(
     out: Path = typer.Option(..., help="Output folder (model in OUT/model, pairs in OUT/pairs.jsonl)."),
     order: str = typer.Option("answer_first", help="Output order of the model (for the teacher's oracle responses)."),
     beta: float = typer.Option(0.1, help="DPO beta."),
-    learning_rate: float = typer.Option(1e-4, help="Peak learning rate."),
+    learning_rate: float = typer.Option(5e-5, help="Peak learning rate."),
+    sft_weight: float = typer.Option(1.0, help="NLL term on the chosen response (0 = plain DPO)."),
     max_steps: int = typer.Option(120, help="Optimiser steps."),
     pairs_per_prompt: int = typer.Option(1, help="Self-correction pairs per prompt."),
 ):
@@ -149,7 +150,7 @@ def dpo(
     from .sample import read_samples
     from .teacher import RuleTeacher
 
-    cfg = DPOStageConfig(beta=beta, learning_rate=learning_rate, max_steps=max_steps,
+    cfg = DPOStageConfig(beta=beta, learning_rate=learning_rate, max_steps=max_steps, sft_weight=sft_weight,
                          pairs=PairPolicy(pairs_per_prompt=pairs_per_prompt))
     records = read_split(data)
     pairs, counts = make_pairs(read_samples(samples), records, RuleTeacher(), order, PromptConfig(), cfg.pairs)

@@ -28,7 +28,9 @@ class DPOStageConfig(BaseModel):
     """Stage-2 DPO hyper-parameters."""
 
     beta: float = Field(0.1, description="DPO temperature: how far the policy may move from the reference.")
-    learning_rate: float = Field(1e-4, description="Peak learning rate.")
+    learning_rate: float = Field(5e-5, description="Peak learning rate.")
+    sft_weight: float = Field(1.0, description="Weight of an NLL term on the chosen response (RPO-style; 0 = plain "
+                              "DPO). Keeps the chosen likelihood from falling, which plain DPO let happen here.")
     max_steps: int = Field(120, description="Optimiser steps.")
     batch_size: int = Field(16, description="Pairs per step.")
     save_steps: int = Field(1000, description="Checkpoint interval (resume point).")
@@ -71,7 +73,9 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
     args = DPOConfig(
         output_dir=str(out_dir / "checkpoints"), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, cfg.max_steps // 20),
-        beta=cfg.beta, precompute_ref_log_probs=True, max_length=None, use_cpu=not torch.cuda.is_available(),
+        beta=cfg.beta, precompute_ref_log_probs=True,
+        loss_type=["sigmoid", "sft"] if cfg.sft_weight > 0 else ["sigmoid"],
+        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight > 0 else None, max_length=None, use_cpu=not torch.cuda.is_available(),
         bf16=False, logging_steps=max(1, cfg.max_steps // 20), save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=1, report_to="none", disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed,
     )

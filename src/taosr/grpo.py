@@ -47,6 +47,20 @@ def format_reward(completions: list[str], **_) -> list[float]:
     return [1.0 if parse_response(c).ok else 0.0 for c in completions]
 
 
+class TokenReward:
+    """Wraps a text reward for GRPOTrainer: TRL decodes completions with `skip_special_tokens=True`,
+    which deletes our label and tag tokens, so this re-decodes `completion_ids` keeping them."""
+
+    def __init__(self, fn, tokenizer):
+        self.fn, self.tok, self.__name__ = fn, tokenizer, fn.__name__
+
+    def __call__(self, completions, completion_ids=None, **kw) -> list[float]:
+        if completion_ids is not None:
+            texts = self.tok.batch_decode(completion_ids, skip_special_tokens=False)
+            completions = [t.split(self.tok.eos_token, 1)[0].replace(self.tok.pad_token or "\0", "") for t in texts]
+        return self.fn(completions, **kw)
+
+
 # ---------------------------------------------------------------- offline selection
 
 
@@ -168,9 +182,9 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
 
     out_dir.mkdir(parents=True, exist_ok=True)
     data = Dataset.from_list([{"prompt": prompt_text(r, prompt_cfg), "gold": int(r.label)} for r in prompts])
-    funcs, weights = [accuracy_reward], [1.0]
+    funcs, weights = [TokenReward(accuracy_reward, tokenizer)], [1.0]
     if cfg.format_weight > 0:
-        funcs.append(format_reward)
+        funcs.append(TokenReward(format_reward, tokenizer))
         weights.append(cfg.format_weight)
     args = GRPOConfig(
         output_dir=str(out_dir / "checkpoints"), max_steps=cfg.max_steps,

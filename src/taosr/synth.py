@@ -161,15 +161,24 @@ def generate(cfg: SynthConfig, kb: KnowledgeBase | None = None) -> dict[str, lis
 
 
 def split_by_query(pairs: list[Record], dev_frac: float, test_frac: float, seed: int = 0) -> dict[str, list[Record]]:
-    """Assign whole query strings to splits so that no query appears in two splits."""
-    queries = sorted({p.query for p in pairs})
-    random.Random(seed + 1).shuffle(queries)
-    n_test, n_dev = round(len(queries) * test_frac), round(len(queries) * dev_frac)
-    where = {q: "test" for q in queries[:n_test]}
-    where.update({q: "dev" for q in queries[n_test:n_test + n_dev]})
+    """Assign whole query strings to splits (no query in two splits), stratified by query type so that
+    rare types (there are only a few Q&A query strings) still reach the dev and test splits."""
+    by_type: dict[str, set[str]] = {}
+    for p in pairs:
+        by_type.setdefault(p.query_type or "", set()).add(p.query)
+    rng = random.Random(seed + 1)
+    where: dict[str, str] = {}
+    for qtype in sorted(by_type):
+        queries = sorted(by_type[qtype] - where.keys())
+        rng.shuffle(queries)
+        n_test = max(1, round(len(queries) * test_frac)) if test_frac > 0 and len(queries) >= 3 else round(len(queries) * test_frac)
+        n_dev = max(1, round(len(queries) * dev_frac)) if dev_frac > 0 and len(queries) >= 3 else round(len(queries) * dev_frac)
+        where.update({q: "test" for q in queries[:n_test]})
+        where.update({q: "dev" for q in queries[n_test:n_test + n_dev]})
+        where.update({q: "train" for q in queries[n_test + n_dev:]})
     out: dict[str, list[Record]] = {"train": [], "dev": [], "test": []}
     for p in pairs:
-        out[where.get(p.query, "train")].append(p)
+        out[where[p.query]].append(p)
     return out
 
 
