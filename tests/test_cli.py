@@ -37,3 +37,18 @@ def test_demo_tiny_end_to_end(tmp_path, monkeypatch):
     # a second run resumes: every stage is read back, nothing is retrained
     r2 = runner.invoke(app, ["demo", "--preset", "tiny", "--name", "t"])
     assert r2.exit_code == 0 and r2.output.count("done before") == 9, r2.output
+
+
+def test_data_split_by_query(tmp_path):
+    from taosr.synth import SynthConfig, generate, write_splits
+
+    src = tmp_path / "src"
+    recs = [r for v in generate(SynthConfig(n_queries=60, items_per_query=2)).values() for r in v]
+    write_splits({"all": recs}, src)
+    r = runner.invoke(app, ["data", "split", str(src / "all.jsonl"), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    stats = json.loads((tmp_path / "out/stats.json").read_text())
+    assert sum(stats[s]["pairs"] for s in ("train", "dev", "test")) == len(recs)
+    queries = {s: {json.loads(l)["query"] for l in (tmp_path / f"out/{s}.jsonl").read_text().splitlines()}
+               for s in ("train", "dev", "test")}
+    assert not (queries["train"] & queries["test"]) and not (queries["dev"] & queries["test"])

@@ -90,3 +90,15 @@ def test_discriminative_hallucination_counts_disagreements():
     ]
     h = discriminative_hallucination(texts)
     assert h == {"judged": 3, "disagree": 2, "rate": 2 / 3}
+
+
+def test_resume_refuses_a_folder_of_another_config(tmp_path):
+    import pytest
+
+    from taosr.sft import guard_resume
+
+    guard_resume(tmp_path, SFTStageConfig(max_steps=5))
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    guard_resume(tmp_path, SFTStageConfig(max_steps=5))  # same job: fine
+    with pytest.raises(ValueError, match="different SFTStageConfig"):
+        guard_resume(tmp_path, SFTStageConfig(max_steps=9))

@@ -82,3 +82,18 @@ def test_generator_is_seeded_and_mix_is_near_target():
     n = sum(labels.values())
     assert abs(labels[4] / n - 0.50) < 0.08 and abs(labels[2] / n - 0.36) < 0.08
     assert 0.02 < labels[3] / n < 0.12 and 0.04 < labels[1] / n < 0.15
+
+
+def test_file_teacher_reads_only_ok_rows(tmp_path):
+    import json
+
+    from taosr.teacher import FileTeacher
+
+    rows = [{"id": "a", "label": 2, "reasoning": "query: x. judgement: mismatch.", "status": "ok", "rule_ids": ["NEG-VIOLATED"]},
+            {"id": "b", "label": 4, "reasoning": "query: y. judgement: mismatch.", "status": "inconsistent"}]
+    path = tmp_path / "cot.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    t = FileTeacher(path)
+    got = t.reason(Record(id="a", query="q", title="t", label=2))
+    assert got.level == 2 and got.rule_ids == ("NEG-VIOLATED",) and got.text.endswith("mismatch.")
+    assert t.reason(Record(id="b", query="q", title="t", label=4)) is None

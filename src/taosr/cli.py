@@ -37,6 +37,33 @@ def data_inspect(
         raise typer.Exit(2)
 
 
+@data_app.command("split")
+def data_split(
+    files: list[Path] = typer.Argument(..., help="Labelled files or a WANDS folder (any format `data inspect` reads)."),
+    out: Path = typer.Option(..., help="Output folder for train/dev/test.jsonl (what `taosr sft --data` reads)."),
+    esci_products: Optional[Path] = typer.Option(None, help="ESCI products parquet: FILES[0] is then the examples parquet."),
+    esci_split: Optional[str] = typer.Option(None, help="Keep only this ESCI split (train / test)."),
+    locale: Optional[str] = typer.Option(None, help="Keep only this ESCI product_locale (us / es / jp)."),
+    dev_frac: float = typer.Option(0.1, help="Share of query strings in dev."),
+    test_frac: float = typer.Option(0.15, help="Share of query strings in test."),
+    seed: int = typer.Option(0, help="Split seed."),
+):
+    """Validate labelled pairs and split them by query (no query in two splits) into train/dev/test.jsonl."""
+    from .loaders import load_esci_official, load_records
+    from .synth import split_by_query, write_splits
+
+    out.mkdir(parents=True, exist_ok=True)
+    rejects = out / "rejects.jsonl"
+    if esci_products:
+        res = load_esci_official(files[0], esci_products, split=esci_split, locale=locale, rejects_path=rejects)
+    else:
+        res = load_records(files, require_label=True, rejects_path=rejects)
+    stats = write_splits(split_by_query(res.records, dev_frac, test_frac, seed), out)
+    stats["rejects"] = {"count": len(res.rejects), "file": str(rejects)}
+    (out / "stats.json").write_text(json.dumps(stats, indent=1))
+    console.print_json(data=stats)
+
+
 @app.command()
 def synth(
     out: Path = typer.Option(Path("data/synth"), help="Output folder for train/dev/test.jsonl."),
@@ -62,6 +89,7 @@ def sft(
     batch_size: int = typer.Option(32, help="Sequences per step."),
     learning_rate: float = typer.Option(2e-3, help="Peak learning rate."),
     seed: int = typer.Option(0, help="Seed."),
+    cot: Optional[Path] = typer.Option(None, help="Reasoning from `taosr cot` (JSONL); default: the rule-based teacher."),
 ):
     """Stage 1: SFT on teacher CoT in one output order."""
     from .modeling import ModelConfig
@@ -74,7 +102,9 @@ def sft(
                                        learning_rate=learning_rate, seed=seed))
     train = read_split(data / "train.jsonl")
     m, tok = fresh_model(cfg, train)
-    summary = run_sft(m, tok, train, cfg.sft, out, RuleTeacher(), cfg.prompt)
+    from .teacher import FileTeacher
+
+    summary = run_sft(m, tok, train, cfg.sft, out, FileTeacher(cot) if cot else RuleTeacher(), cfg.prompt)
     console.print({k: v for k, v in summary.items() if k != "loss_curve"})
 
 

@@ -64,7 +64,9 @@ def make_pairs(samples: pd.DataFrame, records: list[Record], teacher: Teacher, o
 
 def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: Path) -> dict:
     """Train DPO on `pairs`; saves `out_dir/model`; returns losses, reward margins and wall time."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from .sft import guard_resume
+
+    guard_resume(out_dir, cfg)
     eos = tokenizer.eos_token
     data = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"] + eos, "rejected": p["rejected"] + eos}
                               for p in pairs])

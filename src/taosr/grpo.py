@@ -180,7 +180,9 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
     from .dpo import prompt_text
     from .sft import latest_checkpoint
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from .sft import guard_resume
+
+    guard_resume(out_dir, cfg)
     data = Dataset.from_list([{"prompt": prompt_text(r, prompt_cfg), "gold": int(r.label)} for r in prompts])
     funcs, weights = [TokenReward(accuracy_reward, tokenizer)], [1.0]
     if cfg.format_weight > 0:

@@ -84,6 +84,17 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def guard_resume(out_dir: Path, cfg: BaseModel) -> None:
+    """Resume only the same job: a folder trained with another config is an error, not a silent mix."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "stage_config.json"
+    now = cfg.model_dump_json(indent=1)
+    if path.exists() and path.read_text() != now and latest_checkpoint(out_dir):
+        raise ValueError(f"{out_dir} holds checkpoints of a different {type(cfg).__name__}; "
+                         f"remove the folder (or use another --out) to start over")
+    path.write_text(now)
+
+
 def latest_checkpoint(out_dir: Path) -> str | None:
     ckpts = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
@@ -92,7 +103,7 @@ def latest_checkpoint(out_dir: Path) -> str | None:
 def run_sft(model, tokenizer, train: list[Record], cfg: SFTStageConfig, out_dir: Path,
             teacher: Teacher | None, prompt_cfg: PromptConfig) -> dict:
     """Train, save the final model (safetensors) to `out_dir/model`, and return a summary."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    guard_resume(out_dir, cfg)
     dataset, rejects = build_dataset(train, tokenizer, teacher, cfg.order, prompt_cfg)
     if rejects:
         with (out_dir / "rejects.jsonl").open("w") as f:

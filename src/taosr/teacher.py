@@ -70,3 +70,23 @@ class RuleTeacher:
         checks = "; ".join(j.checks) if j.checks else "no constraint"
         text = f"{q}. {item}. {cat}. attributes: {checks}. judgement: {LEVEL_NAMES[j.level].lower()}."
         return Reasoning(text=text, level=j.level, rule_ids=tuple(j.fired))
+
+
+class FileTeacher:
+    """Reasoning written earlier by `taosr cot` (any teacher), read from its JSONL output by pair id.
+
+    Only rows with status "ok" are used; a pair without one gets None (and SFT lists it as a reject).
+    """
+
+    def __init__(self, path):
+        import json
+        from pathlib import Path
+
+        self.by_id: dict[str, Reasoning] = {}
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("status") == "ok" and row.get("reasoning"):
+                self.by_id[str(row["id"])] = Reasoning(row["reasoning"], int(row["label"]), tuple(row.get("rule_ids") or ()))
+
+    def reason(self, record: Record) -> Reasoning | None:
+        return self.by_id.get(record.id)
