@@ -72,7 +72,7 @@ def test_dpo_raises_the_margin(tiny_model, tiny_tokenizer, tiny_splits, tmp_path
                    for p in pairs) / len(pairs)
 
     before = margin()
-    s = run_dpo(model, tok, pairs, DPOStageConfig(max_steps=12, batch_size=8, learning_rate=1e-3, beta=0.1), tmp_path / "dpo")
+    s = run_dpo(model, tok, pairs, DPOStageConfig(max_steps=12, batch_size=8, learning_rate=1e-3, beta=0.1, sft_weight=0.0), tmp_path / "dpo")
     after = margin()
     assert after > before + 0.5, (before, after)
     assert s["steps"] == 12 and (tmp_path / "dpo" / "model" / "model.safetensors").exists()

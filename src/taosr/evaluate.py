@@ -94,6 +94,12 @@ def evaluate(model, tokenizer, records: Sequence[Record], order: str, prompt_cfg
     return m, out
 
 
+def class_f1(m: dict, level: int) -> float:
+    """Per-class F1 from a metrics dict, fresh (int keys) or read back from JSON (str keys)."""
+    pc = m["per_class"]
+    return (pc[level] if level in pc else pc[str(level)])["f1"]
+
+
 def stage_table(rows: list[tuple[str, dict]], title: str = "TaoSR1 table on the taosr benchmark (test split)") -> Table:
     """The paper's table: one row per stage; macro-F1, class 1-4 F1, accuracy (all in %)."""
     t = Table(title=title)
@@ -102,7 +108,7 @@ def stage_table(rows: list[tuple[str, dict]], title: str = "TaoSR1 table on the 
         t.add_column(col, justify="right")
     for name, m in rows:
         t.add_row(name, f"{100 * m['macro_f1']:.2f}",
-                  *(f"{100 * m['per_class'][lv]['f1']:.2f}" for lv in (4, 3, 2, 1)),
+                  *(f"{100 * class_f1(m, lv):.2f}" for lv in (4, 3, 2, 1)),
                   f"{100 * m['accuracy']:.2f}", str(m.get("unparseable", 0)))
     return t
 
