@@ -9,7 +9,6 @@ precomputed once (cheaper than a second model in memory on CPU).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,9 +17,9 @@ from pydantic import BaseModel, Field
 from trl import DPOConfig, DPOTrainer
 
 from .pairs import PairPolicy, Sample, build_pairs
-from .progress import attach
 from .prompts import PromptConfig, item_segment, query_segment, response_text
 from .records import Record
+from .sft import common_args, guard_resume, train_and_save
 from .teacher import Teacher
 
 
@@ -64,34 +63,23 @@ def make_pairs(samples: pd.DataFrame, records: list[Record], teacher: Teacher, o
 
 def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: Path) -> dict:
     """Train DPO on `pairs`; saves `out_dir/model`; returns losses, reward margins and wall time."""
-    from .sft import guard_resume
-
     guard_resume(out_dir, cfg)
     eos = tokenizer.eos_token
     data = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"] + eos, "rejected": p["rejected"] + eos}
                               for p in pairs])
-    import torch
-
     args = DPOConfig(
-        output_dir=str(out_dir / "checkpoints"), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps), per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, cfg.max_steps // 20),
         beta=cfg.beta, precompute_ref_log_probs=True,
         loss_type=["sigmoid", "sft"] if cfg.sft_weight > 0 else ["sigmoid"],
-        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight > 0 else None, max_length=None, use_cpu=not torch.cuda.is_available(),
-        bf16=False, logging_steps=max(1, cfg.max_steps // 20), save_strategy="steps", save_steps=cfg.save_steps,
-        save_total_limit=1, report_to="none", disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed,
+        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight > 0 else None, max_length=None,
+        bf16=False, logging_steps=max(1, cfg.max_steps // 20),
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
-    attach(trainer, "dpo")
-    t0 = time.perf_counter()
-    from .sft import latest_checkpoint
-
-    trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
-    trainer.save_model(str(out_dir / "model"))
-    tokenizer.save_pretrained(out_dir / "model")
+    wall = train_and_save(trainer, tokenizer, out_dir, "dpo")
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {
-        "pairs": len(pairs), "steps": trainer.state.global_step, "wall_s": round(time.perf_counter() - t0, 1),
+        "pairs": len(pairs), "steps": trainer.state.global_step, "wall_s": round(wall, 1),
         "loss_curve": [(h["step"], h["loss"]) for h in logs],
         "margin_curve": [(h["step"], h.get("rewards/margins")) for h in logs],
     }

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,9 +29,9 @@ from pydantic import BaseModel, Field
 from trl import GRPOConfig, GRPOTrainer
 
 from .labels import parse_response
-from .progress import attach
 from .prompts import PromptConfig
 from .records import Record
+from .sft import common_args, guard_resume, train_and_save
 
 # ---------------------------------------------------------------- reward
 
@@ -178,9 +177,6 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
              prompt_cfg: PromptConfig) -> dict:
     """Train with GRPO on `prompts` (already selected); saves `out_dir/model`."""
     from .dpo import prompt_text
-    from .sft import latest_checkpoint
-
-    from .sft import guard_resume
 
     guard_resume(out_dir, cfg)
     data = Dataset.from_list([{"prompt": prompt_text(r, prompt_cfg), "gold": int(r.label)} for r in prompts])
@@ -189,26 +185,20 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
         funcs.append(TokenReward(format_reward, tokenizer))
         weights.append(cfg.format_weight)
     args = GRPOConfig(
-        output_dir=str(out_dir / "checkpoints"), max_steps=cfg.max_steps,
+        **common_args(out_dir, cfg.max_steps, cfg.seed, max(cfg.max_steps, 1)),
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
         num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta,
         temperature=cfg.temperature, max_completion_length=cfg.max_completion_length, reward_weights=weights,
-        loss_type="dapo", use_cpu=not torch.cuda.is_available(), bf16=False, logging_steps=1,
-        save_strategy="steps", save_steps=max(cfg.max_steps, 1), save_total_limit=1, report_to="none",
-        disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed, log_completions=False,
+        loss_type="dapo", bf16=False, logging_steps=1, log_completions=False,
     )
     trainer = DynamicSamplingGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tokenizer, group_eps=cfg.eps, online_mask=cfg.online_mask,
     )
-    attach(trainer, "grpo")
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
-    trainer.save_model(str(out_dir / "model"))
-    tokenizer.save_pretrained(out_dir / "model")
+    wall = train_and_save(trainer, tokenizer, out_dir, "grpo")
     logs = [h for h in trainer.state.log_history if "reward" in h]
     zero = [m["zero_spread"] / max(m["groups"], 1) for m in trainer.mask_log]
     summary = {
-        "prompts": len(prompts), "steps": trainer.state.global_step, "wall_s": round(time.perf_counter() - t0, 1),
+        "prompts": len(prompts), "steps": trainer.state.global_step, "wall_s": round(wall, 1),
         "reward_curve": [(h["step"], h.get("rewards/accuracy_reward/mean")) for h in logs],
         "mean_accuracy_reward": float(np.mean([h.get("rewards/accuracy_reward/mean", 0) for h in logs])) if logs else None,
         "frac_zero_spread_groups": float(np.mean(zero)) if zero else None,

@@ -10,17 +10,15 @@ already has, and then every output order starts from the same base. Skipped for 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from datasets import Dataset
 from pydantic import BaseModel, Field
 from trl import SFTTrainer
 
-from .progress import attach
 from .prompts import PromptConfig, encode_prompt
 from .records import Record
-from .sft import SFTStageConfig, latest_checkpoint, train_args
+from .sft import SFTStageConfig, train_and_save, train_args
 
 
 class PretrainConfig(BaseModel):
@@ -43,13 +41,9 @@ def run_pretrain(model, tokenizer, records: list[Record], cfg: PretrainConfig, o
                            save_steps=max(cfg.max_steps, 1))
     trainer = SFTTrainer(model=model, args=train_args(stage, out_dir, max_length=None), train_dataset=dataset,
                          processing_class=tokenizer)
-    attach(trainer, "pretrain base")
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
-    trainer.save_model(str(out_dir / "model"))
-    tokenizer.save_pretrained(out_dir / "model")
+    wall = train_and_save(trainer, tokenizer, out_dir, "pretrain base")
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
-    summary = {"steps": trainer.state.global_step, "wall_s": round(time.perf_counter() - t0, 1),
+    summary = {"steps": trainer.state.global_step, "wall_s": round(wall, 1),
                "loss_first": losses[0][1] if losses else None, "loss_last": losses[-1][1] if losses else None,
                "loss_curve": losses}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))

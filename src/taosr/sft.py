@@ -53,26 +53,36 @@ def build_dataset(records: list[Record], tokenizer, teacher: Teacher | None, ord
     return Dataset.from_list(rows), rejects
 
 
+def common_args(out_dir: Path, max_steps: int, seed: int, save_steps: int) -> dict:
+    """Training arguments every stage shares: device, checkpoints (the resume points), no reporters, seeds."""
+    return dict(
+        output_dir=str(out_dir / "checkpoints"), max_steps=max_steps, use_cpu=not _has_gpu(),
+        save_strategy="steps", save_steps=save_steps, save_total_limit=1, report_to="none", disable_tqdm=True,
+        seed=seed, data_seed=seed,
+    )
+
+
+def train_and_save(trainer, tokenizer, out_dir: Path, desc: str) -> float:
+    """One rich bar, resume from the newest checkpoint, save model + tokenizer to `out_dir/model`; wall seconds."""
+    attach(trainer, desc)
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
+    wall = time.perf_counter() - t0
+    trainer.save_model(str(out_dir / "model"))
+    tokenizer.save_pretrained(out_dir / "model")
+    return wall
+
+
 def train_args(cfg: SFTStageConfig, out_dir: Path, **extra) -> SFTConfig:
     return SFTConfig(
-        output_dir=str(out_dir / "checkpoints"),
-        max_steps=cfg.max_steps,
+        **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps),
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, int(cfg.warmup_ratio * cfg.max_steps)),
         weight_decay=cfg.weight_decay,
         bf16=cfg.bf16,
-        use_cpu=not _has_gpu(),
         logging_steps=max(1, cfg.max_steps // 30),
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=1,
-        report_to="none",
-        disable_tqdm=True,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        dataloader_num_workers=0,
         **({"gradient_checkpointing": True} if cfg.gradient_checkpointing else {}),
         **extra,
     )
@@ -114,12 +124,7 @@ def run_sft(model, tokenizer, train: list[Record], cfg: SFTStageConfig, out_dir:
         train_dataset=dataset,
         processing_class=tokenizer,
     )
-    attach(trainer, f"sft {cfg.order}")
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
-    wall = time.perf_counter() - t0
-    trainer.save_model(str(out_dir / "model"))
-    tokenizer.save_pretrained(out_dir / "model")
+    wall = train_and_save(trainer, tokenizer, out_dir, f"sft {cfg.order}")
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     summary = {
         "order": cfg.order, "examples": len(dataset), "rejects": len(rejects), "steps": trainer.state.global_step,
