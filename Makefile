@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv bench clean
+.PHONY: demo test test-slow test-scale venv bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# the slow scale-out check CI also runs: SFT on two processes (gloo) equals one process (~30 s)
+test-scale: $(STAMP)
+	$(BIN)/python -m pytest -m slow tests/test_scale.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/serving.py

@@ -1,7 +1,8 @@
 """Serving benchmark: answer-first with / without prefix sharing, think-first, MiniLM, the HTTP service.
 
 One run, one machine, one model, the same pairs (default 64 queries x 20 items from the synthetic
-benchmark). Per query (= one request) it times:
+benchmark), in the prompt layout of the method: [instructions + ~200 tokens of retrieved rules]
+[query] [item]. Per query (= one request) it times:
 
   (a) answer-first, prefix sharing     `PrefixScorer.score_items` (instructions+query KV cache shared)
   (b) answer-first, no sharing         `scoring.score_records` (each item's full prompt)
@@ -14,7 +15,8 @@ benchmark). Per query (= one request) it times:
                                        driven by a second process (httpx, N concurrent); every answer is
                                        checked against (a)'s offline numbers
 
-plus the fp32 matmul FLOP/s of this machine and the model's FLOPs per pair, giving a FLOP ceiling
+plus (a0)/(b0), the same as (a)/(b) with the one-line instruction alone (what the demo model is
+trained on, where prefix sharing saves only the query), and the fp32 matmul FLOP/s of this machine and the model's FLOPs per pair, giving a FLOP ceiling
 for (a). Results: a rich table and bench/results/serving.json.
 
     .venv/bin/python bench/serving.py            # ~2-4 min on 2 cores
@@ -133,12 +135,12 @@ def matmul_flops(n: int = 2048, reps: int = 5) -> float:
 
 
 # ------------------------------------------------------------------------------------------ (c), (d), (e)
-def bench_think_first(model, tok, groups, max_new_tokens: int) -> dict:
+def bench_think_first(model, tok, groups, max_new_tokens: int, pc) -> dict:
     from taosr.labels import parse_response
-    from taosr.prompts import PromptConfig, encode_prompt
+    from taosr.prompts import encode_prompt
     from taosr.scoring import generate_texts
 
-    pc, gen_cfg = PromptConfig(), model.generation_config
+    gen_cfg = model.generation_config
     old = gen_cfg.min_new_tokens
     gen_cfg.min_new_tokens = max_new_tokens  # an untrained model would stop early at <eos>
     try:
@@ -248,7 +250,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--rules-prefix-tokens", type=int, default=200,
-                    help="Also time (a)/(b) with a shared prefix of about this many rule tokens (0: skip).")
+                    help="Retrieved rules in the shared prefix, about this many tokens (the issue's layout); "
+                         "0: the one-line instruction only. (a0)/(b0) always time the one-line prompt too.")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1,
@@ -270,6 +273,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from taosr.calibrate import SERVING_FILE, ServingConfig
     from taosr.modeling import ModelConfig, build_model, load_model, save, train_tokenizer
     from taosr.pipeline import corpus
     from taosr.prefix import PrefixScorer
@@ -278,23 +282,27 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
-    console, pc, t_start = Console(width=150), PromptConfig(), time.perf_counter()
+    console, short_pc, t_start = Console(width=150), PromptConfig(), time.perf_counter()
     if load_start > os.cpu_count():
         console.print(f"[yellow]warning: load average {load_start:.1f} on {os.cpu_count()} CPUs: "
                       "other processes compete[/yellow]")
     train, groups = bench_pairs(args.queries, args.items, args.seed)
     work = Path(tempfile.mkdtemp(prefix="taosr-bench-"))
+    model_dir = work / "model"
     if args.model:
         model, tok = load_model(args.model)
-        model_dir = args.model
     else:
-        tok = train_tokenizer(corpus(train, pc), 1024)
+        tok = train_tokenizer(corpus(train, short_pc), 1024)
         model, tok = build_model(tok, ModelConfig()), tok
-        model_dir = work / "model"
-        save(model, tok, model_dir)
+    save(model, tok, model_dir)
     model.eval()
+    # the issue's layout: [instructions + retrieved rules] [query] [item]; the service reads the same prompt
+    pc = rules_prompt(tok, args.rules_prefix_tokens) if args.rules_prefix_tokens else short_pc
+    (model_dir / SERVING_FILE).write_text(ServingConfig(prompt=pc).model_dump_json())
+    n_instr = len(encode_segments(tok, [pc.instructions]))
     n_pairs = sum(len(r) for _, r in groups)
-    console.print(f"{len(groups)} queries x {args.items} items = {n_pairs} pairs; model {model_dir}; work dir {work}")
+    console.print(f"{len(groups)} queries x {args.items} items = {n_pairs} pairs; model {args.model or 'fresh ModelConfig()'}; "
+                  f"shared instruction+rules prefix {n_instr} tokens; work dir {work}")
 
     rows = []
     prefix = PrefixScorer(model, tok, pc, args.batch_size)
@@ -303,15 +311,13 @@ def main() -> None:
     lat, unshared = timed_per_query(lambda recs: score_records(model, tok, recs, pc, args.batch_size), groups)
     rows.append(summary("(b) answer-first, no sharing", lat, n_pairs,
                         max_abs_diff_vs_a=float(max(np.abs(a - b).max() for a, b in zip(offline, unshared)))))
-    if args.rules_prefix_tokens:  # where prefix sharing pays: a long shared instruction prefix (retrieved rules)
-        long_pc = rules_prompt(tok, args.rules_prefix_tokens)
-        long_prefix = PrefixScorer(model, tok, long_pc, args.batch_size)
-        lat, _ = timed_per_query(long_prefix.score_items, groups)
-        n_instr = len(encode_segments(tok, [long_pc.instructions]))
-        rows.append(summary(f"(a2) = (a) with {n_instr}-token rules prefix", lat, n_pairs))
-        lat, _ = timed_per_query(lambda recs: score_records(model, tok, recs, long_pc, args.batch_size), groups)
-        rows.append(summary(f"(b2) = (b) with {n_instr}-token rules prefix", lat, n_pairs))
-    rows.append(bench_think_first(model, tok, groups[:args.think_queries], args.max_new_tokens))
+    rows.append(bench_think_first(model, tok, groups[:args.think_queries], args.max_new_tokens, pc))
+    if pc is not short_pc:  # the same without the rules: a one-line instruction, so only the query is shared
+        n0 = len(encode_segments(tok, [short_pc.instructions]))
+        lat, _ = timed_per_query(PrefixScorer(model, tok, short_pc, args.batch_size).score_items, groups)
+        rows.append(summary(f"(a0) = (a) with a {n0}-token instruction only", lat, n_pairs))
+        lat, _ = timed_per_query(lambda recs: score_records(model, tok, recs, short_pc, args.batch_size), groups)
+        rows.append(summary(f"(b0) = (b) with a {n0}-token instruction only", lat, n_pairs))
     rows.append(bench_minilm(groups))
     rows.append(bench_service(model_dir, groups, offline, args.concurrency, work, args.threads))
 
@@ -326,9 +332,9 @@ def main() -> None:
     ceiling = flops_s / per_pair
     by = {r["name"][:3]: r for r in rows}
     a = by["(a)"]["pairs_per_s"]
-    long = {r["name"][:4]: r["pairs_per_s"] for r in rows if r["name"].startswith(("(a2)", "(b2)"))}
+    short = {r["name"][:4]: r["pairs_per_s"] for r in rows if r["name"].startswith(("(a0)", "(b0)"))}
     ratios = {"a_over_b": round(a / by["(b)"]["pairs_per_s"], 2),
-              "a2_over_b2": round(long["(a2)"] / long["(b2)"], 2) if long else None,
+              "a0_over_b0": round(short["(a0)"] / short["(b0)"], 2) if short else None,
               "a_over_b_flop_bound": round(float(full_tokens / item_tokens), 2),
               "a_over_c": round(a / by["(c)"]["pairs_per_s"], 1),
               "a_over_d": round(a / by["(d)"]["pairs_per_s"], 2) if "pairs_per_s" in by["(d)"] else None,
@@ -354,7 +360,7 @@ def main() -> None:
                       f"{r['p99_ms']:.1f}", r.get("note", ""))
     console.print(table)
     console.print(f"a/b = {ratios['a_over_b']}x (target >= 2x; FLOP bound {ratios['a_over_b_flop_bound']}x)   "
-                  f"a2/b2 = {ratios['a2_over_b2']}x   a/c = {ratios['a_over_c']}x (target >= 20x)   "
+                  f"a0/b0 (no rules) = {ratios['a0_over_b0']}x   a/c = {ratios['a_over_c']}x (target >= 20x)   "
                   f"a/d = {ratios['a_over_d']}x   service/a = {ratios['e_over_a']}")
     console.print(f"matmul {flop['matmul_2048_fp32_gflops']} GFLOP/s fp32; {non_emb / 1e6:.2f}M non-embedding params x "
                   f"{flop['item_tokens_per_pair']} item tokens -> {flop['gflop_per_pair_shared']} GFLOP/pair; "

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from taosr.calibrate import (SERVING_FILE, ServingConfig, VLLMScorer, calibrate_model, check_label_ids,
+from taosr.calibrate import (SERVING_FILE, ServingConfig, calibrate_model, check_label_ids,
                              compare_tiering, load_serving_config, vllm_available)
 from taosr.cumpt import calibrate_beta, calibrate_cutoffs
+from taosr.vllm_engine import VLLMScorer, vllm_generate
 from taosr.modeling import ModelConfig, build_model, label_token_ids, save
 from taosr.prompts import PromptConfig
 from taosr.scoring import score_records
@@ -89,3 +90,5 @@ def test_vllm_path_is_gated_off_here(tmp_path):
         pytest.skip("vLLM + CUDA present")
     with pytest.raises(RuntimeError, match="CUDA"):
         VLLMScorer(tmp_path)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        vllm_generate(tmp_path, [[1, 2]], n=2, temperature=1.0, top_p=1.0, max_new_tokens=4, seed=0)

@@ -125,3 +125,20 @@ def test_short_grpo_run_raises_mean_reward(tiny_model, tiny_tokenizer, tiny_spli
     assert len(rewards) == 16
     assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.15, rewards
     assert s["groups_total"] == 16 * 4 and 0 <= s["groups_masked"] <= s["groups_total"]
+
+
+def test_label_stratified_candidates_are_even_where_the_pool_allows():
+    from collections import Counter
+
+    from taosr.grpo import label_stratified
+    from taosr.records import Record
+
+    pool = [Record(id=f"{lv}-{i}", query="q", title="t", label=lv)
+            for lv, k in ((4, 50), (3, 3), (2, 40), (1, 9)) for i in range(k)]
+    got = label_stratified(pool, 24, seed=1)
+    counts = Counter(r.label for r in got)
+    assert len(got) == 24 and len({r.id for r in got}) == 24
+    assert counts[3] == 3  # the rare level gives all it has
+    assert counts[1] == 7 and counts[2] == 7 and counts[4] == 7  # the rest share the remainder evenly
+    assert [r.id for r in got] == [r.id for r in label_stratified(pool, 24, seed=1)]  # deterministic
+    assert len(label_stratified(pool, 1000)) == len(pool)

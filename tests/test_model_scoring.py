@@ -102,3 +102,19 @@ def test_resume_refuses_a_folder_of_another_config(tmp_path):
     guard_resume(tmp_path, SFTStageConfig(max_steps=5))  # same job: fine
     with pytest.raises(ValueError, match="different SFTStageConfig"):
         guard_resume(tmp_path, SFTStageConfig(max_steps=9))
+
+
+def test_label_weighted_loss_counts_the_label_token_w_times():
+    import torch.nn.functional as F
+
+    from taosr.sft import weighted_response_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)  # (B, T, V)
+    labels = torch.tensor([[-100, -100, 3, 6, 2], [-100, 6, 4, 1, -100]])  # token 6 is "the label"
+    plain = F.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1), ignore_index=-100)
+    assert torch.allclose(weighted_response_loss(logits, labels, [6], 1.0), plain)
+    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:].clamp(min=0), reduction="none")
+    # response positions (predicting labels[:, 1:]): row 0 -> 3, 6, 2 ; row 1 -> 6, 4, 1
+    w3 = (nll[0, 1] + 3 * nll[0, 2] + nll[0, 3] + 3 * nll[1, 0] + nll[1, 1] + nll[1, 2]) / (1 + 3 + 1 + 3 + 1 + 1)
+    assert torch.allclose(weighted_response_loss(logits, labels, [6], 3.0), w3)

@@ -183,7 +183,8 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
     with _threads(cfg.threads):
         trainer.train()
     wall = time.perf_counter() - t0
-    model.save_pretrained(str(out_dir / "model"), safe_serialization=True)
+    if trainer.is_world_process_zero():  # under `accelerate launch` every process trains, rank 0 writes
+        model.save_pretrained(str(out_dir / "model"), safe_serialization=True)
 
     losses = [[h["step"], round(float(h["loss"]), 5)] for h in trainer.state.log_history if "loss" in h]
     summary = {
@@ -193,7 +194,9 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
         "loss_last": losses[-1][1] if losses else None, "loss_curve": losses,
         "config": cfg.model_dump(),
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if trainer.is_world_process_zero():
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    trainer.accelerator.wait_for_everyone()
     return summary
 
 
@@ -246,6 +249,9 @@ def run_baseline(train: Sequence[Record], test: Sequence[Record], cfg: BaselineC
     pred, probs = predict_baseline(out_dir / "model", test, threads=cfg.threads)
     m = metrics([r.label for r in test], pred, [r.query_type for r in test])
     m["train_wall_s"], m["predict_wall_s"] = summary["wall_s"], round(time.perf_counter() - t0, 1)
-    (out_dir / "metrics.json").write_text(json.dumps(m, indent=1))
-    (out_dir / "samples.json").write_text(json.dumps(samples(test, pred, probs), indent=1))
+    from .scale import is_main_process
+
+    if is_main_process():
+        (out_dir / "metrics.json").write_text(json.dumps(m, indent=1))
+        (out_dir / "samples.json").write_text(json.dumps(samples(test, pred, probs), indent=1))
     return m

@@ -132,12 +132,17 @@ def _merge(parts: Path, output: Path, n_rows: int) -> None:
 
 
 def score_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path, batch_queries: int = 64,
-               prefix_sharing: bool = True, batch_size: int = 32, fresh: bool = False) -> dict:
+               prefix_sharing: bool = True, batch_size: int = 32, fresh: bool = False,
+               engine: str = "transformers") -> dict:
     """Score every valid row of `input_path` into the Parquet file `output_path` (see the module doc).
 
     `batch_queries` queries go into each part file (the unit of resume); `batch_size` items per
-    forward pass. Returns counts, timing and where things went.
+    forward pass. `engine`: transformers, or vllm (GPU; `taosr.vllm_engine`), or auto. Returns
+    counts, timing and where things went. `taosr.ray_score` runs the same job on a Ray actor pool.
     """
+    from .scale import resolve_engine
+
+    engine = resolve_engine(engine)
     from .modeling import load_model
     from .prefix import PrefixScorer
     from .scoring import score_records
@@ -157,9 +162,14 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
 
     scored = 0
     if todo:
-        model, tok = load_model(model_dir)
-        check_label_ids(serving, tok)
-        scorer = PrefixScorer(model, tok, serving.prompt, batch_size) if prefix_sharing else None
+        if engine == "vllm":
+            from .vllm_engine import VLLMScorer
+
+            scorer = VLLMScorer(model_dir, serving)
+        else:
+            model, tok = load_model(model_dir)
+            check_label_ids(serving, tok)
+            scorer = PrefixScorer(model, tok, serving.prompt, batch_size) if prefix_sharing else None
         with progress_bar(len(records), "scoring") as advance:
             advance(len(done))
             for start in range(0, len(todo), batch_queries):
@@ -178,5 +188,5 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
     return {"output": str(output), "rows": len(records), "rejects": len(loaded.rejects),
             "rejects_path": str(rejects_path_of(output)), "queries": len(_groups(records)),
             "resumed_rows": len(done), "scored_rows": scored, "beta": serving.beta,
-            "prefix_sharing": prefix_sharing, "seconds": round(seconds, 3),
+            "prefix_sharing": prefix_sharing, "engine": engine, "seconds": round(seconds, 3),
             "pairs_per_s": round(scored / seconds, 2) if seconds > 0 else None}

@@ -10,28 +10,24 @@ checkpoint everything a server needs besides the weights:
 
 Both the transformers server (`taosr.serve`, `taosr.batch_score`) and a vLLM deployment read it.
 
-vLLM recipe (GPU path; the recipe of `VLLMScorer` below)
+vLLM recipe (GPU path; implemented by `taosr.vllm_engine.VLLMScorer`)
 -------------------------------------------------------
 The prompt is exactly the transformers prompt: ``encode_prompt(tok, record, prompt) +
 answer_prefix_ids(tok)`` -- instructions, query, item, then ``<answer>`` -- passed as token ids so
-that no chat template or re-tokenisation changes it. One token is generated:
+that no chat template or re-tokenisation changes it. The engine runs with
+``logprobs_mode="processed_logprobs"`` and one token is generated:
 
-    SamplingParams(max_tokens=1, temperature=0, logprobs=20, allowed_token_ids=label_token_ids)
+    SamplingParams(max_tokens=1, temperature=1.0, logprobs=4, allowed_token_ids=label_token_ids)
 
-and the log-probabilities of the four label tokens at that single position are renormalised with a
-softmax, ``p = softmax([logprob(<irrelevant>), logprob(<mismatch>), logprob(<related>),
-logprob(<excellent>)])``. vLLM returns log-probs of the raw distribution by default (V1:
-before the allowed-token mask), so ``logprob_i = logit_i - logZ``; with the mask applied first only
-logZ changes. Either way the softmax over the four equals the softmax over the four label logits:
-the same renormalisation as `taosr.scoring` / `taosr.prefix`. A label token outside the returned top-20 counts as probability 0 (only possible
-for a badly trained judge; logged). vLLM's automatic prefix caching then plays the part of
-`PrefixScorer`'s shared instruction+query cache. Levels and tiers follow with
-``cumpt_levels(p, beta)`` and ``tiers_of``.
+With the allowed-token mask applied before the log-softmax, the four returned log-probs are exactly
+``log softmax`` over the four label logits: the same renormalisation as `taosr.scoring` /
+`taosr.prefix` (`vllm_engine.renormalise` also accepts raw log-probs, where only logZ differs).
+vLLM's automatic prefix caching plays the part of `PrefixScorer`'s shared instruction+query cache.
+Levels and tiers follow with ``cumpt_levels(p, beta)`` and ``tiers_of``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,56 +123,7 @@ def calibrate_model(model_dir: str | Path, dev_records: Sequence[Record], prompt
     return cfg.model_dump(mode="json") | {"path": str(path), "curve": chosen.curve}
 
 
-# --------------------------------------------------------------------------------------------
-# vLLM (GPU only). UNTESTED HERE: this machine has no CUDA and no vLLM; the code path is taken
-# only when `vllm_available()` is true. The transformers scorers are the tested reference.
-# --------------------------------------------------------------------------------------------
+def vllm_available() -> bool:  # kept for callers of the first slice; see taosr.scale
+    from .scale import vllm_available as available
 
-
-def vllm_available() -> bool:
-    """True when vLLM is importable and a CUDA device is visible."""
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    try:
-        import torch
-        import vllm  # noqa: F401
-    except Exception:  # a broken install counts as unavailable
-        return False
-    return bool(torch.cuda.is_available())
-
-
-class VLLMScorer:
-    """Answer-first P(level 1..4) with vLLM, following the recipe in the module docstring.
-
-    Untested here (no GPU, no vLLM on the development machines); mirrors `PrefixScorer.score_records`.
-    """
-
-    def __init__(self, model_dir: str | Path, serving: ServingConfig | None = None, **llm_kwargs):
-        if not vllm_available():
-            raise RuntimeError("vLLM needs `pip install vllm` and a CUDA GPU; use the transformers scorer instead")
-        from vllm import LLM, SamplingParams
-
-        self.serving = serving or load_serving_config(model_dir)
-        self.llm = LLM(model=str(model_dir), enable_prefix_caching=True, **llm_kwargs)
-        self.tok = self.llm.get_tokenizer()
-        self.label_ids = check_label_ids(self.serving, self.tok)
-        self.params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20, allowed_token_ids=self.label_ids)
-
-    def score_records(self, records: Sequence[Record]) -> np.ndarray:
-        """(n, 4) probabilities, columns = levels 1..4, renormalised over the label tokens."""
-        from .prompts import answer_prefix_ids, encode_prompt
-
-        suffix = answer_prefix_ids(self.tok)
-        prompts = [{"prompt_token_ids": encode_prompt(self.tok, r, self.serving.prompt) + suffix} for r in records]
-        outs = self.llm.generate(prompts, self.params, use_tqdm=False)
-        logp = np.full((len(records), 4), -np.inf)
-        for i, out in enumerate(outs):
-            top = out.outputs[0].logprobs[0]  # {token_id: Logprob} at the one generated position
-            for j, tid in enumerate(self.label_ids):
-                if tid in top:
-                    logp[i, j] = top[tid].logprob
-            if np.isinf(logp[i]).any():
-                log.warning("record %s: a label token is outside vLLM's top-20 log-probs (P = 0)", records[i].id)
-        z = logp - logp.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=1, keepdims=True)
+    return available()

@@ -16,52 +16,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="taosr: train, evaluate and serve TaoSR1-style thinking relevance judges.")
-data_app = typer.Typer(no_args_is_help=True, help="Inspect and validate datasets.")
-app.add_typer(data_app, name="data")
 console = Console(width=None if os.isatty(1) else 140)
 
+from .cli_data import data_app  # noqa: E402  (`taosr data inspect | split`)
 
-@data_app.command("inspect")
-def data_inspect(
-    files: list[Path] = typer.Argument(..., help="JSONL / CSV / Parquet / ESCI / WANDS files or folders."),
-    rejects: Path = typer.Option(Path("rejects.jsonl"), help="Where rejected rows are written, with reasons."),
-):
-    """Load and validate FILES; print label and query-type counts and where rejected rows went."""
-    from .loaders import format_summary, inspect_files
-
-    summary = inspect_files(files, rejects)
-    console.print(format_summary(summary))
-    for f, msg in summary.get("errors", {}).items():
-        console.print(f"[red]error[/red] {msg}")
-    if summary.get("errors") and not summary.get("records"):
-        raise typer.Exit(2)
-
-
-@data_app.command("split")
-def data_split(
-    files: list[Path] = typer.Argument(..., help="Labelled files or a WANDS folder (any format `data inspect` reads)."),
-    out: Path = typer.Option(..., help="Output folder for train/dev/test.jsonl (what `taosr sft --data` reads)."),
-    esci_products: Optional[Path] = typer.Option(None, help="ESCI products parquet: FILES[0] is then the examples parquet."),
-    esci_split: Optional[str] = typer.Option(None, help="Keep only this ESCI split (train / test)."),
-    locale: Optional[str] = typer.Option(None, help="Keep only this ESCI product_locale (us / es / jp)."),
-    dev_frac: float = typer.Option(0.1, help="Share of query strings in dev."),
-    test_frac: float = typer.Option(0.15, help="Share of query strings in test."),
-    seed: int = typer.Option(0, help="Split seed."),
-):
-    """Validate labelled pairs and split them by query (no query in two splits) into train/dev/test.jsonl."""
-    from .loaders import load_esci_official, load_records
-    from .synth import split_by_query, write_splits
-
-    out.mkdir(parents=True, exist_ok=True)
-    rejects = out / "rejects.jsonl"
-    if esci_products:
-        res = load_esci_official(files[0], esci_products, split=esci_split, locale=locale, rejects_path=rejects)
-    else:
-        res = load_records(files, require_label=True, rejects_path=rejects)
-    stats = write_splits(split_by_query(res.records, dev_frac, test_frac, seed), out)
-    stats["rejects"] = {"count": len(res.rejects), "file": str(rejects)}
-    (out / "stats.json").write_text(json.dumps(stats, indent=1))
-    console.print_json(data=stats)
+app.add_typer(data_app, name="data")
 
 
 @app.command()
@@ -90,16 +49,24 @@ def sft(
     learning_rate: float = typer.Option(2e-3, help="Peak learning rate."),
     seed: int = typer.Option(0, help="Seed."),
     cot: Optional[Path] = typer.Option(None, help="Reasoning from `taosr cot` (JSONL); default: the rule-based teacher."),
+    label_weight: float = typer.Option(1.0, help="Loss weight of the label token (1 = plain next-token loss)."),
+    bf16: bool = typer.Option(False, help="bf16 autocast (GPU, or CPU with AVX512_BF16)."),
+    gradient_checkpointing: bool = typer.Option(False, help="Trade compute for memory (large models)."),
+    lora_r: int = typer.Option(0, help="LoRA rank (0 = full fine-tuning)."),
+    lora_alpha: int = typer.Option(32, help="LoRA alpha."),
 ):
-    """Stage 1: SFT on teacher CoT in one output order."""
+    """Stage 1: SFT on teacher CoT in one output order. Runs unchanged under `accelerate launch -m taosr.cli sft ...`."""
     from .modeling import ModelConfig
     from .pipeline import RunConfig, fresh_model, read_split
+    from .scale import LoraSwitch
     from .sft import SFTStageConfig, run_sft
     from .teacher import RuleTeacher
 
     cfg = RunConfig(name=out.name, runs_dir=str(out.parent), model=ModelConfig(name_or_path=model, seed=seed),
                     sft=SFTStageConfig(order=order, max_steps=max_steps, batch_size=batch_size,
-                                       learning_rate=learning_rate, seed=seed))
+                                       learning_rate=learning_rate, seed=seed, label_weight=label_weight, bf16=bf16,
+                                       gradient_checkpointing=gradient_checkpointing,
+                                       lora=LoraSwitch(r=lora_r, alpha=lora_alpha)))
     train = read_split(data / "train.jsonl")
     m, tok = fresh_model(cfg, train)
     from .teacher import FileTeacher
@@ -141,6 +108,7 @@ def sample(
     max_new_tokens: int = typer.Option(128, help="Longest response."),
     limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
     seed: int = typer.Option(0, help="Base seed."),
+    engine: str = typer.Option("auto", help="auto (vLLM when it and a GPU are present) | transformers | vllm."),
 ):
     """Stage 2a: pass@N offline sampling; prints the pass@k curve (unbiased estimator)."""
     from .modeling import load_model
@@ -150,8 +118,8 @@ def sample(
 
     m, tok = load_model(model)
     records = read_split(data)[:limit]
-    cfg = SampleConfig(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
-    df = run_sampling(m, tok, records, cfg, out, PromptConfig())
+    cfg = SampleConfig(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, engine=engine)
+    df = run_sampling(m, tok, records, cfg, out, PromptConfig(), model_dir=model)
     passk = pass_at_k_report(df)
     (out / "pass_at_k.json").write_text(json.dumps(passk, indent=1))
     console.print("pass@k: " + ", ".join(f"@{k} {100 * v:.1f}%" for k, v in passk.items()))
@@ -170,6 +138,8 @@ def dpo(
     sft_weight: float = typer.Option(1.0, help="NLL term on the chosen response (0 = plain DPO)."),
     max_steps: int = typer.Option(120, help="Optimiser steps."),
     pairs_per_prompt: int = typer.Option(1, help="Self-correction pairs per prompt."),
+    bf16: bool = typer.Option(False, help="bf16 autocast."),
+    lora_r: int = typer.Option(0, help="LoRA rank (0 = full fine-tuning)."),
 ):
     """Stage 2b: preference pairs (self-correction + oracle) and DPO against the SFT reference."""
     from .dpo import DPOStageConfig, make_pairs, run_dpo
@@ -180,8 +150,10 @@ def dpo(
     from .sample import read_samples
     from .teacher import RuleTeacher
 
+    from .scale import LoraSwitch
+
     cfg = DPOStageConfig(beta=beta, learning_rate=learning_rate, max_steps=max_steps, sft_weight=sft_weight,
-                         pairs=PairPolicy(pairs_per_prompt=pairs_per_prompt))
+                         pairs=PairPolicy(pairs_per_prompt=pairs_per_prompt), bf16=bf16, lora=LoraSwitch(r=lora_r))
     records = read_split(data)
     pairs, counts = make_pairs(read_samples(samples), records, RuleTeacher(), order, PromptConfig(), cfg.pairs)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,6 +177,9 @@ def grpo(
     online_mask: bool = typer.Option(True, help="Mask zero-spread groups."),
     balance: bool = typer.Option(True, help="Balance the label mix of the RL prompts."),
     limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
+    bf16: bool = typer.Option(False, help="bf16 autocast."),
+    lora_r: int = typer.Option(0, help="LoRA rank (0 = full fine-tuning)."),
+    vllm: Optional[bool] = typer.Option(None, "--vllm/--no-vllm", help="Rollouts on vLLM (colocate); default: when available."),
 ):
     """Stage 3: GRPO with accuracy reward and difficulty-based dynamic sampling."""
     from .grpo import GRPOStageConfig, run_grpo, select_prompts
@@ -213,8 +188,11 @@ def grpo(
     from .prompts import PromptConfig
     from .sample import read_samples
 
+    from .scale import LoraSwitch
+
     cfg = GRPOStageConfig(max_steps=max_steps, num_generations=num_generations, gamma=gamma,
-                          online_mask=online_mask, balance_classes=balance, offline_filter=samples is not None)
+                          online_mask=online_mask, balance_classes=balance, offline_filter=samples is not None,
+                          bf16=bf16, lora=LoraSwitch(r=lora_r), use_vllm=vllm)
     prompts, stats = select_prompts(read_split(data)[:limit], read_samples(samples) if samples else None, cfg)
     console.print(f"prompt selection: {stats}")
     m, tok = load_model(model)
@@ -247,11 +225,21 @@ def score(
     batch_size: int = typer.Option(32, help="Items per forward pass."),
     prefix_sharing: bool = typer.Option(True, "--prefix-sharing/--no-prefix-sharing", help="Share the query's KV cache."),
     fresh: bool = typer.Option(False, help="Discard an interrupted run's parts instead of resuming."),
+    engine: str = typer.Option("auto", help="auto | transformers | vllm (GPU) | ray (a Ray Data actor pool)."),
+    actors: int = typer.Option(2, help="--engine ray: actors (one model each)."),
+    ray_address: Optional[str] = typer.Option(None, help="--engine ray: cluster address (default: RAY_ADDRESS or a local instance)."),
 ):
     """Batch-score a file: P(1..4), CumPT level and tier per row; streaming, resumable output."""
+    if engine == "ray":
+        from .ray_score import score_file_ray
+        from .scale import vllm_available
+
+        console.print_json(data=score_file_ray(model, input, output, actors, batch_size, address=ray_address,
+                                               engine="vllm" if vllm_available() else "transformers"))
+        return
     from .batch_score import score_file
 
-    console.print_json(data=score_file(model, input, output, batch_queries, prefix_sharing, batch_size, fresh))
+    console.print_json(data=score_file(model, input, output, batch_queries, prefix_sharing, batch_size, fresh, engine))
 
 
 @app.command()
@@ -262,11 +250,13 @@ def serve(
     max_items: int = typer.Option(200, help="Most items in one request."),
     max_wait_ms: float = typer.Option(5.0, help="Longest a request waits for its micro-batch."),
     max_queue: int = typer.Option(64, help="Requests queued before the server answers 503."),
+    engine: str = typer.Option("auto", help="auto (vLLM when it and a GPU are present) | transformers | vllm."),
 ):
     """Run the relevance service: POST /v1/relevance, /healthz, /readyz, /metrics, /docs."""
     from .serve import ServeSettings, run
 
-    run(model, ServeSettings(host=host, port=port, max_items=max_items, max_wait_ms=max_wait_ms, max_queue=max_queue))
+    run(model, ServeSettings(host=host, port=port, max_items=max_items, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                             engine=engine))
 
 
 @app.command()
@@ -363,7 +353,7 @@ def report(
 @app.command()
 def demo(
     name: str = typer.Option("demo", help="Run name (folder under runs/)."),
-    preset: str = typer.Option("default", help="default (the full demo, ~15 min here) | tiny (a 1-minute smoke run)."),
+    preset: str = typer.Option("default", help="default (the full demo, ~17 min on 2 cores) | tiny (a 1-minute smoke run)."),
     fresh: bool = typer.Option(False, help="Delete the run folder first instead of resuming it."),
 ):
     """Generate the benchmark, run every stage, print the TaoSR1-shaped table."""

@@ -28,7 +28,7 @@ from .labels import parse_response
 from .prefix import PrefixScorer
 from .prompts import encode_prompt
 from .scoring import generate_texts
-from .grpo import GRPOStageConfig, run_grpo, select_prompts
+from .grpo import GRPOStageConfig, label_stratified, run_grpo, select_prompts
 from .modeling import ModelConfig, load_model, save
 from .pipeline import RunConfig, fresh_model, prepare_data, save_config, write_json
 from .pretrain import PretrainConfig, run_pretrain
@@ -47,10 +47,11 @@ class DemoConfig(BaseModel):
     sample_prompts: int = Field(512, description="Training prompts sampled for DPO pairs.")
     dpo: DPOStageConfig = Field(default_factory=DPOStageConfig, description="DPO settings.")
     grpo: GRPOStageConfig = Field(default_factory=GRPOStageConfig, description="GRPO settings.")
-    grpo_candidates: int = Field(384, description="Training prompts screened by pass@N before GRPO.")
+    grpo_candidates: int = Field(384, description="Training prompts screened by pass@N before GRPO, drawn evenly "
+                                 "over the gold levels (grpo.label_stratified).")
     baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="The BERT-style baseline row.")
-    sft_lr: dict[str, float] = Field(default_factory=dict,
-                                     description="Per-output-order SFT learning rate (default: run.sft.learning_rate).")
+    sft_by_order: dict[str, dict] = Field(default_factory=dict, description="Per-output-order overrides of run.sft "
+                                          "fields, e.g. {'answer_first': {'label_weight': 10}}.")
 
 
 def make_preset(name: str, run_name: str) -> DemoConfig:
@@ -69,12 +70,20 @@ def make_preset(name: str, run_name: str) -> DemoConfig:
                                                max_completion_length=24, offline_filter=False),
                           grpo_candidates=16, baseline=BaselineConfig(max_steps=10))
     if name == "default":
-        # bf16 autocast: ~1.4x faster on these CPUs, same loss curves to 3 decimals (docs/toolchain notes)
+        # Budgets measured on 2 cores (docs/results.md). bf16 autocast: ~1.4x faster here, same loss curves.
+        # answer_only at 2e-3 stayed on the label-prior plateau for all 500 steps; at 1e-3 it leaves it
+        # near step 350 (test macro-F1 38 at 300, 53 at 600). answer_first with plain loss sat on the prior
+        # (26.0 after 500 steps): its label is 1 of ~40 response tokens, so the label token weighs 10x
+        # (40.1 after 500 steps, still rising). think_first learns its reasoning faster at 2e-3.
         sft = SFTStageConfig(max_steps=500, learning_rate=2e-3, bf16=True)
-        # answer-only at 2e-3 stayed on the label-prior plateau for all 500 steps (23.97 macro-F1, measured),
-        # so it trains at 1e-3; the CoT orders learn their reasoning faster at 2e-3.
-        return DemoConfig(run=RunConfig(name=run_name, sft=sft), pretrain=PretrainConfig(max_steps=400, bf16=True),
-                          sft_lr={"answer_only": 1e-3})
+        return DemoConfig(
+            run=RunConfig(name=run_name, sft=sft), pretrain=PretrainConfig(max_steps=400, bf16=True),
+            sft_by_order={"answer_only": {"learning_rate": 1e-3, "max_steps": 600},
+                          "think_first": {"max_steps": 400},
+                          "answer_first": {"learning_rate": 1e-3, "label_weight": 10.0}},
+            sample_prompts=256, dpo=DPOStageConfig(max_steps=60, bf16=True),
+            grpo=GRPOStageConfig(max_steps=40), grpo_candidates=256, baseline=BaselineConfig(),
+        )
     raise ValueError(f"unknown preset {name!r} (default | tiny)")
 
 
@@ -144,8 +153,7 @@ class Demo:
     def sft(self, order: str, row: str) -> None:
         def fn() -> dict:
             model, tok = load_model(self.run.dir / "base" / "model")
-            lr = self.cfg.sft_lr.get(order, self.run.sft.learning_rate)
-            cfg = self.run.sft.model_copy(update={"order": order, "learning_rate": lr})
+            cfg = self.run.sft.model_copy(update={"order": order, **self.cfg.sft_by_order.get(order, {})})
             s = run_sft(model, tok, self.splits["train"], cfg, self.run.dir / f"sft_{order}", self.teacher, self.run.prompt)
             m, out = self.evaluate(model, tok, order, f"sft_{order}")
             m["train"] = {k: v for k, v in s.items() if k != "loss_curve"}
@@ -176,7 +184,8 @@ class Demo:
         def fn() -> dict:
             src = self.run.dir / "dpo_answer_first" / "model"
             model, tok = load_model(src)
-            cands = self.splits["train"][-self.cfg.grpo_candidates:]  # not the prompts DPO sampled
+            pool = self.splits["train"][self.cfg.sample_prompts:]  # not the prompts DPO sampled
+            cands = label_stratified(pool, self.cfg.grpo_candidates, self.cfg.grpo.seed)
             samples = None
             if self.cfg.grpo.offline_filter:
                 samples = run_sampling(model, tok, cands, self.cfg.sample, self.run.dir / "samples_grpo", self.run.prompt)
@@ -246,6 +255,11 @@ def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
     wall = time.perf_counter() - t_start
     console.print(stage_table(d.rows))
     console.print(query_type_table(d.rows))
+    majority = d.rows[0][1]["macro_f1"]
+    for row, m in d.rows[1:]:
+        if m["macro_f1"] < majority + 0.05:  # a row within 5 points of the majority class has not learned the task
+            console.print(f"[red]warning[/red]: {row!r} is within 5 macro-F1 points of the majority class: "
+                          "it has not learned the task (raise its budget)")
     result = {"rows": [{"name": n, **m} for n, m in d.rows], "wall_s": round(wall, 1)}
     write_json(cfg.run.dir / "results.json", result)
     from .report import build_report

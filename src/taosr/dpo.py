@@ -8,7 +8,6 @@ precomputed once (cheaper than a second model in memory on CPU).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +18,8 @@ from trl import DPOConfig, DPOTrainer
 from .pairs import PairPolicy, Sample, build_pairs
 from .prompts import PromptConfig, item_segment, query_segment, response_text
 from .records import Record
-from .sft import common_args, guard_resume, train_and_save
+from .scale import LoraSwitch
+from .sft import common_args, guard_resume, train_and_save, write_summary
 from .teacher import Teacher
 
 
@@ -35,6 +35,10 @@ class DPOStageConfig(BaseModel):
     save_steps: int = Field(1000, description="Checkpoint interval (resume point).")
     seed: int = Field(0, description="Seed.")
     pairs: PairPolicy = Field(default_factory=PairPolicy, description="How preference pairs are built.")
+    bf16: bool = Field(False, description="bf16 autocast (GPU, or CPU with AVX512_BF16).")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models only).")
+    lora: LoraSwitch = Field(default_factory=LoraSwitch, description="LoRA adapters instead of full fine-tuning (r > 0); "
+                             "the reference is then the base with adapters off.")
 
 
 def prompt_text(record: Record, prompt_cfg: PromptConfig) -> str:
@@ -68,14 +72,15 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
     data = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"] + eos, "rejected": p["rejected"] + eos}
                               for p in pairs])
     args = DPOConfig(
-        **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps), per_device_train_batch_size=cfg.batch_size,
+        **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps, cfg.gradient_checkpointing), per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, cfg.max_steps // 20),
         beta=cfg.beta, precompute_ref_log_probs=True,
         loss_type=["sigmoid", "sft"] if cfg.sft_weight > 0 else ["sigmoid"],
         loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight > 0 else None, max_length=None,
-        bf16=False, logging_steps=max(1, cfg.max_steps // 20),
+        bf16=cfg.bf16, logging_steps=max(1, cfg.max_steps // 20),
     )
-    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                         peft_config=cfg.lora.peft_config())
     wall = train_and_save(trainer, tokenizer, out_dir, "dpo")
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {
@@ -83,5 +88,5 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
         "loss_curve": [(h["step"], h["loss"]) for h in logs],
         "margin_curve": [(h["step"], h.get("rewards/margins")) for h in logs],
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_summary(out_dir, summary)
     return summary

@@ -104,12 +104,15 @@ def stage_table(rows: list[tuple[str, dict]], title: str = "TaoSR1 table on the 
     """The paper's table: one row per stage; macro-F1, class 1-4 F1, accuracy (all in %)."""
     t = Table(title=title)
     t.add_column("model / stage")
-    for col in ["macro-F1", "F1-4", "F1-3", "F1-2", "F1-1", "accuracy", "unparsed"]:
+    majority = next((m["macro_f1"] for name, m in rows if name == "majority class"), None)
+    cols = ["macro-F1", "F1-4", "F1-3", "F1-2", "F1-1", "accuracy", "unparsed"] + (["vs majority"] if majority else [])
+    for col in cols:
         t.add_column(col, justify="right")
     for name, m in rows:
+        extra = [f"{100 * (m['macro_f1'] - majority):+.2f}"] if majority else []
         t.add_row(name, f"{100 * m['macro_f1']:.2f}",
                   *(f"{100 * class_f1(m, lv):.2f}" for lv in (4, 3, 2, 1)),
-                  f"{100 * m['accuracy']:.2f}", str(m.get("unparseable", 0)))
+                  f"{100 * m['accuracy']:.2f}", str(m.get("unparseable", 0)), *extra)
     return t
 
 

@@ -16,7 +16,6 @@ Every decision is counted: prompts dropped as too easy / too hard / by balancing
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -31,7 +30,8 @@ from trl import GRPOConfig, GRPOTrainer
 from .labels import parse_response
 from .prompts import PromptConfig
 from .records import Record
-from .sft import common_args, guard_resume, train_and_save
+from .scale import LoraSwitch
+from .sft import common_args, guard_resume, train_and_save, write_summary
 
 # ---------------------------------------------------------------- reward
 
@@ -81,12 +81,36 @@ class GRPOStageConfig(BaseModel):
     balance_classes: bool = Field(True, description="Down-sample RL prompts to a balanced label mix.")
     eps: float = Field(1e-6, description="Spread below which a group counts as zero-spread.")
     seed: int = Field(0, description="Seed.")
+    bf16: bool = Field(False, description="bf16 autocast (GPU, or CPU with AVX512_BF16).")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models only).")
+    lora: LoraSwitch = Field(default_factory=LoraSwitch, description="LoRA adapters instead of full fine-tuning (r > 0).")
+    use_vllm: bool | None = Field(None, description="Rollouts through TRL's vLLM integration (colocate mode); "
+                                  "None = when vLLM and a GPU are present.")
+    vllm_gpu_memory_utilization: float = Field(0.3, description="GPU memory share of the colocated vLLM engine.")
 
 
 def label_mix_cv(labels: list[int]) -> float:
     """Coefficient of variation of the label counts over levels 1-4 (0 = perfectly balanced)."""
     counts = np.array([Counter(labels).get(lv, 0) for lv in (1, 2, 3, 4)], dtype=float)
     return float(counts.std() / counts.mean()) if counts.mean() > 0 else 0.0
+
+
+def label_stratified(records: list[Record], n: int, seed: int = 0) -> list[Record]:
+    """Up to `n` records drawn round-robin over the gold levels: as even as the pool allows (a rare level
+    gives all it has). Picks GRPO candidates so that class balancing after the difficulty filter does
+    not shrink the RL set to a handful (level 3 is 5% of the data)."""
+    by_level: dict[int, list[Record]] = {}
+    for r in records:
+        by_level.setdefault(r.label, []).append(r)
+    rng = random.Random(seed)
+    for pool in by_level.values():
+        rng.shuffle(pool)
+    out: list[Record] = []
+    while len(out) < n and any(by_level.values()):
+        for lv in sorted(by_level):
+            if by_level[lv] and len(out) < n:
+                out.append(by_level[lv].pop())
+    return out
 
 
 def select_prompts(records: list[Record], samples: pd.DataFrame | None, cfg: GRPOStageConfig) -> tuple[list[Record], dict]:
@@ -173,6 +197,18 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
 # ---------------------------------------------------------------- training
 
 
+def vllm_args(cfg: GRPOStageConfig) -> dict:
+    """GRPOConfig arguments for rollouts on vLLM (TRL's colocate mode: the engine shares the trainer's GPU)."""
+    from .scale import vllm_available
+
+    use = vllm_available() if cfg.use_vllm is None else cfg.use_vllm
+    if use and not vllm_available():
+        raise RuntimeError("use_vllm=True needs `pip install vllm` and a CUDA GPU")
+    if not use:
+        return {"use_vllm": False}
+    return {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization}
+
+
 def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_dir: Path,
              prompt_cfg: PromptConfig) -> dict:
     """Train with GRPO on `prompts` (already selected); saves `out_dir/model`."""
@@ -185,14 +221,16 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
         funcs.append(TokenReward(format_reward, tokenizer))
         weights.append(cfg.format_weight)
     args = GRPOConfig(
-        **common_args(out_dir, cfg.max_steps, cfg.seed, max(cfg.max_steps, 1)),
+        **common_args(out_dir, cfg.max_steps, cfg.seed, max(cfg.max_steps, 1), cfg.gradient_checkpointing),
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
         num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta,
         temperature=cfg.temperature, max_completion_length=cfg.max_completion_length, reward_weights=weights,
-        loss_type="dapo", bf16=False, logging_steps=1, log_completions=False,
+        loss_type="dapo", bf16=cfg.bf16, logging_steps=1, log_completions=False,
+        **vllm_args(cfg),
     )
     trainer = DynamicSamplingGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tokenizer, group_eps=cfg.eps, online_mask=cfg.online_mask,
+        peft_config=cfg.lora.peft_config(),
     )
     wall = train_and_save(trainer, tokenizer, out_dir, "grpo")
     logs = [h for h in trainer.state.log_history if "reward" in h]
@@ -204,7 +242,7 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
         "frac_zero_spread_groups": float(np.mean(zero)) if zero else None,
         "groups_masked": int(sum(m["zero_spread"] for m in trainer.mask_log)),
         "groups_total": int(sum(m["groups"] for m in trainer.mask_log)),
-        "online_mask": cfg.online_mask,
+        "online_mask": cfg.online_mask, "vllm": bool(args.use_vllm),
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_summary(out_dir, summary)
     return summary

@@ -52,9 +52,10 @@ class PrefixScorer:
     @torch.inference_mode()
     def _extend(self, cache, ids: list[int], offset: int):
         """Run `ids` (batch 1) on top of `cache` (None = empty); returns the grown cache."""
-        x = torch.tensor([ids])
-        pos = torch.arange(offset, offset + len(ids))[None]
-        mask = torch.ones((1, offset + len(ids)), dtype=torch.long)
+        dev = self.model.device
+        x = torch.tensor([ids], device=dev)
+        pos = torch.arange(offset, offset + len(ids), device=dev)[None]
+        mask = torch.ones((1, offset + len(ids)), dtype=torch.long, device=dev)
         out = self.model(input_ids=x, attention_mask=mask, position_ids=pos, cache=cache,
                          use_cache=True, logits_to_keep=1)
         return out.cache
@@ -90,9 +91,11 @@ class PrefixScorer:
                 mask[j, plen + pad:] = 1
                 pos[j, pad:] = torch.arange(plen, plen + len(s))
             shared = fork_cache(cache, b, self.model.config)
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=shared,
-                                use_cache=True, logits_to_keep=1).logits[:, -1, :]  # (b, vocab)
-            out[idx] = torch.softmax(logits[:, self.label_ids].float(), -1).double().numpy()  # (b, 4)
+            dev = self.model.device
+            logits = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                                cache=shared, use_cache=True, logits_to_keep=1).logits[:, -1, :]  # (b, vocab)
+            probs = torch.softmax(logits[:, self.label_ids.to(dev)].float(), -1)  # (b, 4)
+            out[idx] = probs.double().cpu().numpy()
         return out
 
     def score_records(self, records: Sequence[Record]) -> np.ndarray:

@@ -41,8 +41,16 @@ def _shard_path(out_dir: Path, k: int) -> Path:
 
 
 def run_sampling(model, tokenizer, records: list[Record], cfg: SampleConfig, out_dir: Path,
-                 prompt_cfg: PromptConfig, after_shard: Callable[[int], None] | None = None) -> pd.DataFrame:
-    """Sample every record's prompt `cfg.n` times; returns all rows (existing shards are reused)."""
+                 prompt_cfg: PromptConfig, after_shard: Callable[[int], None] | None = None,
+                 model_dir: Path | None = None) -> pd.DataFrame:
+    """Sample every record's prompt `cfg.n` times; returns all rows (existing shards are reused).
+
+    With `model_dir` given and the engine resolving to vLLM (`cfg.engine`), rollouts run on vLLM's
+    offline engine; otherwise on transformers' `generate` with `model`.
+    """
+    from .scale import resolve_engine
+
+    engine = resolve_engine(cfg.engine) if model_dir is not None else "transformers"
     out_dir.mkdir(parents=True, exist_ok=True)
     n_shards = (len(records) + cfg.shard_prompts - 1) // cfg.shard_prompts
     for k in range(n_shards):
@@ -51,9 +59,15 @@ def run_sampling(model, tokenizer, records: list[Record], cfg: SampleConfig, out
             continue
         chunk = records[k * cfg.shard_prompts:(k + 1) * cfg.shard_prompts]
         prompts = [encode_prompt(tokenizer, r, prompt_cfg) for r in chunk]
-        texts = generate_texts(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, do_sample=True,
-                               temperature=cfg.temperature, top_p=cfg.top_p, num_return_sequences=cfg.n,
-                               desc=f"sampling shard {k + 1}/{n_shards}", seed=cfg.seed + k)
+        if engine == "vllm":
+            from .vllm_engine import vllm_generate
+
+            texts = vllm_generate(model_dir, prompts, cfg.n, cfg.temperature, cfg.top_p, cfg.max_new_tokens,
+                                  cfg.seed + k)
+        else:
+            texts = generate_texts(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, do_sample=True,
+                                   temperature=cfg.temperature, top_p=cfg.top_p, num_return_sequences=cfg.n,
+                                   desc=f"sampling shard {k + 1}/{n_shards}", seed=cfg.seed + k)
         rows = []
         for r, outs in zip(chunk, texts):
             for i, text in enumerate(outs):

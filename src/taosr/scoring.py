@@ -44,11 +44,11 @@ def label_probs_from_ids(model, prompts: Sequence[list[int]], label_ids: list[in
     with progress_bar(len(prompts), desc or "scoring") as advance:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            ids, mask = _left_pad([prompts[i] for i in idx], pad_id)
+            ids, mask = (t.to(model.device) for t in _left_pad([prompts[i] for i in idx], pad_id))
             logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
                            logits_to_keep=1).logits[:, -1, :]  # (b, vocab)
-            probs = torch.softmax(logits[:, lab].float(), dim=-1)  # (b, 4): renormalised over label tokens
-            out[idx] = probs.double().numpy()
+            probs = torch.softmax(logits[:, lab.to(logits.device)].float(), dim=-1)  # (b, 4): over label tokens
+            out[idx] = probs.double().cpu().numpy()
             advance(len(idx))
     return out
 
@@ -75,7 +75,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[list[int]], max_new_token
     with progress_bar(len(prompts), desc or "generating") as advance:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            ids, mask = _left_pad([prompts[i] for i in idx], tokenizer.pad_token_id)
+            ids, mask = (t.to(model.device) for t in _left_pad([prompts[i] for i in idx], tokenizer.pad_token_id))
             gen = model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=do_sample,
                 temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,

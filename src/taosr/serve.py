@@ -68,6 +68,7 @@ class ServeSettings(BaseModel):
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch's default).")
     model_name: str | None = Field(None, description="Name reported in responses (default: the model folder's name).")
     log_level: str = Field("info", description="uvicorn log level.")
+    engine: str = Field("auto", description="auto | transformers | vllm: vLLM (taosr.vllm_engine) when it and a GPU are present.")
 
 
 class ItemIn(BaseModel):
@@ -127,10 +128,12 @@ class _Job:
 class RelevanceService:
     """The model, the request queue and the one worker task that micro-batches it."""
 
-    def __init__(self, model, tokenizer, serving: ServingConfig, settings: ServeSettings):
-        check_label_ids(serving, tokenizer)
+    def __init__(self, model, tokenizer, serving: ServingConfig, settings: ServeSettings, scorer=None):
         self.serving, self.settings = serving, settings
-        self.scorer = PrefixScorer(model, tokenizer, serving.prompt, settings.batch_size)
+        if scorer is None:
+            check_label_ids(serving, tokenizer)
+            scorer = PrefixScorer(model, tokenizer, serving.prompt, settings.batch_size)
+        self.scorer = scorer  # anything with score_items(records) -> (n, 4)
         self.queue: asyncio.Queue[_Job] | None = None
         self.worker: asyncio.Task | None = None
         self.metrics = Metrics(lambda: self.queue.qsize() if self.queue else 0)
@@ -280,20 +283,28 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
     `serving` defaults to the folder's `taosr_serving.json` (beta 0.5 without it).
     """
     settings = settings or ServeSettings()
+    scorer = None
     if isinstance(model, tuple):
         (net, tok), name = model, settings.model_name or "in-memory"
     else:
-        from .modeling import load_model
+        from .scale import resolve_engine
 
-        net, tok = load_model(model)
         serving = serving or load_serving_config(model)
         name = settings.model_name or Path(model).resolve().name
+        if resolve_engine(settings.engine) == "vllm":
+            from .vllm_engine import VLLMScorer
+
+            scorer, net, tok = VLLMScorer(model, serving), None, None
+        else:
+            from .modeling import load_model
+
+            net, tok = load_model(model)
     serving = serving or ServingConfig()
     if settings.torch_threads:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    service = RelevanceService(net, tok, serving, settings)
+    service = RelevanceService(net, tok, serving, settings, scorer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -18,6 +18,7 @@ from trl import SFTConfig, SFTTrainer
 from .progress import attach
 from .prompts import ORDERS, OutputOrder, PromptConfig, encode_example
 from .records import Record
+from .scale import LoraSwitch, is_main_process, trainable_params
 from .teacher import Teacher
 
 
@@ -32,8 +33,44 @@ class SFTStageConfig(BaseModel):
     weight_decay: float = Field(0.0, description="AdamW weight decay.")
     bf16: bool = Field(False, description="bf16 autocast (CPU with AVX512_BF16 or GPU). fp32 is reproducible.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models only).")
+    lora: LoraSwitch = Field(default_factory=LoraSwitch, description="LoRA adapters instead of full fine-tuning (r > 0).")
+    label_weight: float = Field(1.0, gt=0, description="Loss weight of the label token relative to the other response "
+                                "tokens (1 = plain next-token loss). In post-CoT targets the label is 1 of ~40 tokens; "
+                                "a small model then learns the reasoning but not the label (measured: docs/results.md).")
     save_steps: int = Field(200, description="Checkpoint every this many steps (resume point).")
     seed: int = Field(0, description="Data order and dropout seed.")
+
+
+def weighted_response_loss(logits, labels, label_ids: list[int], label_weight: float):
+    """Next-token loss over the response with the label token counted `label_weight` times.
+
+    logits (B, T, V); labels (B, T) with -100 outside the response. Returns a scalar: the weighted
+    mean of the per-token losses (label_weight = 1 gives the plain mean over response tokens).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    target = labels[:, 1:]  # (B, T-1): position t predicts token t+1
+    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), target.clamp(min=0), reduction="none")  # (B, T-1)
+    is_label = torch.isin(target, torch.tensor(label_ids, device=target.device))  # (B, T-1)
+    w = (target != -100).float() * (1.0 + (label_weight - 1.0) * is_label.float())  # (B, T-1)
+    return (nll * w).sum() / w.sum().clamp(min=1.0)
+
+
+class LabelWeightedSFTTrainer(SFTTrainer):
+    """SFTTrainer whose response loss counts the label token `label_weight` times (TRL's own loss when 1)."""
+
+    def __init__(self, *args, label_ids: list[int], label_weight: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.label_ids, self.label_weight = label_ids, label_weight
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.label_weight == 1.0:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), use_cache=False)
+        # this process's weighted mean; under DDP the processes' means are averaged
+        loss = weighted_response_loss(outputs.logits, inputs["labels"], self.label_ids, self.label_weight)
+        return (loss, outputs) if return_outputs else loss
 
 
 def build_dataset(records: list[Record], tokenizer, teacher: Teacher | None, order: str,
@@ -53,29 +90,53 @@ def build_dataset(records: list[Record], tokenizer, teacher: Teacher | None, ord
     return Dataset.from_list(rows), rejects
 
 
-def common_args(out_dir: Path, max_steps: int, seed: int, save_steps: int) -> dict:
-    """Training arguments every stage shares: device, checkpoints (the resume points), no reporters, seeds."""
+def common_args(out_dir: Path, max_steps: int, seed: int, save_steps: int, gradient_checkpointing: bool = False) -> dict:
+    """Training arguments every stage shares: device, checkpoints (the resume points), no reporters, seeds.
+
+    Gradient checkpointing is off unless asked for: TRL's configs default it to on, which only slows
+    small models down (measured: docs/results.md).
+    """
     return dict(
         output_dir=str(out_dir / "checkpoints"), max_steps=max_steps, use_cpu=not _has_gpu(),
+        gradient_checkpointing=gradient_checkpointing,
         save_strategy="steps", save_steps=save_steps, save_total_limit=1, report_to="none", disable_tqdm=True,
         seed=seed, data_seed=seed,
     )
 
 
 def train_and_save(trainer, tokenizer, out_dir: Path, desc: str) -> float:
-    """One rich bar, resume from the newest checkpoint, save model + tokenizer to `out_dir/model`; wall seconds."""
+    """One rich bar, resume from the newest checkpoint, save model + tokenizer to `out_dir/model`; wall seconds.
+
+    LoRA adapters are merged into the weights first, so every later stage loads a plain model folder.
+    Under a multi-process launch only the main process writes.
+    """
     attach(trainer, desc)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
     wall = time.perf_counter() - t0
-    trainer.save_model(str(out_dir / "model"))
-    tokenizer.save_pretrained(out_dir / "model")
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # a peft model: fold the adapters in
+        model = model.merge_and_unload()
+        trainer.model = model
+        if trainer.accelerator.is_main_process:
+            model.save_pretrained(out_dir / "model", safe_serialization=True)
+    else:
+        trainer.save_model(str(out_dir / "model"))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(out_dir / "model")
+    trainer.accelerator.wait_for_everyone()
     return wall
+
+
+def write_summary(out_dir: Path, summary: dict) -> None:
+    """summary.json of a stage, written once (rank 0) under a multi-process launch."""
+    if is_main_process():
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
 def train_args(cfg: SFTStageConfig, out_dir: Path, **extra) -> SFTConfig:
     return SFTConfig(
-        **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps),
+        **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps, cfg.gradient_checkpointing),
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine",
@@ -83,7 +144,6 @@ def train_args(cfg: SFTStageConfig, out_dir: Path, **extra) -> SFTConfig:
         weight_decay=cfg.weight_decay,
         bf16=cfg.bf16,
         logging_steps=max(1, cfg.max_steps // 30),
-        **({"gradient_checkpointing": True} if cfg.gradient_checkpointing else {}),
         **extra,
     )
 
@@ -102,7 +162,8 @@ def guard_resume(out_dir: Path, cfg: BaseModel) -> None:
     if path.exists() and path.read_text() != now and latest_checkpoint(out_dir):
         raise ValueError(f"{out_dir} holds checkpoints of a different {type(cfg).__name__}; "
                          f"remove the folder (or use another --out) to start over")
-    path.write_text(now)
+    if is_main_process():
+        path.write_text(now)
 
 
 def latest_checkpoint(out_dir: Path) -> str | None:
@@ -115,15 +176,20 @@ def run_sft(model, tokenizer, train: list[Record], cfg: SFTStageConfig, out_dir:
     """Train, save the final model (safetensors) to `out_dir/model`, and return a summary."""
     guard_resume(out_dir, cfg)
     dataset, rejects = build_dataset(train, tokenizer, teacher, cfg.order, prompt_cfg)
-    if rejects:
+    if rejects and is_main_process():
         with (out_dir / "rejects.jsonl").open("w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rejects)
-    trainer = SFTTrainer(
+    from .modeling import label_token_ids
+
+    trainer = LabelWeightedSFTTrainer(
         model=model,
         args=train_args(cfg, out_dir, completion_only_loss=True, max_length=None),
         train_dataset=dataset,
         processing_class=tokenizer,
+        peft_config=cfg.lora.peft_config(),
+        label_ids=label_token_ids(tokenizer), label_weight=cfg.label_weight,
     )
+    n_train, n_total = trainable_params(trainer.model)
     wall = train_and_save(trainer, tokenizer, out_dir, f"sft {cfg.order}")
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     summary = {
@@ -131,6 +197,7 @@ def run_sft(model, tokenizer, train: list[Record], cfg: SFTStageConfig, out_dir:
         "wall_s": round(wall, 1), "loss_first": losses[0][1] if losses else None,
         "loss_last": losses[-1][1] if losses else None, "loss_curve": losses,
         "tokens": int(sum(len(x) for x in dataset["input_ids"])),
+        "trainable_params": n_train, "total_params": n_total, "processes": trainer.accelerator.num_processes,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_summary(out_dir, summary)
     return summary

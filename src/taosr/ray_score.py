@@ -1,0 +1,151 @@
+"""`taosr score --engine ray`: the batch scorer as a Ray Data job, for files too big for one process.
+
+    read (Parquet / JSONL / CSV, Ray Data readers, streamed)
+      -> map_batches(_ScoreActor)   actor pool: one model per actor; each batch is validated with the
+                                    same row builder as `taosr.loaders`, grouped by query and scored
+                                    with `PrefixScorer` (or vLLM, per actor, where it is available)
+      -> streamed back in input order (preserve_order) and written to one Parquet file with the
+         columns of `taosr.batch_score` (id, query, title, p1..p4, level, tier); rejected rows go to
+         `<output stem>.rejects.jsonl` with file, row, field and reason, as in the one-process path.
+
+Started on a laptop, `ray.init()` brings up a local instance (`num_actors` workers); on a cluster,
+pass `address="auto"` (or set RAY_ADDRESS) and the same job spreads over the nodes. The job is not
+resumable part by part like `batch_score`; the output appears atomically when every row is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .batch_score import ROW_GROUP, SCHEMA, rejects_path_of
+
+OUT_SCHEMA = SCHEMA.append(pa.field("_local", pa.int64())).append(pa.field("_reject", pa.string()))
+
+
+class _ScoreActor:
+    """One model per actor; turns a batch of raw rows into scored rows plus reject rows."""
+
+    def __init__(self, model_dir: str, file: str, columns: list[str], batch_size: int, engine: str):
+        from .calibrate import check_label_ids, load_serving_config
+        from .loaders import _schema
+
+        self.serving = load_serving_config(model_dir)
+        self.builder, self.file = _schema(columns, Path(file)), file
+        if engine == "vllm":
+            from .vllm_engine import VLLMScorer
+
+            self.scorer = VLLMScorer(model_dir, self.serving)
+        else:
+            from .modeling import load_model
+            from .prefix import PrefixScorer
+
+            model, tok = load_model(model_dir)
+            check_label_ids(self.serving, tok)
+            self.scorer = PrefixScorer(model, tok, self.serving.prompt, batch_size)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from .cumpt import cumpt_levels, tiers_of
+        from .loaders import LoadResult, _build
+
+        raw = batch.to_pylist()
+        res = LoadResult()
+        _build(res, self.file, [(i, r, None) for i, r in enumerate(raw)], self.builder, require_label=False)
+        rejected = {x["row"] for x in res.rejects}
+        good = [i for i in range(len(raw)) if i not in rejected]
+        by_query: dict[str, list[int]] = defaultdict(list)  # positions in res.records, grouped by query
+        for j, rec in enumerate(res.records):
+            by_query[rec.query].append(j)
+        probs = np.zeros((len(res.records), 4))
+        for idx in by_query.values():
+            probs[idx] = self.scorer.score_items([res.records[j] for j in idx])
+        levels = cumpt_levels(probs, self.serving.beta)
+        rows = [{"id": r.id, "query": r.query, "title": r.title, **{f"p{k + 1}": float(probs[j, k]) for k in range(4)},
+                 "level": int(levels[j]), "tier": tier, "_local": good[j], "_reject": None}
+                for j, (r, tier) in enumerate(zip(res.records, tiers_of(levels)))]
+        rows += [{"id": None, "query": None, "title": None, "p1": None, "p2": None, "p3": None, "p4": None,
+                  "level": None, "tier": None, "_local": x["row"], "_reject": json.dumps(x, default=str)}
+                 for x in res.rejects]
+        rows.sort(key=lambda x: x["_local"])
+        return pa.Table.from_pylist(rows, schema=OUT_SCHEMA)
+
+
+def _reader(path: Path):
+    import ray.data
+
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return ray.data.read_parquet(str(path))
+    if suffix in (".jsonl", ".ndjson"):
+        return ray.data.read_json(str(path), lines=True)
+    if suffix == ".csv":
+        return ray.data.read_csv(str(path))
+    from .loaders import DataError
+
+    raise DataError(f"{path}: --engine ray reads .parquet, .jsonl or .csv files (got {path.suffix!r})")
+
+
+def score_file_ray(model_dir: str | Path, input_path: str | Path, output_path: str | Path, num_actors: int = 2,
+                   batch_size: int = 32, rows_per_batch: int = 512, address: str | None = None,
+                   engine: str = "transformers") -> dict:
+    """Score `input_path` into `output_path` on a Ray actor pool (see the module doc); returns counts and timing."""
+    import ray
+    import ray.data
+
+    from .loaders import _schema
+    from .progress import progress_bar
+
+    t0 = time.perf_counter()
+    model_dir, input_path, output = Path(model_dir).resolve(), Path(input_path).resolve(), Path(output_path)
+    if not input_path.is_file():
+        from .loaders import DataError
+
+        raise DataError(f"{input_path}: no such file")
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
+                 log_to_driver=False, configure_logging=False,
+                 **({} if address or os.environ.get("RAY_ADDRESS") else {"num_cpus": num_actors + 1}))
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ds = _reader(input_path)
+    columns = ds.schema().names
+    _schema(columns, input_path)  # a file that is not a relevance file fails here, with its name, not in an actor
+    scored = ds.map_batches(
+        _ScoreActor, batch_size=rows_per_batch, batch_format="pyarrow", num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        fn_constructor_kwargs={"model_dir": str(model_dir), "file": str(input_path), "columns": columns,
+                               "batch_size": batch_size, "engine": engine},
+    )
+    n_rows = ds.count()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    rows = written = 0
+    rejects: list[dict] = []
+    with pq.ParquetWriter(tmp, SCHEMA) as writer, progress_bar(n_rows, f"ray scoring ({num_actors} actors)") as advance:
+        for batch in scored.iter_batches(batch_format="pyarrow", batch_size=None):
+            bad = batch.column("_reject").is_valid()
+            for x in batch.filter(bad).column("_reject").to_pylist():
+                r = json.loads(x)
+                r["row"] = rows + 1 + r["row"]  # batch position -> 1-based row of the input file
+                rejects.append(r)
+            good = batch.filter(pa.compute.invert(bad)).select(SCHEMA.names).cast(SCHEMA)
+            if good.num_rows:
+                writer.write_table(good, row_group_size=ROW_GROUP)
+            rows += batch.num_rows
+            written += good.num_rows
+            advance(batch.num_rows)
+    os.replace(tmp, output)
+    rejects.sort(key=lambda r: r["row"])
+    with rejects_path_of(output).open("w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rejects)
+    seconds = time.perf_counter() - t0
+    return {"output": str(output), "engine": "ray", "actors": num_actors, "rows": written, "rejects": len(rejects),
+            "rejects_path": str(rejects_path_of(output)), "input_rows": rows, "seconds": round(seconds, 3),
+            "pairs_per_s": round(written / seconds, 2) if seconds > 0 else None}

@@ -1,0 +1,81 @@
+"""Scale-out switches shared by every training stage and scorer.
+
+- `LoraSwitch`: a config block every trainer carries; `r = 0` is full fine-tuning, `r > 0` trains
+  LoRA adapters through peft (TRL's `peft_config`) and merges them into the saved model, so the
+  next stage, `taosr score` and vLLM load a plain model folder.
+- `is_main_process`: under `accelerate launch` / `torchrun` every process runs the same command;
+  only rank 0 writes summaries, rejects and metrics (the trainers already save once).
+- `resolve_engine`: rollouts and scoring run on vLLM when it is importable and a GPU is present,
+  else on transformers; `--engine` forces one.
+
+Which accelerate config to use for which model size is in docs/scale-out.md; the configs are in
+configs/accelerate/.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, Field
+
+ENGINES = ("auto", "transformers", "vllm")
+
+
+class LoraSwitch(BaseModel):
+    """LoRA adapters (peft) instead of full fine-tuning, for models that do not fit."""
+
+    r: int = Field(0, ge=0, description="LoRA rank; 0 trains every weight (full fine-tuning).")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (update scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="Modules that get adapters: 'all-linear' or names such as q_proj, v_proj.")
+
+    def peft_config(self):
+        """A peft LoraConfig, or None for full fine-tuning."""
+        if self.r == 0:
+            return None
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=self.target_modules, task_type="CAUSAL_LM")
+
+
+def is_main_process() -> bool:
+    """True on rank 0 of a multi-process launch, and in a plain single-process run."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def gpu_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def vllm_available() -> bool:
+    """vLLM is the GPU path: importable *and* a CUDA device present."""
+    try:
+        import vllm  # noqa: F401
+    except Exception:
+        return False
+    return gpu_available()
+
+
+def resolve_engine(engine: str) -> str:
+    """auto -> vllm when available, else transformers; an explicit vllm without vLLM is an error."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "vllm" if vllm_available() else "transformers"
+    if engine == "vllm" and not vllm_available():
+        raise RuntimeError("engine 'vllm' needs `pip install vllm` and a CUDA GPU; use --engine transformers")
+    return engine
+
+
+def trainable_params(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
