@@ -196,3 +196,29 @@ def test_serve_and_score_refuse_vllm_without_it(scoring_setup):
         score_file(root / "model", root / "in.jsonl", root / "x.parquet", engine="vllm")
     app = create_app(root / "model", ServeSettings(engine="auto"))  # falls back to transformers
     assert type(app.state.service.scorer).__name__ == "PrefixScorer"
+
+
+@pytest.mark.slow
+def test_dpo_and_grpo_commands_run_unchanged_on_two_processes(tiny_tokenizer, tiny_splits, tmp_path):
+    """`accelerate launch -m taosr.cli dpo|grpo` on two CPU processes: both finish and rank 0 saves one model."""
+    base = tmp_path / "base"
+    save(build_model(tiny_tokenizer, TINY), tiny_tokenizer, base)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(r.model_dump_json() + "\n" for r in tiny_splits["train"][:32]))
+    cli = [sys.executable, "-m", "taosr.cli"]
+    r = _launch(cli + ["sample", "--model", str(base), "--data", str(data), "--out", str(tmp_path / "samples"),
+                       "--n", "2", "--max-new-tokens", "12", "--engine", "transformers"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    launch = [accelerate, "launch", "--config_file", str(HERE.parent / "configs" / "accelerate" / "cpu_2proc.yaml"),
+              "--main_process_port", "29514", "-m", "taosr.cli"]
+    env = {"CUDA_VISIBLE_DEVICES": ""}
+    r = _launch(launch + ["dpo", "--model", str(base), "--data", str(data), "--samples", str(tmp_path / "samples"),
+                          "--out", str(tmp_path / "dpo"), "--max-steps", "2"], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _launch(launch + ["grpo", "--model", str(tmp_path / "dpo" / "model"), "--data", str(data),
+                          "--out", str(tmp_path / "grpo"), "--max-steps", "2", "--num-generations", "2"], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for stage in ("dpo", "grpo"):
+        assert json.loads((tmp_path / stage / "summary.json").read_text())["steps"] == 2
+        load_model(tmp_path / stage / "model")  # a plain, loadable model folder

@@ -146,6 +146,9 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
     model.model.config.label2id = {v: k for k, v in CLASS_NAMES.items()}
     if cfg.freeze_embeddings:
         model.model.get_input_embeddings().weight.requires_grad_(False)
+    for name, p in model.named_parameters():  # BERT's pooler is unused (mean pooling): freeze it, so DDP sees
+        if ".pooler." in name:                # only parameters that get a gradient every step
+            p.requires_grad_(False)
 
     queries, items = _pairs(labelled)
     data = Dataset.from_dict({"query": queries, "item": items, "label": [r.label - 1 for r in labelled]})
@@ -176,6 +179,7 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
         dataloader_num_workers=0,
         use_cpu=not _has_gpu(),
         bf16=use_bf16,
+        ddp_find_unused_parameters=False,  # under `accelerate launch`: every parameter that trains is used once
     )
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss)
     attach(trainer, "baseline: training")

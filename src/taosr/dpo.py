@@ -65,12 +65,30 @@ def make_pairs(samples: pd.DataFrame, records: list[Record], teacher: Teacher, o
     return result.rows, result.counts
 
 
+def shared_dataset(rows: list[dict], path: Path) -> Dataset:
+    """The pairs as an Arrow dataset on disk (written by rank 0). TRL caches the precomputed reference
+    log-probs next to the dataset's files; an in-memory dataset would put them in a per-process temp
+    folder that the other processes of an `accelerate launch` cannot see."""
+    import shutil
+
+    import torch
+    from accelerate import PartialState
+    from datasets import load_from_disk
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # as the trainer will (use_cpu), or it sees 1 process
+    with state.main_process_first():
+        if state.is_main_process:
+            shutil.rmtree(path, ignore_errors=True)
+            Dataset.from_list(rows).save_to_disk(str(path))
+    return load_from_disk(str(path))
+
+
 def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: Path) -> dict:
     """Train DPO on `pairs`; saves `out_dir/model`; returns losses, reward margins and wall time."""
     guard_resume(out_dir, cfg)
     eos = tokenizer.eos_token
-    data = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"] + eos, "rejected": p["rejected"] + eos}
-                              for p in pairs])
+    data = shared_dataset([{"prompt": p["prompt"], "chosen": p["chosen"] + eos, "rejected": p["rejected"] + eos}
+                           for p in pairs], out_dir / "pairs_dataset")
     args = DPOConfig(
         **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps, cfg.gradient_checkpointing), per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, cfg.max_steps // 20),
