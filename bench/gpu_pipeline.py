@@ -81,7 +81,9 @@ def main() -> None:
 
     t0 = time.perf_counter()
     prompts = splits["train"][:256 if not args.quick else 16]
-    sample_cfg = SampleConfig(n=4, max_new_tokens=96, shard_prompts=256)
+    # transformers here: a vLLM engine kept resident for sampling would hold GPU memory that DPO needs;
+    # vLLM is measured in the scoring benchmark at the end, after the training models are freed
+    sample_cfg = SampleConfig(n=4, max_new_tokens=96, shard_prompts=256, engine="transformers")
     samples = run_sampling(model, tok, prompts, sample_cfg, root / "samples", run.prompt, model_dir=root / "sft" / "model")
     report["pass_at_k"] = pass_at_k_report(samples)
     dpo_cfg = DPOStageConfig(max_steps=args.dpo_steps, batch_size=16, learning_rate=5e-6 if args.model != "fresh" else 5e-5,

@@ -118,10 +118,17 @@ def test_ray_scoring_equals_single_process_row_for_row(scoring_setup):
         ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except Exception as e:  # pragma: no cover - environment-specific
         pytest.skip(f"a local Ray instance could not start here: {type(e).__name__}: {e}")
+    rows = [json.loads(x) for x in (root / "in.jsonl").read_text().splitlines()]
+    (root / "noid.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "id"}) + "\n" for r in rows))
     try:
         info = score_file_ray(root / "model", root / "in.jsonl", root / "ray.parquet", num_actors=2, rows_per_batch=40)
+        score_file_ray(root / "model", root / "noid.jsonl", root / "noid-ray.parquet", num_actors=2, rows_per_batch=40)
     finally:
         ray.shutdown()
+    score_file(root / "model", root / "noid.jsonl", root / "noid-one.parquet")
+    # ids made up from row numbers (no id column) are the file's row numbers, not each batch's
+    want = pd.read_parquet(root / "noid-one.parquet")["id"].tolist()
+    assert pd.read_parquet(root / "noid-ray.parquet")["id"].tolist() == want and len(set(want)) == len(want)
     a, b = pd.read_parquet(root / "one.parquet"), pd.read_parquet(root / "ray.parquet")
     assert info["actors"] == 2 and info["rows"] == one["rows"] == len(a) == len(b)
     assert list(b.columns) == list(a.columns)

@@ -156,9 +156,12 @@ def dpo(
                          pairs=PairPolicy(pairs_per_prompt=pairs_per_prompt), bf16=bf16, lora=LoraSwitch(r=lora_r))
     records = read_split(data)
     pairs, counts = make_pairs(read_samples(samples), records, RuleTeacher(), order, PromptConfig(), cfg.pairs)
+    from .scale import is_main_process
+
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "pairs.jsonl").open("w") as f:
-        f.writelines(json.dumps(p) + "\n" for p in pairs)
+    if is_main_process():
+        with (out / "pairs.jsonl").open("w") as f:
+            f.writelines(json.dumps(p) + "\n" for p in pairs)
     console.print(f"pairs: {counts}")
     m, tok = load_model(model)
     summary = run_dpo(m, tok, pairs, cfg, out)
@@ -225,7 +228,8 @@ def score(
     batch_size: int = typer.Option(32, help="Items per forward pass."),
     prefix_sharing: bool = typer.Option(True, "--prefix-sharing/--no-prefix-sharing", help="Share the query's KV cache."),
     fresh: bool = typer.Option(False, help="Discard an interrupted run's parts instead of resuming."),
-    engine: str = typer.Option("auto", help="auto | transformers | vllm (GPU) | ray (a Ray Data actor pool)."),
+    engine: str = typer.Option("auto", help="auto | transformers | vllm (GPU; batching is vLLM's own, --batch-size and "
+                               "--prefix-sharing do not apply) | ray (a Ray Data actor pool)."),
     actors: int = typer.Option(2, help="--engine ray: actors (one model each)."),
     ray_address: Optional[str] = typer.Option(None, help="--engine ray: cluster address (default: RAY_ADDRESS or a local instance)."),
 ):

@@ -71,13 +71,12 @@ def shared_dataset(rows: list[dict], path: Path) -> Dataset:
     folder that the other processes of an `accelerate launch` cannot see."""
     import shutil
 
-    import torch
-    from accelerate import PartialState
     from datasets import load_from_disk
 
-    state = PartialState(cpu=not torch.cuda.is_available())  # as the trainer will (use_cpu), or it sees 1 process
-    with state.main_process_first():
-        if state.is_main_process:
+    from .scale import is_main_process, main_process_first
+
+    with main_process_first():
+        if is_main_process():
             shutil.rmtree(path, ignore_errors=True)
             Dataset.from_list(rows).save_to_disk(str(path))
     return load_from_disk(str(path))

@@ -78,12 +78,15 @@ def fresh_model(cfg: RunConfig, train: list[Record]):
         return load_model(cfg.model.name_or_path)
     from transformers import AutoTokenizer
 
+    from .scale import main_process_first
+
     tok_dir = cfg.dir / "tokenizer"
-    if (tok_dir / "tokenizer.json").exists():
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    else:
-        tokenizer = train_tokenizer(corpus(train, cfg.prompt), cfg.model.vocab_size)
-        tokenizer.save_pretrained(tok_dir)
+    with main_process_first():  # under `accelerate launch`: rank 0 trains and saves it, the others load it
+        if (tok_dir / "tokenizer.json").exists():
+            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        else:
+            tokenizer = train_tokenizer(corpus(train, cfg.prompt), cfg.model.vocab_size)
+            tokenizer.save_pretrained(tok_dir)
     return build_model(tokenizer, cfg.model), tokenizer
 
 

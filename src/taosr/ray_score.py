@@ -11,6 +11,9 @@
 Started on a laptop, `ray.init()` brings up a local instance (`num_actors` workers); on a cluster,
 pass `address="auto"` (or set RAY_ADDRESS) and the same job spreads over the nodes. The job is not
 resumable part by part like `batch_score`; the output appears atomically when every row is done.
+Known limit: Ray Data infers JSON/CSV column types per block, so a column whose values change type
+(a price of 3 in one row and "n/a" in another) fails the read instead of rejecting the row; convert
+such files to Parquet (`taosr data split` writes clean JSONL) first.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import pyarrow.parquet as pq
 
 from .batch_score import ROW_GROUP, SCHEMA, rejects_path_of
 
-OUT_SCHEMA = SCHEMA.append(pa.field("_local", pa.int64())).append(pa.field("_reject", pa.string()))
+OUT_SCHEMA = (SCHEMA.append(pa.field("_local", pa.int64())).append(pa.field("_reject", pa.string()))
+              .append(pa.field("_made_id", pa.bool_())))  # id made up from the (batch-local) row number
 
 
 class _ScoreActor:
@@ -67,11 +71,14 @@ class _ScoreActor:
         for idx in by_query.values():
             probs[idx] = self.scorer.score_items([res.records[j] for j in idx])
         levels = cumpt_levels(probs, self.serving.beta)
+        stem = Path(self.file).stem
         rows = [{"id": r.id, "query": r.query, "title": r.title, **{f"p{k + 1}": float(probs[j, k]) for k in range(4)},
-                 "level": int(levels[j]), "tier": tier, "_local": good[j], "_reject": None}
+                 "level": int(levels[j]), "tier": tier, "_local": good[j], "_reject": None,
+                 "_made_id": r.id == f"{stem}:{good[j]}"}
                 for j, (r, tier) in enumerate(zip(res.records, tiers_of(levels)))]
         rows += [{"id": None, "query": None, "title": None, "p1": None, "p2": None, "p3": None, "p4": None,
-                  "level": None, "tier": None, "_local": x["row"], "_reject": json.dumps(x, default=str)}
+                  "level": None, "tier": None, "_local": x["row"], "_reject": json.dumps(x, default=str),
+                  "_made_id": False}
                  for x in res.rejects]
         rows.sort(key=lambda x: x["_local"])
         return pa.Table.from_pylist(rows, schema=OUT_SCHEMA)
@@ -119,6 +126,7 @@ def score_file_ray(model_dir: str | Path, input_path: str | Path, output_path: s
     _schema(columns, input_path)  # a file that is not a relevance file fails here, with its name, not in an actor
     scored = ds.map_batches(
         _ScoreActor, batch_size=rows_per_batch, batch_format="pyarrow", num_cpus=1,
+        num_gpus=1 if engine == "vllm" else 0,  # one GPU per vLLM actor
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         fn_constructor_kwargs={"model_dir": str(model_dir), "file": str(input_path), "columns": columns,
                                "batch_size": batch_size, "engine": engine},
@@ -128,14 +136,25 @@ def score_file_ray(model_dir: str | Path, input_path: str | Path, output_path: s
     tmp = output.with_name(output.name + ".tmp")
     rows = written = 0
     rejects: list[dict] = []
+    stem = input_path.stem
     with pq.ParquetWriter(tmp, SCHEMA) as writer, progress_bar(n_rows, f"ray scoring ({num_actors} actors)") as advance:
+        base = -1  # input rows before the current actor batch; each actor batch restarts _local at 0
         for batch in scored.iter_batches(batch_format="pyarrow", batch_size=None):
+            line = []  # 1-based input row of each output row (output batches may join actor batches)
+            for loc in batch.column("_local").to_pylist():
+                if loc == 0:
+                    base = rows + len(line)
+                line.append(base + loc + 1)
+            line = pa.array(line, pa.int64())
             bad = batch.column("_reject").is_valid()
-            for x in batch.filter(bad).column("_reject").to_pylist():
-                r = json.loads(x)
-                r["row"] = rows + 1 + r["row"]  # batch position -> 1-based row of the input file
-                rejects.append(r)
-            good = batch.filter(pa.compute.invert(bad)).select(SCHEMA.names).cast(SCHEMA)
+            for x, row in zip(batch.filter(bad).column("_reject").to_pylist(), line.filter(bad).to_pylist()):
+                rejects.append(json.loads(x) | {"row": row})
+            good, good_line = batch.filter(pa.compute.invert(bad)), line.filter(pa.compute.invert(bad))
+            if any(good.column("_made_id").to_pylist()):  # ids the loader makes up use the file's row number
+                ids = [f"{stem}:{n}" if made else i for i, n, made in
+                       zip(good.column("id").to_pylist(), good_line.to_pylist(), good.column("_made_id").to_pylist())]
+                good = good.set_column(good.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+            good = good.select(SCHEMA.names).cast(SCHEMA)
             if good.num_rows:
                 writer.write_table(good, row_group_size=ROW_GROUP)
             rows += batch.num_rows

@@ -45,6 +45,17 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def main_process_first():
+    """Context manager: rank 0 runs the block first, the other ranks after it (a no-op in one process)."""
+    import contextlib
+
+    if world_size() == 1:
+        return contextlib.nullcontext()
+    from accelerate import PartialState
+
+    return PartialState(cpu=not gpu_available()).main_process_first()
+
+
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 

@@ -8,6 +8,7 @@ Runs under `accelerate launch` unchanged; resumes from the newest checkpoint in 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -110,6 +111,11 @@ def train_and_save(trainer, tokenizer, out_dir: Path, desc: str) -> float:
     LoRA adapters are merged into the weights first, so every later stage loads a plain model folder.
     Under a multi-process launch only the main process writes.
     """
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    zero3 = trainer.is_deepspeed_enabled and getattr(plugin, "zero_stage", 0) == 3
+    if hasattr(trainer.model, "peft_config") and (trainer.is_fsdp_enabled or zero3):
+        raise ValueError("LoRA adapters are merged into the saved model, which needs whole weights on each process: "
+                         "use configs/accelerate/ddp.yaml or deepspeed_zero2.yaml with --lora-r")
     attach(trainer, desc)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
@@ -162,8 +168,10 @@ def guard_resume(out_dir: Path, cfg: BaseModel) -> None:
     if path.exists() and path.read_text() != now and latest_checkpoint(out_dir):
         raise ValueError(f"{out_dir} holds checkpoints of a different {type(cfg).__name__}; "
                          f"remove the folder (or use another --out) to start over")
-    if is_main_process():
-        path.write_text(now)
+    if is_main_process() and (not path.exists() or path.read_text() != now):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(now)
+        os.replace(tmp, path)  # atomic: another rank never reads a half-written file
 
 
 def latest_checkpoint(out_dir: Path) -> str | None:

@@ -11,6 +11,7 @@ CUDA GPU (`tests/test_scale.py` compares them with transformers where vLLM is im
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,13 @@ def renormalise(label_logprobs: np.ndarray) -> np.ndarray:
     z = label_logprobs - label_logprobs.max(axis=1, keepdims=True)  # (n, 4), max 0 per row
     p = np.exp(z)
     return p / p.sum(axis=1, keepdims=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _sampling_engine(model_dir: str):
+    """One engine per model folder for all shards of a sampling run (vLLM does not reliably free a
+    dropped engine's GPU memory, so building one per shard can run out of memory)."""
+    return _llm(model_dir)
 
 
 def _llm(model_dir: str | Path, **llm_kwargs):
@@ -74,7 +82,7 @@ class VLLMScorer:
 def vllm_generate(model_dir: str | Path, prompts: Sequence[list[int]], n: int, temperature: float, top_p: float,
                   max_new_tokens: int, seed: int, **llm_kwargs) -> list[list[str]]:
     """N sampled responses per prompt (token-id prompts), decoded with special tokens kept."""
-    llm = _llm(model_dir, **llm_kwargs)  # raises without vLLM + GPU
+    llm = _llm(model_dir, **llm_kwargs) if llm_kwargs else _sampling_engine(str(model_dir))  # raises without vLLM + GPU
     from vllm import SamplingParams
 
     params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed,
