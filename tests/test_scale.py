@@ -141,6 +141,14 @@ def test_ray_scoring_equals_single_process_row_for_row(scoring_setup):
 
 # ---------------------------------------------------------------- two processes (gloo) vs one
 
+def _base_and_data(tokenizer, splits, tmp_path: Path, n: int) -> tuple[Path, Path]:
+    """A saved tiny base model and the first `n` training pairs as JSONL."""
+    base, data = tmp_path / "base", tmp_path / "train.jsonl"
+    save(build_model(tokenizer, TINY), tokenizer, base)
+    data.write_text("".join(r.model_dump_json() + "\n" for r in splits["train"][:n]))
+    return base, data
+
+
 def _launch(args: list[str], env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TAOSR_PROGRESS": "0", **(env_extra or {})}
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
@@ -149,10 +157,7 @@ def _launch(args: list[str], env_extra: dict | None = None, timeout: int = 600) 
 @pytest.mark.slow
 def test_two_process_sft_equals_one_process_with_the_same_global_batch(tiny_tokenizer, tiny_splits, tmp_path):
     """`accelerate launch --num_processes 2` on CPU (gloo): disjoint shards, same weights as one process."""
-    base = tmp_path / "base"
-    save(build_model(tiny_tokenizer, TINY), tiny_tokenizer, base)
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(r.model_dump_json() + "\n" for r in tiny_splits["train"][:96]))
+    base, data = _base_and_data(tiny_tokenizer, tiny_splits, tmp_path, 96)
     worker = HERE / "ddp_sft_worker.py"
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     one = _launch([sys.executable, str(worker), str(base), str(data), str(tmp_path / "one"), "8"])
@@ -208,10 +213,7 @@ def test_serve_and_score_refuse_vllm_without_it(scoring_setup):
 @pytest.mark.slow
 def test_dpo_and_grpo_commands_run_unchanged_on_two_processes(tiny_tokenizer, tiny_splits, tmp_path):
     """`accelerate launch -m taosr.cli dpo|grpo` on two CPU processes: both finish and rank 0 saves one model."""
-    base = tmp_path / "base"
-    save(build_model(tiny_tokenizer, TINY), tiny_tokenizer, base)
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(r.model_dump_json() + "\n" for r in tiny_splits["train"][:32]))
+    base, data = _base_and_data(tiny_tokenizer, tiny_splits, tmp_path, 32)
     cli = [sys.executable, "-m", "taosr.cli"]
     r = _launch(cli + ["sample", "--model", str(base), "--data", str(data), "--out", str(tmp_path / "samples"),
                        "--n", "2", "--max-new-tokens", "12", "--engine", "transformers"])
