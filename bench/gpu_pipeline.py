@@ -84,7 +84,7 @@ def main() -> None:
     # transformers here: a vLLM engine kept resident for sampling would hold GPU memory that DPO needs;
     # vLLM is measured in the scoring benchmark at the end, after the training models are freed
     sample_cfg = SampleConfig(n=4, max_new_tokens=96, shard_prompts=256, engine="transformers")
-    samples = run_sampling(model, tok, prompts, sample_cfg, root / "samples", run.prompt, model_dir=root / "sft" / "model")
+    samples = run_sampling(model, tok, prompts, sample_cfg, root / "samples", run.prompt)
     report["pass_at_k"] = pass_at_k_report(samples)
     dpo_cfg = DPOStageConfig(max_steps=args.dpo_steps, batch_size=16, learning_rate=5e-6 if args.model != "fresh" else 5e-5,
                              bf16=gpu)
@@ -97,7 +97,7 @@ def main() -> None:
     t0 = time.perf_counter()
     grpo_cfg = GRPOStageConfig(max_steps=args.grpo_steps, offline_filter=False, bf16=gpu,
                                learning_rate=1e-6 if args.model != "fresh" else 5e-5)
-    rl, sel = select_prompts(splits["train"][-512:], None, grpo_cfg)
+    rl, _ = select_prompts(splits["train"][-512:], None, grpo_cfg)
     model, tok = load_model(root / "dpo" / "model")
     run_grpo(model, tok, rl, grpo_cfg, root / "grpo", run.prompt)
     stage("grpo", model, tok, time.perf_counter() - t0)

@@ -113,8 +113,7 @@ def rules_prompt(tok, max_tokens: int):
     from taosr.prompts import PromptConfig, encode_segments
     from taosr.rules import default_kb
 
-    base = PromptConfig().instructions
-    text = base
+    text = PromptConfig().instructions
     for rule in default_kb().rules.values():
         longer = text + f"rule {rule.id}: {rule.text}\n"
         if len(encode_segments(tok, [longer])) > max_tokens:
@@ -151,7 +150,7 @@ def bench_think_first(model, tok, groups, max_new_tokens: int, pc) -> dict:
         gen_cfg.min_new_tokens = old
     texts = [t[0] for o in outs for t in o]
     parsed = sum(parse_response(t).ok for t in texts)
-    return summary("(c) think-first, greedy 64 tokens", lat, len(texts),
+    return summary(f"(c) think-first, greedy {max_new_tokens} tokens", lat, len(texts),
                    note=f"{len(groups)} queries only; {parsed}/{len(texts)} outputs parse (untrained model)")
 
 
@@ -293,7 +292,7 @@ def main() -> None:
         model, tok = load_model(args.model)
     else:
         tok = train_tokenizer(corpus(train, short_pc), 1024)
-        model, tok = build_model(tok, ModelConfig()), tok
+        model = build_model(tok, ModelConfig())
     save(model, tok, model_dir)
     model.eval()
     # the layout: [instructions + retrieved rules] [query] [item]; the service reads the same prompt

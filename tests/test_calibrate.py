@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from taosr.calibrate import (SERVING_FILE, ServingConfig, calibrate_model, check_label_ids,
-                             compare_tiering, load_serving_config, vllm_available)
+                             compare_tiering, load_serving_config)
 from taosr.cumpt import calibrate_beta, calibrate_cutoffs
+from taosr.scale import vllm_available
 from taosr.vllm_engine import VLLMScorer, vllm_generate
 from taosr.modeling import ModelConfig, build_model, label_token_ids, save
 from taosr.prompts import PromptConfig

@@ -27,6 +27,7 @@ from .evaluate import metrics
 from .progress import attach, progress_bar
 from .prompts import PromptConfig, item_segment
 from .records import Record
+from .scale import gpu_available, is_main_process
 
 CLASS_NAMES = {0: "irrelevant", 1: "mismatch", 2: "related", 3: "excellent"}  # class = level - 1
 
@@ -89,12 +90,6 @@ def _threads(n: int):
         torch.set_num_threads(before)
 
 
-def _has_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def _bf16_supported() -> bool:
     import torch
 
@@ -111,7 +106,7 @@ def build_cross_encoder(cfg: BaselineConfig):
     """The untrained cross-encoder: the pre-trained encoder plus a fresh 4-way head."""
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    device = None if _has_gpu() else "cpu"
+    device = None if gpu_available() else "cpu"
     if cfg.pooling == "cls":
         return CrossEncoder(cfg.model_dir, num_labels=4, max_length=cfg.max_length, local_files_only=True, device=device)
     from sentence_transformers.base.modules import Dense, Transformer
@@ -177,7 +172,7 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
         seed=cfg.seed,
         data_seed=cfg.seed,
         dataloader_num_workers=0,
-        use_cpu=not _has_gpu(),
+        use_cpu=not gpu_available(),
         bf16=use_bf16,
         ddp_find_unused_parameters=False,  # under `accelerate launch`: every parameter that trains is used once
     )
@@ -207,7 +202,7 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
 def load_baseline(model_dir: str | Path):
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    return CrossEncoder(str(model_dir), local_files_only=True, device=None if _has_gpu() else "cpu")
+    return CrossEncoder(str(model_dir), local_files_only=True, device=None if gpu_available() else "cpu")
 
 
 def predict_baseline(model_dir, records: Sequence[Record], batch_size: int = 64,
@@ -253,8 +248,6 @@ def run_baseline(train: Sequence[Record], test: Sequence[Record], cfg: BaselineC
     pred, probs = predict_baseline(out_dir / "model", test, threads=cfg.threads)
     m = metrics([r.label for r in test], pred, [r.query_type for r in test])
     m["train_wall_s"], m["predict_wall_s"] = summary["wall_s"], round(time.perf_counter() - t0, 1)
-    from .scale import is_main_process
-
     if is_main_process():
         (out_dir / "metrics.json").write_text(json.dumps(m, indent=1))
         (out_dir / "samples.json").write_text(json.dumps(samples(test, pred, probs), indent=1))

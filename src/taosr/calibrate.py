@@ -123,7 +123,3 @@ def calibrate_model(model_dir: str | Path, dev_records: Sequence[Record], prompt
     return cfg.model_dump(mode="json") | {"path": str(path), "curve": chosen.curve}
 
 
-def vllm_available() -> bool:  # kept for callers of the first slice; see taosr.scale
-    from .scale import vllm_available as available
-
-    return available()

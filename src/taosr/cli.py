@@ -236,10 +236,10 @@ def score(
     """Batch-score a file: P(1..4), CumPT level and tier per row; streaming, resumable output."""
     if engine == "ray":
         from .ray_score import score_file_ray
-        from .scale import vllm_available
+        from .scale import resolve_engine
 
         console.print_json(data=score_file_ray(model, input, output, actors, batch_size, address=ray_address,
-                                               engine="vllm" if vllm_available() else "transformers"))
+                                               engine=resolve_engine("auto")))
         return
     from .batch_score import score_file
 

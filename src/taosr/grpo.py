@@ -199,12 +199,10 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
 
 def vllm_args(cfg: GRPOStageConfig) -> dict:
     """GRPOConfig arguments for rollouts on vLLM (TRL's colocate mode: the engine shares the trainer's GPU)."""
-    from .scale import vllm_available
+    from .scale import resolve_engine
 
-    use = vllm_available() if cfg.use_vllm is None else cfg.use_vllm
-    if use and not vllm_available():
-        raise RuntimeError("use_vllm=True needs `pip install vllm` and a CUDA GPU")
-    if not use:
+    engine = resolve_engine({None: "auto", True: "vllm", False: "transformers"}[cfg.use_vllm])
+    if engine != "vllm":
         return {"use_vllm": False}
     return {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization}
 

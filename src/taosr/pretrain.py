@@ -9,7 +9,6 @@ already has, and then every output order starts from the same base. Skipped for 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from datasets import Dataset
@@ -18,7 +17,7 @@ from trl import SFTTrainer
 
 from .prompts import PromptConfig, encode_prompt
 from .records import Record
-from .sft import SFTStageConfig, train_and_save, train_args
+from .sft import SFTStageConfig, train_and_save, train_args, write_summary
 
 
 class PretrainConfig(BaseModel):
@@ -46,5 +45,5 @@ def run_pretrain(model, tokenizer, records: list[Record], cfg: PretrainConfig, o
     summary = {"steps": trainer.state.global_step, "wall_s": round(wall, 1),
                "loss_first": losses[0][1] if losses else None, "loss_last": losses[-1][1] if losses else None,
                "loss_curve": losses}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_summary(out_dir, summary)
     return summary

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -64,12 +63,7 @@ class _ScoreActor:
         _build(res, self.file, [(i, r, None) for i, r in enumerate(raw)], self.builder, require_label=False)
         rejected = {x["row"] for x in res.rejects}
         good = [i for i in range(len(raw)) if i not in rejected]
-        by_query: dict[str, list[int]] = defaultdict(list)  # positions in res.records, grouped by query
-        for j, rec in enumerate(res.records):
-            by_query[rec.query].append(j)
-        probs = np.zeros((len(res.records), 4))
-        for idx in by_query.values():
-            probs[idx] = self.scorer.score_items([res.records[j] for j in idx])
+        probs = self.scorer.score_records(res.records) if res.records else np.zeros((0, 4))  # grouped by query inside
         levels = cumpt_levels(probs, self.serving.beta)
         stem = Path(self.file).stem
         rows = [{"id": r.id, "query": r.query, "title": r.title, **{f"p{k + 1}": float(probs[j, k]) for k in range(4)},

@@ -19,7 +19,7 @@ from trl import SFTConfig, SFTTrainer
 from .progress import attach
 from .prompts import ORDERS, OutputOrder, PromptConfig, encode_example
 from .records import Record
-from .scale import LoraSwitch, is_main_process, trainable_params
+from .scale import LoraSwitch, gpu_available, is_main_process, trainable_params
 from .teacher import Teacher
 
 
@@ -98,7 +98,7 @@ def common_args(out_dir: Path, max_steps: int, seed: int, save_steps: int, gradi
     small models down (measured: docs/results.md).
     """
     return dict(
-        output_dir=str(out_dir / "checkpoints"), max_steps=max_steps, use_cpu=not _has_gpu(),
+        output_dir=str(out_dir / "checkpoints"), max_steps=max_steps, use_cpu=not gpu_available(),
         gradient_checkpointing=gradient_checkpointing,
         save_strategy="steps", save_steps=save_steps, save_total_limit=1, report_to="none", disable_tqdm=True,
         seed=seed, data_seed=seed,
@@ -152,12 +152,6 @@ def train_args(cfg: SFTStageConfig, out_dir: Path, **extra) -> SFTConfig:
         logging_steps=max(1, cfg.max_steps // 30),
         **extra,
     )
-
-
-def _has_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def guard_resume(out_dir: Path, cfg: BaseModel) -> None:
