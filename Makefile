@@ -24,7 +24,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
-# the slow scale-out check CI also runs: SFT on two processes (gloo) equals one process (~30 s)
+# the slow scale-out checks CI also runs: two-process SFT equals one process; DPO/GRPO on two processes (~40 s)
 test-scale: $(STAMP)
 	$(BIN)/python -m pytest -m slow tests/test_scale.py
 

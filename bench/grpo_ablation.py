@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from taosr.evaluate import evaluate
-from taosr.grpo import GRPOStageConfig, run_grpo, select_prompts
+from taosr.grpo import GRPOStageConfig, label_stratified, run_grpo, select_prompts
 from taosr.modeling import load_model
 from taosr.pipeline import read_split
 from taosr.progress import quiet_libraries
@@ -40,13 +40,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--candidates", type=int, default=384)
+    ap.add_argument("--candidates", type=int, default=None, help="GRPO candidates (default: the demo's).")
     args = ap.parse_args()
     quiet_libraries()
     console, pc = Console(width=140), PromptConfig()
     train = read_split(args.run / "data" / "train.jsonl")
     test = read_split(args.run / "data" / "test.jsonl")
-    cands = train[-args.candidates:]
+    demo = json.loads((args.run / "demo_config.json").read_text())  # the prompts `samples_grpo` was drawn for
+    cands = label_stratified(train[demo["sample_prompts"]:], args.candidates or demo["grpo_candidates"],
+                             demo["grpo"]["seed"])
     samples = read_samples(args.run / "samples_grpo")
     start = args.run / "dpo_answer_first" / "model"
     results = {}
@@ -59,7 +61,7 @@ def main() -> None:
         m, _ = evaluate(model, tok, test, "answer_first", pc)
         results[name] = {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "prompts": len(prompts),
                          "labels": sel["labels_out"], "cv": sel["cv_after"], "mean_reward": s["mean_accuracy_reward"],
-                         "frac_zero_spread": s["frac_zero_spread_groups"], "rollouts": s["steps"] * 4 * cfg.num_generations,
+                         "frac_zero_spread": s["frac_zero_spread_groups"], "rollouts": s["steps"] * cfg.prompts_per_step * cfg.num_generations,
                          "wall_s": round(time.perf_counter() - t0, 1)}
     base_model, base_tok = load_model(start)
     base, _ = evaluate(base_model, base_tok, test, "answer_first", pc)
@@ -68,11 +70,11 @@ def main() -> None:
     for col in ("variant", "prompts", "label CV", "rollouts", "mean reward", "zero-spread groups", "test macro-F1", "acc", "s"):
         t.add_column(col)
     for name, r in results.items():
-        t.add_row(name, str(r["prompts"]), f"{r['cv']:.2f}", str(r["rollouts"]), f"{r['mean_reward']:.3f}",
+        t.add_row(name, str(r["prompts"]), f"{r['cv']:.2f}", str(r["rollouts"]), "-" if r["mean_reward"] is None else f"{r['mean_reward']:.3f}",
                   f"{100 * r['frac_zero_spread']:.0f}%", f"{100 * r['macro_f1']:.2f}", f"{100 * r['accuracy']:.2f}",
                   str(r["wall_s"]))
     console.print(t)
-    out = Path("bench/results")
+    out = Path(__file__).resolve().parent / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "grpo_ablation.json").write_text(json.dumps({"start_macro_f1": base["macro_f1"], **results}, indent=1))
 
