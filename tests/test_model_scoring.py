@@ -68,16 +68,6 @@ def test_short_sft_lowers_the_loss(tiny_model, tiny_tokenizer, tiny_splits, tmp_
     assert s["rejects"] == 0 and s["examples"] == 200
 
 
-def test_prefix_shared_scores_equal_unshared(tiny_model, tiny_tokenizer, tiny_splits):
-    from taosr.prefix import PrefixScorer
-
-    recs = tiny_splits["test"][:24]  # several queries, several items each, different lengths
-    shared = PrefixScorer(tiny_model, tiny_tokenizer, PC, batch_size=4).score_records(recs)
-    plain = score_records(tiny_model, tiny_tokenizer, recs, PC, batch_size=7)
-    assert len({r.query for r in recs}) > 2
-    np.testing.assert_allclose(shared, plain, atol=1e-5)
-
-
 def test_discriminative_hallucination_counts_disagreements():
     from taosr.evaluate import discriminative_hallucination
 
