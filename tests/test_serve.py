@@ -203,18 +203,18 @@ def test_concurrent_requests_share_a_batch_but_get_their_own_answers(net, by_que
 def test_a_failing_request_does_not_fail_its_batch_mates(net, by_query):
     app = create_app(net)
     service = app.state.service
-    original = service.scorer.score_items
+    original = service.scorer.score_groups
 
-    def fragile(items):
-        if any(r.title == "BOOM" for r in items):
+    def fragile(groups):
+        if any(r.title == "BOOM" for g in groups for r in g):
             raise RuntimeError("boom")
-        return original(items)
+        return original(groups)
 
     with TestClient(app) as client, ThreadPoolExecutor(3) as pool:
         entered, release, calls = gate(service)
         held = pool.submit(client.post, URL, json=GOOD)
         assert entered.wait(5)
-        service.scorer.score_items = fragile
+        service.scorer.score_groups = fragile
         query, recs = by_query[2]
         bad = pool.submit(client.post, URL, json={"query": query, "items": [{"title": "BOOM"}]})
         good = pool.submit(client.post, URL, json=payload(query, recs))  # same query: same group

@@ -176,7 +176,7 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
                 chunk = todo[start:start + batch_queries]
                 seqs = [i for grp in chunk for i in grp]
                 if scorer is not None:
-                    probs = np.vstack([scorer.score_items([records[i] for i in grp]) for grp in chunk])
+                    probs = np.vstack(scorer.score_groups([[records[i] for i in grp] for grp in chunk]))
                 else:
                     probs = score_records(model, tok, [records[i] for i in seqs], serving.prompt, batch_size)
                 _write_part(parts, number, _table(records, seqs, probs, serving.beta))

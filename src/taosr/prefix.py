@@ -54,24 +54,53 @@ def fork_cache(cache: DynamicCache, batch: int, config=None, length: int | None 
 
 @dataclass
 class Pack:
-    """The layout of one packed forward, read by `cascade_attention` (set only around that forward)."""
+    """The layout of one packed forward, read by `cascade_attention` (set only around that forward).
 
-    cached: int  # positions already in the cache ([instructions], or [instructions][query] for later packs)
-    shared_bias: torch.Tensor  # (R, cached + q) additive: the q query rows see the query causally
-    index: torch.Tensor  # (n, L) offset of token j of item i among the item rows (clamped past its end)
+    Rows of the forward: [query_1][items of query_1][query_2][items of query_2]... R rows in all, Q of
+    them query tokens, n items of at most L tokens.
+    """
+
+    prefix: DynamicCache  # the instructions: per layer keys/values (1, kv_heads, P, d)
+    query_rows: torch.Tensor  # (Q,) rows of the query tokens
+    shared_bias: torch.Tensor  # (R, P + Q) additive: a row sees the instructions and its own query (causally)
+    item_rows: torch.Tensor  # (n, L) row of token j of item i (clamped to the item's last token)
     valid: torch.Tensor  # (n, L) True where j < len(item i)
     causal: torch.Tensor  # (L, L) True where key j <= query i
+    flat_valid: torch.Tensor  # (S,) positions of `valid` in the flattened (n * L) blocks: the S item tokens
+    token_rows: torch.Tensor  # (S,) the rows of those item tokens
 
 
-def make_pack(query_rows: int, cached: int, lens: Sequence[int], dtype=torch.float32, device=None) -> Pack:
-    """The `Pack` of a forward whose rows are [query (query_rows)][item_1 (lens[0])]...[item_n]."""
-    n_items, q = int(sum(lens)), query_rows
-    lens_t = torch.tensor(list(lens))
-    starts, j, r = lens_t.cumsum(0) - lens_t, torch.arange(max(lens)), torch.arange(q)
-    bias = torch.zeros((q + n_items, cached + q), dtype=dtype)
-    bias[:q, cached:] = torch.where(r[None, :] <= r[:, None], 0.0, torch.finfo(dtype).min)  # (q, q) causal
-    return Pack(cached, bias.to(device), index=(starts[:, None] + j).clamp(max=n_items - 1).to(device),
-                valid=(j[None, :] < lens_t[:, None]).to(device), causal=(j[None, :] <= j[:, None]).to(device))
+def make_pack(prefix: DynamicCache | None, prefix_len: int, pieces: Sequence[tuple[int, Sequence[int]]],
+              dtype=torch.float32, device=None) -> tuple[Pack, list[int], list[int]]:
+    """The `Pack` of one forward over `pieces` = [(query length, [item lengths])...], in row order.
+
+    Also returns the rows' position ids (instructions first, every item right after its query) and the
+    row of each item's last token (its answer position, in piece order).
+    """
+    group, qpos, pos, q_rows, starts, lens = [], [], [], [], [], []
+    big = 1 << 30  # an item row sees all of its query
+    for g, (q_len, item_lens) in enumerate(pieces):
+        q_rows += range(len(group), len(group) + q_len)
+        group += [g] * q_len
+        qpos += range(q_len)
+        pos += range(prefix_len, prefix_len + q_len)
+        for n in item_lens:
+            starts.append(len(group))
+            lens.append(n)
+            group += [g] * n
+            qpos += [big] * n
+            pos += range(prefix_len + q_len, prefix_len + q_len + n)
+    group_t, qpos_t, q_rows_t = torch.tensor(group), torch.tensor(qpos), torch.tensor(q_rows, dtype=torch.long)
+    sees = (group_t[q_rows_t][None, :] == group_t[:, None]) & (qpos_t[q_rows_t][None, :] <= qpos_t[:, None])  # (R, Q)
+    bias = torch.zeros((len(group), prefix_len + len(q_rows)), dtype=dtype)
+    bias[:, prefix_len:].masked_fill_(~sees, torch.finfo(dtype).min)
+    starts_t, lens_t, j = torch.tensor(starts), torch.tensor(lens), torch.arange(max(lens))
+    item_rows = torch.minimum(starts_t[:, None] + j, (starts_t + lens_t - 1)[:, None])  # (n, L)
+    valid = j[None, :] < lens_t[:, None]
+    flat = valid.flatten().nonzero().squeeze(1)
+    pack = Pack(prefix, q_rows_t.to(device), bias.to(device), item_rows.to(device), valid.to(device),
+                (j[None, :] <= j[:, None]).to(device), flat.to(device), item_rows.flatten()[flat].to(device))
+    return pack, pos, (starts_t + lens_t - 1).tolist()
 
 
 _PACK: ContextVar[Pack | None] = ContextVar("taosr_pack", default=None)
@@ -79,11 +108,11 @@ CASCADE = "taosr_cascade"
 
 
 def cascade_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, **kwargs):
-    """Attention of one packed row: every row attends to the shared prefix, item rows also to their item.
+    """Attention of one packed forward: each row sees the instructions and its query; item rows also their item.
 
-    query (1, h, R, d): the forward's rows, [query (q rows)][item_1]...[item_n]; key/value
-    (1, kv_heads, cached + R, d): the cache grown by those rows. Shared keys = [cached][query]; the two
-    partial softmaxes (shared, own item) are merged exactly through their maxima and sums.
+    query (1, h, R, d), key/value (1, kv_heads, R, d): the forward's rows (no cache). Shared keys =
+    [instructions][query tokens of the forward], masked by `shared_bias`; item keys = the item's own
+    tokens, causally. The two partial softmaxes are merged exactly through their maxima and sums.
     Returns (1, R, h, d), as every transformers attention function does.
     """
     pack, g = _PACK.get(), module.num_key_value_groups
@@ -92,40 +121,52 @@ def cascade_attention(module, query, key, value, attention_mask=None, scaling=No
                                       **kwargs)
     if kwargs.get("sliding_window") or kwargs.get("softcap"):
         raise ValueError("cascade_attention computes plain softmax attention only (see can_pack)")
-    k, v = key[0].repeat_interleave(g, 0), value[0].repeat_interleave(g, 0)  # (h, cached + R, d)
-    q = query[0] * scaling  # (h, R, d)
-    shared = pack.shared_bias.shape[1]  # cached + q
-    s_sh = (q @ k[:, :shared].transpose(-1, -2)).add_(pack.shared_bias)  # (h, R, shared)
-    m_sh = s_sh.amax(-1, keepdim=True)  # (h, R, 1)
+    layer = pack.prefix.layers[module.layer_idx]
+    kv, rows, d = key.shape[1], query.shape[2], query.shape[3]
+    q = (query[0] * scaling).reshape(kv, g, rows, d)  # (kv, g, R, d): query heads grouped by their kv head
+    k = torch.cat([layer.keys[0], key[0, :, pack.query_rows]], 1)[:, None]  # (kv, 1, P + Q, d)
+    v = torch.cat([layer.values[0], value[0, :, pack.query_rows]], 1)[:, None]
+    s_sh = (q @ k.transpose(-1, -2)).add_(pack.shared_bias)  # (kv, g, R, P + Q)
+    m_sh = s_sh.amax(-1, keepdim=True)  # (kv, g, R, 1)
     e_sh = s_sh.sub_(m_sh).exp_()
-    l_sh, out = e_sh.sum(-1, keepdim=True), e_sh @ v[:, :shared]  # (h, R, 1), (h, R, d) unnormalised
-    rows = shared - pack.cached + pack.index  # (n, L) rows of the item tokens
-    kb, vb = k[:, pack.cached + rows], v[:, pack.cached + rows]  # (h, n, L, d)
-    s_it = (q[:, rows] @ kb.transpose(-1, -2)).masked_fill_(~pack.causal, float("-inf"))  # (h, n, L, L)
-    m_it = s_it.amax(-1, keepdim=True)  # (h, n, L, 1)
+    l_sh, out = e_sh.sum(-1, keepdim=True), e_sh @ v  # (kv, g, R, 1), (kv, g, R, d) unnormalised
+    kb, vb = key[0][:, pack.item_rows][:, None], value[0][:, pack.item_rows][:, None]  # (kv, 1, n, L, d)
+    s_it = (q[:, :, pack.item_rows] @ kb.transpose(-1, -2)).masked_fill_(~pack.causal, float("-inf"))  # (kv,g,n,L,L)
+    m_it = s_it.amax(-1, keepdim=True)  # (kv, g, n, L, 1)
     e_it = s_it.sub_(m_it).exp_()
-    l_it, o_it, m_it = e_it.sum(-1, keepdim=True)[:, pack.valid], (e_it @ vb)[:, pack.valid], m_it[:, pack.valid]
-    it = slice(shared - pack.cached, None)  # item rows, in packed order like [:, pack.valid]
-    m = torch.maximum(m_sh[:, it], m_it)  # (h, S, 1): merge the partial softmaxes of the item rows
-    w_sh, w_it = torch.exp(m_sh[:, it] - m), torch.exp(m_it - m)
-    out[:, it] = out[:, it] * w_sh + o_it * w_it
-    l_sh[:, it] = l_sh[:, it] * w_sh + l_it * w_it
-    return (out / l_sh).transpose(0, 1)[None].to(query.dtype), None  # (1, R, h, d)
+    flat, tok = pack.flat_valid, pack.token_rows  # (S,): the item tokens, in the blocks and in the rows
+    l_it = e_it.sum(-1, keepdim=True).flatten(2, 3)[:, :, flat]  # (kv, g, S, 1)
+    o_it = (e_it @ vb).flatten(2, 3)[:, :, flat]  # (kv, g, S, d)
+    m_it = m_it.flatten(2, 3)[:, :, flat]
+    m = torch.maximum(m_sh[:, :, tok], m_it)  # merge the two partial softmaxes of the item tokens
+    w_sh, w_it = torch.exp(m_sh[:, :, tok] - m), torch.exp(m_it - m)
+    out[:, :, tok] = out[:, :, tok] * w_sh + o_it * w_it
+    l_sh[:, :, tok] = l_sh[:, :, tok] * w_sh + l_it * w_it
+    return (out / l_sh).reshape(kv * g, rows, d).transpose(0, 1)[None].to(query.dtype), None  # (1, R, h, d)
 
 
 AttentionInterface.register(CASCADE, cascade_attention)
 AttentionMaskInterface.register(CASCADE, sdpa_mask)  # the masks sdpa gets, for the forwards that fall back
 
 
-def packs(lengths: Sequence[int], budget: int) -> list[list[int]]:
-    """Consecutive indices grouped so each group's total length stays within `budget` (>= 1 item each)."""
+def plan_packs(query_lens: Sequence[int], item_lens: Sequence[Sequence[int]], budget: int):
+    """Forwards of at most ~`budget` tokens: [[(group, [item indices]), ...], ...], groups and items in order.
+
+    A group's query tokens count once per forward it appears in (a query split over two forwards runs
+    twice); a forward holds at least one item, so an item longer than the budget gets its own.
+    """
     out, cur, used = [], [], 0
-    for i, n in enumerate(lengths):
-        if cur and used + n > budget:
-            out.append(cur)
-            cur, used = [], 0
-        cur.append(i)
-        used += n
+    for g, (q, lens) in enumerate(zip(query_lens, item_lens)):
+        for i, n in enumerate(lens):
+            cost = n + (0 if cur and cur[-1][0] == g else q)
+            if cur and used + cost > budget:
+                out.append(cur)
+                cur, used, cost = [], 0, n + q
+            if cur and cur[-1][0] == g:
+                cur[-1][1].append(i)
+            else:
+                cur.append((g, [i]))
+            used += cost
     return out + [cur] if cur else out
 
 
@@ -141,7 +182,7 @@ def can_pack(model) -> bool:
 
 
 class PrefixScorer:
-    """P(level 1..4) for the items of a query, sharing the instruction and query KV cache."""
+    """P(level 1..4) for the items of a query (or of several queries), sharing the instructions and the query."""
 
     def __init__(self, model, tokenizer, prompt_cfg: PromptConfig | None = None, batch_size: int = 32,
                  pack_tokens: int = 1024, packed: bool | None = None):
@@ -157,11 +198,11 @@ class PrefixScorer:
         self.instr_ids = encode_segments(tokenizer, [self.cfg.instructions])
         self._instr_cache = None  # computed on first use, reused by every request
 
-    def _forward(self, ids, mask, pos, cache, keep):
+    def _forward(self, ids, mask, pos, cache, keep, use_cache: bool = True):
         dev = self.model.device
         mask = None if mask is None else mask.to(dev)
         out = self.model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev),
-                         cache=cache, use_cache=True, logits_to_keep=keep)
+                         cache=cache, use_cache=use_cache, logits_to_keep=keep)
         return out.logits, out.cache
 
     def _label_probs(self, logits: torch.Tensor) -> np.ndarray:
@@ -185,33 +226,36 @@ class PrefixScorer:
                                  fork_cache(self.instructions_cache(), 1, self.model.config), 1)
         return cache, p + len(q_ids)
 
-    @torch.inference_mode()
     def score_items(self, items: Sequence[Record]) -> np.ndarray:
         """All `items` must share one query. Returns (n, 4), columns = levels 1..4."""
-        if not items:
-            return np.zeros((0, 4))
-        suffixes = [encode_segments(self.tok, [item_segment(r, self.cfg)]) + self.answer_ids for r in items]
-        return self._packed(items[0], suffixes) if self.packed else self._batched(items[0], suffixes)
+        return self.score_groups([items])[0]
 
-    def _packed(self, first: Record, suffixes: list[list[int]]) -> np.ndarray:
-        """One forward per pack, rows [query][item_1]...[item_k] under `cascade_attention`."""
-        q_ids = encode_segments(self.tok, [query_segment(first)])
-        p, q, cfg = len(self.instr_ids), len(q_ids), self.model.config
-        out, query_cache = np.zeros((len(suffixes), 4)), None
-        for idx in packs([len(s) for s in suffixes], self.pack_tokens):
-            head = q_ids if query_cache is None else []  # the first pack runs the query; later ones reuse its cache
-            lens = [len(suffixes[i]) for i in idx]
-            pack = make_pack(len(head), p + q - len(head), lens, self.model.dtype, self.model.device)
-            ids = list(head) + [t for i in idx for t in suffixes[i]]
-            pos = list(range(p, p + len(head))) + [p + q + t for n in lens for t in range(n)]  # items: after the query
-            last = len(head) + np.cumsum(lens) - 1  # (k,) each item's answer position
-            base = self.instructions_cache() if query_cache is None else query_cache
+    @torch.inference_mode()
+    def score_groups(self, groups: Sequence[Sequence[Record]]) -> list[np.ndarray]:
+        """Several requests at once, each a list of items sharing one query: one (n_i, 4) array per group.
+
+        Packed: the groups share forwards (up to `pack_tokens` tokens each), so small requests cost
+        one weight pass together instead of one each. Batched: one request after the other.
+        """
+        texts = [item_segment(r, self.cfg) for g in groups for r in g]
+        ids = iter(self.tok(texts, add_special_tokens=False)["input_ids"] if texts else [])  # one batched call
+        suffixes = [[next(ids) + self.answer_ids for _ in g] for g in groups]
+        if not self.packed:
+            return [self._batched(g[0], s) if g else np.zeros((0, 4)) for g, s in zip(groups, suffixes)]
+        q_ids = [encode_segments(self.tok, [query_segment(g[0])]) if g else [] for g in groups]
+        out = [np.zeros((len(g), 4)) for g in groups]
+        prefix = self.instructions_cache()
+        for forward in plan_packs([len(q) for q in q_ids], [[len(x) for x in s] for s in suffixes], self.pack_tokens):
+            pieces = [(len(q_ids[g]), [len(suffixes[g][i]) for i in idx]) for g, idx in forward]
+            pack, pos, last = make_pack(prefix, len(self.instr_ids), pieces, self.model.dtype, self.model.device)
+            ids = [t for g, idx in forward for t in q_ids[g] + [t for i in idx for t in suffixes[g][i]]]
             with self._cascade(pack):
-                logits, grown = self._forward(torch.tensor([ids]), None, torch.tensor([pos]),
-                                              fork_cache(base, 1, cfg), torch.tensor(last))  # logits (1, k, vocab)
-            if query_cache is None:
-                query_cache = fork_cache(grown, 1, cfg, p + q)  # [instructions][query] only
-            out[idx] = self._label_probs(logits[0])
+                logits, _ = self._forward(torch.tensor([ids]), None, torch.tensor([pos]), None, torch.tensor(last),
+                                          use_cache=False)  # (1, items, vocab) at the answer positions
+            probs, k = self._label_probs(logits[0]), 0
+            for g, idx in forward:
+                out[g][idx] = probs[k:k + len(idx)]
+                k += len(idx)
         return out
 
     @contextmanager
@@ -251,6 +295,7 @@ class PrefixScorer:
         for i, r in enumerate(records):
             groups[r.query].append(i)
         out = np.zeros((len(records), 4))
-        for idx in groups.values():
-            out[idx] = self.score_items([records[i] for i in idx])
+        scored = self.score_groups([[records[i] for i in idx] for idx in groups.values()])
+        for idx, probs in zip(groups.values(), scored):
+            out[idx] = probs
         return out

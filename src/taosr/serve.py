@@ -64,7 +64,7 @@ class ServeSettings(BaseModel):
     max_queue: int = Field(64, ge=1, description="Requests waiting for the worker; beyond it -> 503 + Retry-After.")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503.")
     request_timeout_s: float = Field(60.0, gt=0, description="A request waiting longer for its scores gets 504.")
-    batch_size: int = Field(32, ge=1, description="Items per forward pass inside a micro-batch.")
+    batch_size: int = Field(32, ge=1, description="Items per forward in the batched layout (models not packed).")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch's default).")
     model_name: str | None = Field(None, description="Name reported in responses (default: the model folder's name).")
     log_level: str = Field("info", description="uvicorn log level.")
@@ -133,7 +133,7 @@ class RelevanceService:
         if scorer is None:
             check_label_ids(serving, tokenizer)
             scorer = PrefixScorer(model, tokenizer, serving.prompt, settings.batch_size)
-        self.scorer = scorer  # anything with score_items(records) -> (n, 4)
+        self.scorer = scorer  # anything with score_groups([[records of one query], ...]) -> [(n_i, 4), ...]
         self.queue: asyncio.Queue[_Job] | None = None
         self.worker: asyncio.Task | None = None
         self.metrics = Metrics(lambda: self.queue.qsize() if self.queue else 0)
@@ -243,8 +243,8 @@ class RelevanceService:
         for j, job in enumerate(jobs):
             by_query[job.records[0].query].append(j)
         out: list[np.ndarray] = [np.zeros((0, 4))] * len(jobs)
-        for members in by_query.values():
-            probs = self.scorer.score_items([r for j in members for r in jobs[j].records])
+        groups = [[r for j in members for r in jobs[j].records] for members in by_query.values()]
+        for members, probs in zip(by_query.values(), self.scorer.score_groups(groups)):  # packed together
             start = 0
             for j in members:
                 out[j] = probs[start:start + len(jobs[j].records)]

@@ -78,6 +78,11 @@ class VLLMScorer:
 
     score_items = score_records  # vLLM's prefix caching shares the query prefix by itself
 
+    def score_groups(self, groups: Sequence[Sequence[Record]]) -> list[np.ndarray]:
+        """One (n_i, 4) array per group, all groups in one vLLM call."""
+        probs = self.score_records([r for g in groups for r in g])
+        return np.split(probs, np.cumsum([len(g) for g in groups])[:-1]) if groups else []
+
 
 def vllm_generate(model_dir: str | Path, prompts: Sequence[list[int]], n: int, temperature: float, top_p: float,
                   max_new_tokens: int, seed: int, **llm_kwargs) -> list[list[str]]:
