@@ -292,7 +292,7 @@ def main() -> None:
                          "0: the one-line instruction only. (a0)/(b0) always time the one-line prompt too.")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                     help="torch threads in this process and in the server (default: every CPU, as a deployment "
                          "runs; the load generator of (e) then competes with the server). --threads 1 gives "
                          "steadier numbers under background load.")
@@ -383,7 +383,8 @@ def main() -> None:
               "a0_over_b0": round(short["(a0)"] / short["(b0)"], 2) if short else None,
               "a_over_b_flop_bound": round(float(full_tokens / item_tokens), 2),
               "a_over_c": round(a / think[0]["pairs_per_s"], 1),
-              "a_over_c_by_decode_steps": {round(c["decode_steps_mean"], 1): round(a / c["pairs_per_s"], 1) for c in think},
+              "a_over_c_by_decode_steps": {f"{t} ({c['decode_steps_mean']:.1f})": round(a / c["pairs_per_s"], 1)
+                                           for t, c in zip(args.think_tokens.split(","), think)},
               "a_over_d": round(a / by["(d)"]["pairs_per_s"], 2) if "pairs_per_s" in by["(d)"] else None,
               "e_over_a": round(by["(e)"]["pairs_per_s"] / a, 2),
               "a_over_a1": round(a / by["(a1"]["pairs_per_s"], 2) if "(a1" in by else None}

@@ -1,5 +1,6 @@
 """Prefix-shared answer-first scoring: packed and batched layouts equal the unshared scorer."""
 
+import copy
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
@@ -60,13 +61,26 @@ def test_other_threads_and_generate_see_plain_attention_while_a_scorer_packs(tin
                 pool.submit(score_records, tiny_model, tiny_tokenizer, recs, PC) for i in range(8)]
         for job in jobs:
             np.testing.assert_allclose(job.result(60), plain, atol=1e-5)
-    gen = tiny_model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=4, do_sample=False,
-                              pad_token_id=tiny_tokenizer.pad_token_id)
-    with torch.no_grad():  # greedy decoding equals the argmax of a plain forward, token by token
-        ids = torch.tensor([[5, 6, 7]])
-        for _ in range(4):
-            ids = torch.cat([ids, tiny_model(ids).logits[:, -1].argmax(-1, keepdim=True)], 1)
-    assert gen.tolist() == ids.tolist()
+    plain_model = copy.deepcopy(tiny_model)
+    plain_model.config._attn_implementation = "sdpa"  # the model as it was before any scorer
+    ids, kw = torch.tensor([[5, 6, 7]]), {"max_new_tokens": 6, "do_sample": False, "output_scores": True,
+                                          "return_dict_in_generate": True, "pad_token_id": tiny_tokenizer.pad_token_id}
+    got, want = tiny_model.generate(ids, **kw), plain_model.generate(ids, **kw)
+    assert got.sequences.tolist() == want.sequences.tolist()
+    torch.testing.assert_close(torch.stack(got.scores), torch.stack(want.scores), atol=1e-5, rtol=1e-5)
+
+
+def test_a_scorer_whose_model_was_switched_to_another_attention_scores_unpacked(tiny_model, tiny_tokenizer,
+                                                                                  tiny_splits):
+    recs = tiny_splits["test"][:8]
+    plain = score_records(tiny_model, tiny_tokenizer, recs, PC)
+    scorer = PrefixScorer(tiny_model, tiny_tokenizer, PC)
+    try:
+        tiny_model.config._attn_implementation = "eager"  # e.g. set_attn_implementation after the scorer was made
+        assert not can_pack(tiny_model)
+        np.testing.assert_allclose(scorer.score_records(recs), plain, atol=1e-5)
+    finally:
+        tiny_model.config._attn_implementation = "taosr_cascade"
 
 
 def naive_attention(q, k, v, allowed):
@@ -138,5 +152,5 @@ def test_plan_packs_covers_every_item_once_in_order_within_the_budget(groups, bu
         assert fwd and all(idx for _, idx in fwd)
         assert len({g for g, _ in fwd}) == len(fwd)  # a query appears once per forward
         cost = sum(groups[g][0] + sum(groups[g][1][i] for i in idx) for g, idx in fwd)
-        n_items = sum(len(idx) for _, idx in fwd)
-        assert cost <= budget or n_items == 1
+        n_items, longest = sum(len(idx) for _, idx in fwd), max(groups[g][1][i] for g, idx in fwd for i in idx)
+        assert (cost <= budget and n_items * longest <= budget) or n_items == 1

@@ -123,9 +123,10 @@ def cascade_attention(module, query, key, value, attention_mask=None, scaling=No
         raise ValueError("cascade_attention computes plain softmax attention only (see can_pack)")
     layer = pack.prefix.layers[module.layer_idx]
     kv, rows, d = key.shape[1], query.shape[2], query.shape[3]
+    query, key, value, dtype = query.float(), key.float(), value.float(), query.dtype  # softmax in fp32
     q = (query[0] * scaling).reshape(kv, g, rows, d)  # (kv, g, R, d): query heads grouped by their kv head
-    k = torch.cat([layer.keys[0], key[0, :, pack.query_rows]], 1)[:, None]  # (kv, 1, P + Q, d)
-    v = torch.cat([layer.values[0], value[0, :, pack.query_rows]], 1)[:, None]
+    k = torch.cat([layer.keys[0].float(), key[0, :, pack.query_rows]], 1)[:, None]  # (kv, 1, P + Q, d)
+    v = torch.cat([layer.values[0].float(), value[0, :, pack.query_rows]], 1)[:, None]
     s_sh = (q @ k.transpose(-1, -2)).add_(pack.shared_bias)  # (kv, g, R, P + Q)
     m_sh = s_sh.amax(-1, keepdim=True)  # (kv, g, R, 1)
     e_sh = s_sh.sub_(m_sh).exp_()
@@ -142,31 +143,38 @@ def cascade_attention(module, query, key, value, attention_mask=None, scaling=No
     w_sh, w_it = torch.exp(m_sh[:, :, tok] - m), torch.exp(m_it - m)
     out[:, :, tok] = out[:, :, tok] * w_sh + o_it * w_it
     l_sh[:, :, tok] = l_sh[:, :, tok] * w_sh + l_it * w_it
-    return (out / l_sh).reshape(kv * g, rows, d).transpose(0, 1)[None].to(query.dtype), None  # (1, R, h, d)
+    return (out / l_sh).reshape(kv * g, rows, d).transpose(0, 1)[None].to(dtype), None  # (1, R, h, d)
 
 
 AttentionInterface.register(CASCADE, cascade_attention)
-AttentionMaskInterface.register(CASCADE, sdpa_mask)  # the masks sdpa gets, for the forwards that fall back
+def cascade_mask(*args, **kwargs):
+    """No mask inside a packed forward (the `Pack` is the mask); sdpa's mask for the forwards that fall back."""
+    return None if _PACK.get() is not None else sdpa_mask(*args, **kwargs)
+
+
+AttentionMaskInterface.register(CASCADE, cascade_mask)
 
 
 def plan_packs(query_lens: Sequence[int], item_lens: Sequence[Sequence[int]], budget: int):
     """Forwards of at most ~`budget` tokens: [[(group, [item indices]), ...], ...], groups and items in order.
 
     A group's query tokens count once per forward it appears in (a query split over two forwards runs
-    twice); a forward holds at least one item, so an item longer than the budget gets its own.
+    twice); a forward holds at least one item, so an item longer than the budget gets its own. The
+    item blocks of a forward are (items x longest item): that is kept within the budget as well, so
+    one long item does not pad many short ones.
     """
-    out, cur, used = [], [], 0
+    out, cur, used, n_items, longest = [], [], 0, 0, 0
     for g, (q, lens) in enumerate(zip(query_lens, item_lens)):
         for i, n in enumerate(lens):
             cost = n + (0 if cur and cur[-1][0] == g else q)
-            if cur and used + cost > budget:
+            if cur and (used + cost > budget or (n_items + 1) * max(longest, n) > budget):
                 out.append(cur)
-                cur, used, cost = [], 0, n + q
+                cur, used, n_items, longest, cost = [], 0, 0, 0, n + q
             if cur and cur[-1][0] == g:
                 cur[-1][1].append(i)
             else:
                 cur.append((g, [i]))
-            used += cost
+            used, n_items, longest = used + cost, n_items + 1, max(longest, n)
     return out + [cur] if cur else out
 
 
@@ -176,7 +184,8 @@ PLAIN_ATTENTION = ("llama", "qwen2", "qwen3", "qwen3_moe")  # softmax attention,
 def can_pack(model) -> bool:
     """`cascade_attention` computes what these models' own (sdpa) attention computes: no sliding window."""
     cfg = model.config
-    return (cfg.model_type in PLAIN_ATTENTION and cfg._attn_implementation in ("sdpa", CASCADE)
+    one_device = len(set((getattr(model, "hf_device_map", None) or {"": 0}).values())) == 1  # no device_map sharding
+    return (one_device and cfg.model_type in PLAIN_ATTENTION and cfg._attn_implementation in ("sdpa", CASCADE)
             and not getattr(cfg, "use_sliding_window", False)
             and "sliding_attention" not in (getattr(cfg, "layer_types", None) or []))
 
@@ -240,7 +249,7 @@ class PrefixScorer:
         texts = [item_segment(r, self.cfg) for g in groups for r in g]
         ids = iter(self.tok(texts, add_special_tokens=False)["input_ids"] if texts else [])  # one batched call
         suffixes = [[next(ids) + self.answer_ids for _ in g] for g in groups]
-        if not self.packed:
+        if not (self.packed and self.model.config._attn_implementation == CASCADE):  # or switched since
             return [self._batched(g[0], s) if g else np.zeros((0, 4)) for g, s in zip(groups, suffixes)]
         q_ids = [encode_segments(self.tok, [query_segment(g[0])]) if g else [] for g in groups]
         out = [np.zeros((len(g), 4)) for g in groups]

@@ -16,10 +16,9 @@ many items, an over-long text or an over-large body, each message naming the fie
 bounded `asyncio.Queue` (full -> 503 with Retry-After). One worker task drains the queue: it takes
 requests until `max_batch_items` pairs are gathered or `max_wait_ms` has passed since the first,
 runs the torch work in a thread (`asyncio.to_thread`, so the event loop keeps accepting requests),
-scores requests that share a query together (one shared prefix cache) and answers each query group
-as soon as it is done (different queries cannot share a forward pass), handing each request exactly
-its own rows. A group that fails is retried request by request, so one bad request never fails the
-others.
+scores the whole micro-batch in one call (`PrefixScorer.score_groups` packs the queries into shared
+forwards; requests with the same query share it), handing each request exactly its own rows. A
+micro-batch that fails is retried request by request, so one bad request never fails the others.
 """
 
 from __future__ import annotations
@@ -202,20 +201,16 @@ class RelevanceService:
             self._inflight = []
 
     async def _step(self) -> None:
-        """Gather one micro-batch; score it query group by query group, answering each group when done."""
+        """Gather one micro-batch and score it in one call (`score_jobs` packs its queries together)."""
         self._inflight = jobs = [j for j in await self._collect() if not j.future.done()]  # done = timed out / gone
         if not jobs:
             return
         self.metrics.batch_requests.observe(len(jobs))
         self.metrics.batch_items.observe(sum(len(j.records) for j in jobs))
-        groups: dict[str, list[_Job]] = defaultdict(list)
-        for job in jobs:
-            groups[job.records[0].query].append(job)
-        for group in groups.values():  # different queries cannot share a forward pass: answer early
-            await self._resolve(group)
+        await self._resolve(jobs)
 
     async def _resolve(self, jobs: list[_Job]) -> None:
-        """Score `jobs` (one query) in a thread; on failure retry one by one so only the culprit fails."""
+        """Score `jobs` in a thread; on failure retry one by one so only the culprit fails."""
         try:
             results = await asyncio.to_thread(self.score_jobs, jobs)
         except Exception as e:
