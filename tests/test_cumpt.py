@@ -19,6 +19,7 @@ from taosr.cumpt import (
     expected_score_levels,
     expected_scores,
     score_levels,
+    scores_for_betas,
     tiers_of,
 )
 
@@ -205,6 +206,33 @@ def test_score_levels_is_sklearn_macro_f1_over_all_levels():
     expected = f1_score(gold, pred, average="macro", labels=[1, 2, 3, 4], zero_division=0)
     assert score_levels(gold, pred) == pytest.approx(expected)
     assert score_levels(gold, pred, "accuracy") == pytest.approx(0.5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 40), st.sampled_from(["macro_f1", "accuracy"]))
+def test_vectorised_scores_equal_score_levels_of_cumpt_levels(seed, n, objective):
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(4) * rng.uniform(0.2, 2), size=n)
+    probs[rng.random(n) < 0.2, 0] = 0.0  # some zero masses (beta > 0 never picks an empty tail)
+    probs /= probs.sum(1, keepdims=True)
+    gold = rng.integers(1, 5, size=n)
+    tails = np.cumsum(probs[:, ::-1], axis=1).ravel()
+    betas = np.unique(np.concatenate([[0.0, 1e-12, 0.5, 1.0], tails[tails <= 1], rng.random(5)]))
+    want = [score_levels(gold, cumpt_levels(probs, b), objective) for b in betas]
+    np.testing.assert_allclose(scores_for_betas(probs, gold, betas, objective, chunk=7), want, atol=1e-12)
+
+
+def test_calibration_is_exact_so_float_noise_does_not_move_it():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(4), size=1500)  # 4,500 tail sums: every one is a candidate
+    gold = np.where(rng.random(1500) < 0.6, np.argmax(probs, 1) + 1, rng.integers(1, 5, 1500))
+    noisy = np.clip(probs + rng.normal(0, 1e-7, probs.shape), 0, None)
+    noisy /= noisy.sum(1, keepdims=True)
+    a, b = calibrate_beta(probs, gold), calibrate_beta(noisy, gold)
+    assert a.score == pytest.approx(b.score, abs=1e-12) and a.beta == pytest.approx(b.beta, abs=1e-5)
+    assert len(a.curve) > 4000  # not thinned
+    some = np.random.default_rng(4).random(200)  # no beta does better than the exact search's
+    assert a.score >= max(score_levels(gold, cumpt_levels(probs, x)) for x in some) - 1e-12
 
 
 def test_default_grid_is_thinned_on_large_dev_sets():
