@@ -71,18 +71,19 @@ def row_for(record: Record, rid: str, outcome: Outcome, teacher: str) -> dict:
 
 
 def read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
+    return parse_rows(path.read_text(encoding="utf-8")) if path.exists() else []
+
+
+def parse_rows(text: str) -> list[dict]:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by an interrupted write: that pair is redone
-                continue
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by an interrupted write: that pair is redone
+            continue
     return rows
 
 
@@ -98,9 +99,9 @@ def run_cot(records: list[Record], teacher: Teacher, out_path: Path, retry_faile
     """Write teacher reasoning for `records` to `out_path` (JSONL); return the counts (see module doc)."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    existing = read_rows(out_path)
+    raw = out_path.read_text(encoding="utf-8") if out_path.exists() else ""  # the one read of the file
+    existing = parse_rows(raw)
     kept = [r for r in existing if not (retry_failed and r.get("status") == "failed")]
-    raw = out_path.read_text(encoding="utf-8") if out_path.exists() else ""
     clean = raw == "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in existing)
     if len(kept) != len(existing) or not clean:
         _rewrite(out_path, kept)  # drop failed rows to redo, and any half-written line
@@ -132,7 +133,7 @@ def run_cot(records: list[Record], teacher: Teacher, out_path: Path, retry_faile
             f.flush()
             advance(len(chunk), info=" ".join(f"{s}={counts[s]}" for s in STATUSES))
 
-    file_counts = Counter(r.get("status") for r in read_rows(out_path))
+    file_counts = Counter(r.get("status") for r in kept) + Counter({s: counts[s] for s in STATUSES})
     summary = {
         "out": str(out_path), "teacher": name, "records": len(records), "written": sum(counts[s] for s in STATUSES),
         **{s: counts[s] for s in STATUSES},
