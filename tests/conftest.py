@@ -33,10 +33,17 @@ def tiny_tokenizer(tiny_splits):
     return train_tokenizer(corpus(tiny_splits["train"], PromptConfig()), vocab_size=400)
 
 
-@pytest.fixture()
-def tiny_model(tiny_tokenizer):
-    from taosr.modeling import ModelConfig, build_model
+@pytest.fixture(scope="session")
+def tiny_config():
+    """The tests' model: 2 layers, hidden 64, 2 heads over 1 key/value head (grouped-query attention)."""
+    from taosr.modeling import ModelConfig
 
-    cfg = ModelConfig(vocab_size=400, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                      intermediate_size=128, seed=0)
-    return build_model(tiny_tokenizer, cfg)
+    return ModelConfig(vocab_size=400, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
+                       intermediate_size=128, seed=0)
+
+
+@pytest.fixture()
+def tiny_model(tiny_tokenizer, tiny_config):
+    from taosr.modeling import build_model
+
+    return build_model(tiny_tokenizer, tiny_config)

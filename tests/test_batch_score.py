@@ -12,7 +12,7 @@ import pytest
 import taosr.batch_score as bs
 from taosr.calibrate import SERVING_FILE, ServingConfig
 from taosr.cumpt import cumpt_levels, tiers_of
-from taosr.modeling import ModelConfig, build_model, save
+from taosr.modeling import build_model, save
 from taosr.prompts import PromptConfig
 from taosr.scoring import score_records
 
@@ -20,12 +20,10 @@ BETA = 0.6
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_tokenizer, tiny_splits, tmp_path_factory):
+def setup(tiny_tokenizer, tiny_config, tiny_splits, tmp_path_factory):
     """A saved tiny model with a serving config, and a JSONL input with one bad row."""
     root = tmp_path_factory.mktemp("batch")
-    cfg = ModelConfig(vocab_size=400, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                      intermediate_size=128, seed=0)
-    model = build_model(tiny_tokenizer, cfg)
+    model = build_model(tiny_tokenizer, tiny_config)
     save(model, tiny_tokenizer, root / "model")
     (root / "model" / SERVING_FILE).write_text(ServingConfig(beta=BETA).model_dump_json())
     recs = tiny_splits["test"]

@@ -12,7 +12,7 @@ from taosr.calibrate import (SERVING_FILE, ServingConfig, calibrate_model, check
 from taosr.cumpt import calibrate_beta, calibrate_cutoffs
 from taosr.scale import vllm_available
 from taosr.vllm_engine import VLLMScorer, vllm_generate
-from taosr.modeling import ModelConfig, build_model, label_token_ids, save
+from taosr.modeling import build_model, label_token_ids, save
 from taosr.prompts import PromptConfig
 from taosr.scoring import score_records
 
@@ -20,11 +20,9 @@ PC = PromptConfig()
 
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_tokenizer, tmp_path_factory):
-    cfg = ModelConfig(vocab_size=400, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                      intermediate_size=128, seed=0)
+def model_dir(tiny_tokenizer, tiny_config, tmp_path_factory):
     path = tmp_path_factory.mktemp("calib") / "model"
-    save(build_model(tiny_tokenizer, cfg), tiny_tokenizer, path)
+    save(build_model(tiny_tokenizer, tiny_config), tiny_tokenizer, path)
     return path
 
 

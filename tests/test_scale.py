@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from taosr.calibrate import SERVING_FILE, ServingConfig
-from taosr.modeling import ModelConfig, build_model, label_token_ids, load_model, save
+from taosr.modeling import build_model, label_token_ids, load_model, save
 from taosr.prompts import PromptConfig, answer_prefix_ids, encode_prompt
 from taosr.scale import LoraSwitch, resolve_engine, vllm_available
 from taosr.scoring import score_records
@@ -23,7 +23,6 @@ from taosr.sft import SFTStageConfig, run_sft
 from taosr.teacher import RuleTeacher
 from taosr.vllm_engine import renormalise
 
-TINY = ModelConfig(vocab_size=400, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128, seed=0)
 HERE = Path(__file__).parent
 
 
@@ -85,10 +84,10 @@ def test_engine_choice(monkeypatch):
 
 
 @pytest.mark.skipif(not vllm_available(), reason="vLLM and a CUDA GPU are not present here (vLLM is the GPU path)")
-def test_vllm_scores_equal_transformers(tiny_tokenizer, tiny_splits, tmp_path):
+def test_vllm_scores_equal_transformers(tiny_tokenizer, tiny_config, tiny_splits, tmp_path):
     from taosr.vllm_engine import VLLMScorer
 
-    model = build_model(tiny_tokenizer, TINY)
+    model = build_model(tiny_tokenizer, tiny_config)
     save(model, tiny_tokenizer, tmp_path / "m")
     recs = tiny_splits["test"][:32]
     got = VLLMScorer(tmp_path / "m", ServingConfig(), gpu_memory_utilization=0.2).score_records(recs)
@@ -98,9 +97,9 @@ def test_vllm_scores_equal_transformers(tiny_tokenizer, tiny_splits, tmp_path):
 # ---------------------------------------------------------------- Ray Data batch scoring
 
 @pytest.fixture(scope="module")
-def scoring_setup(tiny_tokenizer, tiny_splits, tmp_path_factory):
+def scoring_setup(tiny_tokenizer, tiny_config, tiny_splits, tmp_path_factory):
     root = tmp_path_factory.mktemp("ray")
-    save(build_model(tiny_tokenizer, TINY), tiny_tokenizer, root / "model")
+    save(build_model(tiny_tokenizer, tiny_config), tiny_tokenizer, root / "model")
     (root / "model" / SERVING_FILE).write_text(ServingConfig(beta=0.6).model_dump_json())
     rows = [json.loads(r.model_dump_json(exclude={"label"})) for r in tiny_splits["test"]]
     rows.insert(7, {"id": "broken", "query": "no title here"})
@@ -144,10 +143,10 @@ def test_ray_scoring_equals_single_process_row_for_row(scoring_setup):
 
 # ---------------------------------------------------------------- two processes (gloo) vs one
 
-def _base_and_data(tokenizer, splits, tmp_path: Path, n: int) -> tuple[Path, Path]:
+def _base_and_data(tokenizer, config, splits, tmp_path: Path, n: int) -> tuple[Path, Path]:
     """A saved tiny base model and the first `n` training pairs as JSONL."""
     base, data = tmp_path / "base", tmp_path / "train.jsonl"
-    save(build_model(tokenizer, TINY), tokenizer, base)
+    save(build_model(tokenizer, config), tokenizer, base)
     data.write_text("".join(r.model_dump_json() + "\n" for r in splits["train"][:n]))
     return base, data
 
@@ -158,9 +157,10 @@ def _launch(args: list[str], env_extra: dict | None = None, timeout: int = 600) 
 
 
 @pytest.mark.slow
-def test_two_process_sft_equals_one_process_with_the_same_global_batch(tiny_tokenizer, tiny_splits, tmp_path):
+def test_two_process_sft_equals_one_process_with_the_same_global_batch(tiny_tokenizer, tiny_config, tiny_splits,
+                                                                       tmp_path):
     """`accelerate launch --num_processes 2` on CPU (gloo): disjoint shards, same weights as one process."""
-    base, data = _base_and_data(tiny_tokenizer, tiny_splits, tmp_path, 96)
+    base, data = _base_and_data(tiny_tokenizer, tiny_config, tiny_splits, tmp_path, 96)
     worker = HERE / "ddp_sft_worker.py"
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     one = _launch([sys.executable, str(worker), str(base), str(data), str(tmp_path / "one"), "8"])
@@ -179,7 +179,7 @@ def test_two_process_sft_equals_one_process_with_the_same_global_batch(tiny_toke
         assert a | b == set(single[step])  # together: the one-process run's global batch
     w1, _ = load_model(tmp_path / "one" / "model")
     w2, _ = load_model(tmp_path / "two" / "model")
-    s0, s_init = w1.state_dict(), build_model(tiny_tokenizer, TINY).state_dict()
+    s0, s_init = w1.state_dict(), build_model(tiny_tokenizer, tiny_config).state_dict()
     moved = max((v - s_init[k]).abs().max().item() for k, v in s0.items())
     diff = max((v - s0[k]).abs().max().item() for k, v in w2.state_dict().items())
     assert moved > 1e-3 and diff < 1e-5, (moved, diff)  # measured: moved 1.5e-2, diff 1.2e-7
@@ -214,9 +214,9 @@ def test_serve_and_score_refuse_vllm_without_it(scoring_setup):
 
 
 @pytest.mark.slow
-def test_dpo_and_grpo_commands_run_unchanged_on_two_processes(tiny_tokenizer, tiny_splits, tmp_path):
+def test_dpo_and_grpo_commands_run_unchanged_on_two_processes(tiny_tokenizer, tiny_config, tiny_splits, tmp_path):
     """`accelerate launch -m taosr.cli dpo|grpo` on two CPU processes: both finish and rank 0 saves one model."""
-    base, data = _base_and_data(tiny_tokenizer, tiny_splits, tmp_path, 32)
+    base, data = _base_and_data(tiny_tokenizer, tiny_config, tiny_splits, tmp_path, 32)
     cli = [sys.executable, "-m", "taosr.cli"]
     r = _launch(cli + ["sample", "--model", str(base), "--data", str(data), "--out", str(tmp_path / "samples"),
                        "--n", "2", "--max-new-tokens", "12", "--engine", "transformers"])

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from taosr.calibrate import SERVING_FILE, ServingConfig
 from taosr.cumpt import cumpt_levels, tiers_of
-from taosr.modeling import ModelConfig, build_model, save
+from taosr.modeling import build_model, save
 from taosr.prompts import PromptConfig
 from taosr.records import Record
 from taosr.scoring import score_records
@@ -24,10 +24,8 @@ URL = "/v1/relevance"
 
 
 @pytest.fixture(scope="module")
-def net(tiny_tokenizer):
-    cfg = ModelConfig(vocab_size=400, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                      intermediate_size=128, seed=0)
-    return build_model(tiny_tokenizer, cfg).eval(), tiny_tokenizer
+def net(tiny_tokenizer, tiny_config):
+    return build_model(tiny_tokenizer, tiny_config).eval(), tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
