@@ -364,15 +364,13 @@ def main() -> None:
     rows.append(bench_service(model_dir, groups, offline, args.concurrency, work, args.threads))
 
     # FLOP ceiling for (a): 2 * non-embedding params per token (+ the LM head at the one scored position)
-    per_request = int(round(sum(len(encode_segments(tok, [item_segment(r, pc)]) + answer_prefix_ids(tok))
-                                for _, recs in groups for r in recs) / len(groups)))
+    item_lens = [len(encode_segments(tok, [item_segment(r, pc)]) + answer_prefix_ids(tok)) for _, recs in groups for r in recs]
+    item_tokens, per_request = np.mean(item_lens), int(round(sum(item_lens) / len(groups)))
     flops_square = matmul_flops(2048, 2048, 2048, 3)
     flops_model = matmul_flops(per_request, model.config.hidden_size, model.config.intermediate_size, 50)
     flops_s = max(flops_square, flops_model)
     non_emb = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n)
     head = 2 * model.config.hidden_size * model.config.vocab_size
-    item_tokens = np.mean([len(encode_segments(tok, [item_segment(r, pc)]) + answer_prefix_ids(tok))
-                           for _, recs in groups for r in recs])
     full_tokens = np.mean([len(encode_prompt(tok, r, pc) + answer_prefix_ids(tok)) for _, recs in groups for r in recs])
     per_pair = 2 * non_emb * item_tokens + head
     ceiling = flops_s / per_pair

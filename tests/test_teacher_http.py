@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse
 from taosr.chat_server import BackgroundServer, RuleBackend, TransformersBackend, create_chat_app, free_port
 from taosr.cot import read_rows, run_cot
 from taosr.labels import LEVEL_NAMES
-from taosr.llm_teacher import LocalTeacher, OpenAITeacher, build_teacher_prompt, extract_pair
+from taosr.llm_teacher import LocalTeacher, OpenAITeacher
+from taosr.teacher_prompt import build_teacher_prompt, extract_pair
 from taosr.records import Record
 from taosr.retrieval import RuleRetriever
 from taosr.teacher import RuleTeacher, conclusion_of
@@ -92,7 +93,7 @@ def test_prompt_embeds_rules_pair_and_gold(pairs, retriever):
 
 
 def test_clean_reasoning_normalises_the_verdict():
-    from taosr.llm_teacher import clean_reasoning
+    from taosr.teacher_prompt import clean_reasoning
 
     raw = "<think>long musing</think>\n```\nquery: x.\n\n**Judgment:** **Mismatch**. Hope this helps!\n```"
     assert clean_reasoning(raw) == "query: x.\njudgement: mismatch."

@@ -27,7 +27,7 @@ from .evaluate import metrics
 from .progress import attach, progress_bar
 from .prompts import PromptConfig, item_segment
 from .records import Record
-from .scale import gpu_available, is_main_process
+from .scale import gpu_available, is_main_process, write_summary
 
 CLASS_NAMES = {0: "irrelevant", 1: "mismatch", 2: "related", 3: "excellent"}  # class = level - 1
 
@@ -193,8 +193,7 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
         "loss_last": losses[-1][1] if losses else None, "loss_curve": losses,
         "config": cfg.model_dump(),
     }
-    if trainer.is_world_process_zero():
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_summary(out_dir, summary)
     trainer.accelerator.wait_for_everyone()
     return summary
 

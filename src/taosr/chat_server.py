@@ -26,7 +26,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from .llm_teacher import chat_prompt_text, extract_pair
+from .llm_teacher import chat_prompt_text
+from .teacher_prompt import extract_pair
 from .teacher import RuleTeacher
 
 

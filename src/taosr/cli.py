@@ -148,16 +148,13 @@ def dpo(
     from .pipeline import read_split
     from .prompts import PromptConfig
     from .sample import read_samples
+    from .scale import LoraSwitch, is_main_process
     from .teacher import RuleTeacher
-
-    from .scale import LoraSwitch
 
     cfg = DPOStageConfig(beta=beta, learning_rate=learning_rate, max_steps=max_steps, sft_weight=sft_weight,
                          pairs=PairPolicy(pairs_per_prompt=pairs_per_prompt), bf16=bf16, lora=LoraSwitch(r=lora_r))
     records = read_split(data)
     pairs, counts = make_pairs(read_samples(samples), records, RuleTeacher(), order, PromptConfig(), cfg.pairs)
-    from .scale import is_main_process
-
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         with (out / "pairs.jsonl").open("w") as f:
@@ -190,7 +187,6 @@ def grpo(
     from .pipeline import read_split
     from .prompts import PromptConfig
     from .sample import read_samples
-
     from .scale import LoraSwitch
 
     cfg = GRPOStageConfig(max_steps=max_steps, num_generations=num_generations, gamma=gamma,

@@ -16,7 +16,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .llm_teacher import Outcome, check
+from .teacher_prompt import Outcome, check
 from .progress import progress_bar
 from .records import Record
 from .teacher import Teacher

@@ -18,8 +18,8 @@ from trl import DPOConfig, DPOTrainer
 from .pairs import PairPolicy, Sample, build_pairs
 from .prompts import PromptConfig, item_segment, query_segment, response_text
 from .records import Record
-from .scale import LoraSwitch
-from .sft import common_args, guard_resume, train_and_save, write_summary
+from .scale import LoraSwitch, write_summary
+from .sft import common_args, guard_resume, train_and_save
 from .teacher import Teacher
 
 
@@ -89,7 +89,8 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
     data = shared_dataset([{"prompt": p["prompt"], "chosen": p["chosen"] + eos, "rejected": p["rejected"] + eos}
                            for p in pairs], out_dir / "pairs_dataset")
     args = DPOConfig(
-        **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps, cfg.gradient_checkpointing), per_device_train_batch_size=cfg.batch_size,
+        **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps, cfg.gradient_checkpointing),
+        per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, cfg.max_steps // 20),
         beta=cfg.beta, precompute_ref_log_probs=True,
         loss_type=["sigmoid", "sft"] if cfg.sft_weight > 0 else ["sigmoid"],

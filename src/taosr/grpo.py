@@ -30,8 +30,8 @@ from trl import GRPOConfig, GRPOTrainer
 from .labels import parse_response
 from .prompts import PromptConfig
 from .records import Record
-from .scale import LoraSwitch
-from .sft import common_args, guard_resume, train_and_save, write_summary
+from .scale import LoraSwitch, write_summary
+from .sft import common_args, guard_resume, train_and_save
 
 # ---------------------------------------------------------------- reward
 

@@ -31,8 +31,7 @@ from .records import Record
 from .retrieval import RuleRetriever
 from .rules import Rule
 from .teacher import Reasoning
-from .teacher_prompt import (STEPS, Outcome, build_teacher_prompt, check, cited_rules,  # noqa: F401 (re-exported)
-                             clean_reasoning, extract_pair, pair_json)
+from .teacher_prompt import Outcome, build_teacher_prompt, check
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ the shared keys ([instructions][query], the query's own rows causally), and an i
 attend causally to their own item, never to another one; the two partial softmaxes are merged exactly.
 Position ids restart after the query for every item, so each item computes exactly what its unshared
 prompt computes (tested to 1e-5), and attention work grows with the number of items, not its square.
-Requests longer than `pack_tokens` are split into several packs over the same [instructions][query] cache.
+Several requests share one forward up to `pack_tokens` tokens (`plan_packs`); a request longer than
+that is split over several forwards, each running its query again.
 
 Batched layout (the fallback: sliding-window layers, soft-capped or other attention variants): items
 are rows of a batch over copies of the shared cache, padded between the prefix and the item.
@@ -39,16 +40,15 @@ from .prompts import PromptConfig, answer_prefix_ids, encode_segments, item_segm
 from .records import Record
 
 
-def fork_cache(cache: DynamicCache, batch: int, config=None, length: int | None = None) -> DynamicCache:
-    """A new cache over `batch` copies of the first `length` positions of a batch-1 cache.
+def fork_cache(cache: DynamicCache, batch: int, config=None) -> DynamicCache:
+    """A new cache over `batch` copies of a batch-1 cache; the original is never written to.
 
-    The original is never written to. Per layer: keys/values (1, kv_heads, plen, d) -> expanded view
-    (batch, kv_heads, length, d), materialised only when the new cache grows (by concatenation).
+    Per layer: keys/values (1, kv_heads, plen, d) -> expanded view (batch, kv_heads, plen, d), which the
+    new cache materialises once when it appends the suffix (DynamicLayer grows by concatenation).
     """
     out = DynamicCache(config=config)  # config: the same layer kinds (e.g. sliding-window) as the model
     for i, layer in enumerate(cache.layers):
-        k, v = layer.keys[:, :, :length], layer.values[:, :, :length]
-        out.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
+        out.update(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1), i)
     return out
 
 
@@ -64,9 +64,8 @@ class Pack:
     query_rows: torch.Tensor  # (Q,) rows of the query tokens
     shared_bias: torch.Tensor  # (R, P + Q) additive: a row sees the instructions and its own query (causally)
     item_rows: torch.Tensor  # (n, L) row of token j of item i (clamped to the item's last token)
-    valid: torch.Tensor  # (n, L) True where j < len(item i)
     causal: torch.Tensor  # (L, L) True where key j <= query i
-    flat_valid: torch.Tensor  # (S,) positions of `valid` in the flattened (n * L) blocks: the S item tokens
+    flat_valid: torch.Tensor  # (S,) positions of the real item tokens (j < len(item i)) in the flattened (n * L) blocks
     token_rows: torch.Tensor  # (S,) the rows of those item tokens
 
 
@@ -98,7 +97,7 @@ def make_pack(prefix: DynamicCache | None, prefix_len: int, pieces: Sequence[tup
     item_rows = torch.minimum(starts_t[:, None] + j, (starts_t + lens_t - 1)[:, None])  # (n, L)
     valid = j[None, :] < lens_t[:, None]
     flat = valid.flatten().nonzero().squeeze(1)
-    pack = Pack(prefix, q_rows_t.to(device), bias.to(device), item_rows.to(device), valid.to(device),
+    pack = Pack(prefix, q_rows_t.to(device), bias.to(device), item_rows.to(device),
                 (j[None, :] <= j[:, None]).to(device), flat.to(device), item_rows.flatten()[flat].to(device))
     return pack, pos, (starts_t + lens_t - 1).tolist()
 
@@ -147,6 +146,8 @@ def cascade_attention(module, query, key, value, attention_mask=None, scaling=No
 
 
 AttentionInterface.register(CASCADE, cascade_attention)
+
+
 def cascade_mask(*args, **kwargs):
     """No mask inside a packed forward (the `Pack` is the mask); sdpa's mask for the forwards that fall back."""
     return None if _PACK.get() is not None else sdpa_mask(*args, **kwargs)

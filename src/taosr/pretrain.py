@@ -17,7 +17,8 @@ from trl import SFTTrainer
 
 from .prompts import PromptConfig, encode_prompt
 from .records import Record
-from .sft import SFTStageConfig, train_and_save, train_args, write_summary
+from .scale import write_summary
+from .sft import SFTStageConfig, train_and_save, train_args
 
 
 class PretrainConfig(BaseModel):

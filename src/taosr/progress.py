@@ -25,8 +25,10 @@ def _progress() -> Progress:
 
 
 @contextmanager
-def progress_bar(total: int, desc: str) -> Iterator[Callable[..., None]]:
-    """`with progress_bar(n, "scoring") as advance: ... advance(k, info="...")`. Silent when not a terminal."""
+def progress_bar(total: int | None, desc: str) -> Iterator[Callable[..., None]]:
+    """`with progress_bar(n, "scoring") as advance: ... advance(k, info="...")`. Silent when not a terminal.
+
+    `total=None`: the count is not known up front (an indeterminate bar)."""
     if not _enabled():
         yield lambda k=1, info="": None
         return

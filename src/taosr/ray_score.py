@@ -125,7 +125,8 @@ def score_file_ray(model_dir: str | Path, input_path: str | Path, output_path: s
         fn_constructor_kwargs={"model_dir": str(model_dir), "file": str(input_path), "columns": columns,
                                "batch_size": batch_size, "engine": engine},
     )
-    n_rows = ds.count()
+    parquet = input_path.suffix.lower() in (".parquet", ".pq")
+    n_rows = ds.count() if parquet else None  # from Parquet metadata; JSON/CSV would be read twice for it
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     rows = written = 0

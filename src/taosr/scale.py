@@ -14,7 +14,9 @@ configs/accelerate/.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -45,6 +47,12 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def write_summary(out_dir: Path, summary: dict) -> None:
+    """summary.json of a stage, written once (rank 0) under a multi-process launch."""
+    if is_main_process():
+        (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
 def main_process_first():
     """Context manager: rank 0 runs the block first, the other ranks after it (a no-op in one process)."""
     import contextlib
@@ -67,12 +75,14 @@ def gpu_available() -> bool:
 
 
 def vllm_available() -> bool:
-    """vLLM is the GPU path: importable *and* a CUDA device present."""
+    """vLLM is the GPU path: a CUDA device present *and* vLLM importable (the cheap check first)."""
+    if not gpu_available():
+        return False
     try:
         import vllm  # noqa: F401
     except Exception:
         return False
-    return gpu_available()
+    return True
 
 
 def resolve_engine(engine: str) -> str:

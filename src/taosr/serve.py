@@ -16,8 +16,8 @@ many items, an over-long text or an over-large body, each message naming the fie
 bounded `asyncio.Queue` (full -> 503 with Retry-After). One worker task drains the queue: it takes
 requests until `max_batch_items` pairs are gathered or `max_wait_ms` has passed since the first,
 runs the torch work in a thread (`asyncio.to_thread`, so the event loop keeps accepting requests),
-scores the whole micro-batch in one call (`PrefixScorer.score_groups` packs the queries into shared
-forwards; requests with the same query share it), handing each request exactly its own rows. A
+scores the whole micro-batch in one call (`PrefixScorer.score_groups` packs its requests into shared
+forwards over the instructions' cached keys), handing each request exactly its own rows. A
 micro-batch that fails is retried request by request, so one bad request never fails the others.
 """
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,18 +232,8 @@ class RelevanceService:
                 self.metrics.pairs.inc(len(job.records))
 
     def score_jobs(self, jobs: list[_Job]) -> list[np.ndarray]:
-        """(n_i, 4) probabilities per job; jobs with the same query share one prefix cache."""
-        by_query: dict[str, list[int]] = defaultdict(list)
-        for j, job in enumerate(jobs):
-            by_query[job.records[0].query].append(j)
-        out: list[np.ndarray] = [np.zeros((0, 4))] * len(jobs)
-        groups = [[r for j in members for r in jobs[j].records] for members in by_query.values()]
-        for members, probs in zip(by_query.values(), self.scorer.score_groups(groups)):  # packed together
-            start = 0
-            for j in members:
-                out[j] = probs[start:start + len(jobs[j].records)]
-                start += len(jobs[j].records)
-        return out
+        """(n_i, 4) probabilities per job: each job (one query) is a group of `score_groups`, packed together."""
+        return self.scorer.score_groups([job.records for job in jobs])
 
 
 def _fail(jobs: list[_Job], error: Exception) -> None:

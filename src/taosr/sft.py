@@ -19,7 +19,7 @@ from trl import SFTConfig, SFTTrainer
 from .progress import attach
 from .prompts import ORDERS, OutputOrder, PromptConfig, encode_example
 from .records import Record
-from .scale import LoraSwitch, gpu_available, is_main_process, trainable_params
+from .scale import LoraSwitch, gpu_available, is_main_process, trainable_params, write_summary
 from .teacher import Teacher
 
 
@@ -132,12 +132,6 @@ def train_and_save(trainer, tokenizer, out_dir: Path, desc: str) -> float:
         tokenizer.save_pretrained(out_dir / "model")
     trainer.accelerator.wait_for_everyone()
     return wall
-
-
-def write_summary(out_dir: Path, summary: dict) -> None:
-    """summary.json of a stage, written once (rank 0) under a multi-process launch."""
-    if is_main_process():
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
 def train_args(cfg: SFTStageConfig, out_dir: Path, **extra) -> SFTConfig:
