@@ -136,8 +136,8 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
                engine: str = "transformers") -> dict:
     """Score every valid row of `input_path` into the Parquet file `output_path` (see the module doc).
 
-    `batch_queries` queries go into each part file (the unit of resume); `batch_size` items per
-    forward pass. `engine`: transformers, or vllm (GPU; `taosr.vllm_engine`), or auto. Returns
+    `batch_queries` queries go into each part file (the unit of resume), packed into shared forwards
+    by `PrefixScorer.score_groups`; `batch_size` items per forward pass where items are batched instead. `engine`: transformers, or vllm (GPU; `taosr.vllm_engine`), or auto. Returns
     counts, timing and where things went. `taosr.ray_score` runs the same job on a Ray actor pool.
     """
     from .scale import resolve_engine

@@ -17,6 +17,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="taosr: train, evaluate and serve TaoSR1-style thinking relevance judges.")
 console = Console(width=None if os.isatty(1) else 140)
+ITEMS_PER_FORWARD = ("Items per forward pass where items are batched (no prefix sharing, or models the packed "
+                     "layout does not cover); the packed layout fills forwards of up to 1024 tokens.")
 
 from .cli_data import data_app  # noqa: E402  (`taosr data inspect | split`)
 
@@ -204,7 +206,7 @@ def calibrate(
     model: Path = typer.Option(..., help="Model folder; taosr_serving.json (beta, label ids, prompt) is written into it."),
     data: Path = typer.Option(..., help="Labelled dev file (JSONL/CSV/Parquet)."),
     objective: str = typer.Option("macro_f1", help="What beta maximises: macro_f1 | accuracy."),
-    batch_size: int = typer.Option(32, help="Items per forward pass."),
+    batch_size: int = typer.Option(32, help=ITEMS_PER_FORWARD),
 ):
     """Choose the CumPT threshold beta on labelled dev data and store it with the model."""
     from .calibrate import calibrate_model
@@ -221,7 +223,7 @@ def score(
     input: Path = typer.Option(..., "--input", help="Pairs to score (JSONL/CSV/Parquet)."),
     output: Path = typer.Option(..., "--output", help="Output Parquet; rejects -> OUTPUT.rejects.jsonl."),
     batch_queries: int = typer.Option(64, help="Queries per part file (the unit of resume)."),
-    batch_size: int = typer.Option(32, help="Items per forward pass."),
+    batch_size: int = typer.Option(32, help=ITEMS_PER_FORWARD),
     prefix_sharing: bool = typer.Option(True, "--prefix-sharing/--no-prefix-sharing", help="Share the query's KV cache."),
     fresh: bool = typer.Option(False, help="Discard an interrupted run's parts instead of resuming."),
     engine: str = typer.Option("auto", help="auto | transformers | vllm (GPU; batching is vLLM's own, --batch-size and "
