@@ -5,8 +5,9 @@ benchmark), in the prompt layout of the method: [instructions + ~200 tokens of r
 [query] [item]. Per query (= one request) it times:
 
   (a) answer-first, prefix sharing     `PrefixScorer.score_items`: the instructions' KV cache shared by all
-                                       requests, one forward per request with the query and its items
-                                       packed (cascade attention, `taosr.prefix`)
+                                       requests, one forward per request with the query, the items'
+                                       common start ("item:") once and the rest of each item packed
+                                       (cascade attention, `taosr.prefix`)
   (a1) the same, batched layout        items as padded rows over copies of the shared cache (the fallback)
   (b) answer-first, no sharing         `scoring.score_records` (each item's full prompt)
   (c) think-first generation           `generate_texts` (transformers `generate`, KV cache, one batch per
@@ -22,6 +23,9 @@ benchmark), in the prompt layout of the method: [instructions + ~200 tokens of r
                                        driven by a second process (httpx, N concurrent); every answer is
                                        checked against (a)'s offline numbers
 
+a/c, the target, is timed with (a) and (c) back to back on each think-first query (--paired-rounds
+rounds; the rows above run minutes apart, and this machine's speed drifts between them), and printed
+from the rows as well;
 plus (a0)/(b0), the same as (a)/(b) with the one-line instruction alone (what the demo model is
 trained on, where prefix sharing saves only the query), and a FLOP ceiling for (a): the best fp32
 matmul FLOP/s of this machine (a 2048^2 product, and the model's own MLP shape at one request's
@@ -159,37 +163,68 @@ def think_lengths(tok, recs) -> list[int]:
     return [len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]
 
 
-def bench_think_first(model, tok, groups, tokens: str, pc) -> dict:
-    """(c): greedy generation of the whole think-first response, then parsing; `tokens` = "teacher" or a count.
+def think_first_fn(model, tok, pc):
+    """fn(recs, n): greedy generation of exactly n tokens for each of `recs` (one batch), then parsing.
 
-    An untrained model would stop at a random <eos>, so min_new_tokens = max_new_tokens fixes the length:
-    "teacher" = per query the longest teacher-written response among its items (a batch decodes until
-    its longest row is done), N = N tokens for every query (longer reasoning, as an LLM teacher writes).
+    An untrained model would stop at a random <eos>, so min_new_tokens = max_new_tokens = n fixes the
+    length (a batch decodes until its longest row is done, so n is the longest response of the batch).
     """
     from taosr.labels import parse_response
     from taosr.prompts import encode_prompt
     from taosr.scoring import generate_texts
 
-    gen_cfg = model.generation_config
-    old = gen_cfg.min_new_tokens
-    steps = [max(think_lengths(tok, recs)) if tokens == "teacher" else int(tokens) for _, recs in groups]
+    def fn(recs, n: int):
+        gen_cfg, old = model.generation_config, model.generation_config.min_new_tokens
+        gen_cfg.min_new_tokens = n
+        try:
+            texts = generate_texts(model, tok, [encode_prompt(tok, r, pc) for r in recs], max_new_tokens=n,
+                                   batch_size=len(recs))
+        finally:
+            gen_cfg.min_new_tokens = old
+        return [parse_response(t[0]).ok for t in texts]
+
+    return fn
+
+
+def decode_steps(tok, groups, tokens: str) -> list[int]:
+    """Per query: "teacher" = the longest teacher-written response among its items, else a fixed count."""
+    return [max(think_lengths(tok, recs)) if tokens == "teacher" else int(tokens) for _, recs in groups]
+
+
+def bench_think_first(think, tok, groups, tokens: str) -> dict:
+    """(c): the whole think-first response per query; `tokens` = "teacher" or a count (see decode_steps)."""
+    steps = decode_steps(tok, groups, tokens)
     lengths = iter([steps[0]] + steps)  # the warm-up call runs the first query once more
-
-    def fn(recs):
-        gen_cfg.min_new_tokens = n = next(lengths)
-        return generate_texts(model, tok, [encode_prompt(tok, r, pc) for r in recs], max_new_tokens=n,
-                              batch_size=len(recs))
-
-    try:
-        lat, outs = timed_per_query(fn, groups)
-    finally:
-        gen_cfg.min_new_tokens = old
-    texts = [t[0] for o in outs for t in o]
-    parsed = sum(parse_response(t).ok for t in texts)
+    lat, outs = timed_per_query(lambda recs: think(recs, next(lengths)), groups)
+    parsed, n = sum(sum(o) for o in outs), sum(len(o) for o in outs)
     label = f"teacher-length ({np.mean(steps):.0f} tokens on average)" if tokens == "teacher" else f"{tokens} tokens"
-    return summary(f"(c{'' if tokens == 'teacher' else tokens}) think-first, greedy, {label}", lat, len(texts),
+    return summary(f"(c{'' if tokens == 'teacher' else tokens}) think-first, greedy, {label}", lat, n,
                    decode_steps_mean=float(np.mean(steps)),
-                   note=f"{len(groups)} queries only; {parsed}/{len(texts)} outputs parse (untrained model)")
+                   note=f"{len(groups)} queries only; {parsed}/{n} outputs parse (untrained model)")
+
+
+def paired_a_over_c(score, think, tok, groups, rounds: int) -> dict:
+    """a/c with (a) and (c) timed back to back on the same queries, `rounds` times over.
+
+    The (a) and (c) rows run minutes apart, so a change in this machine's speed between them (seen up
+    to 30% on a shared VM) moves their ratio; here each query's (a) and (c) share the same moment, and
+    each round gives one ratio (pairs/s of (a) over pairs/s of (c), summed over the queries).
+    """
+    steps = decode_steps(tok, groups, "teacher")
+    think(groups[0][1], steps[0])
+    ratios = []
+    for _ in range(rounds):
+        t_a = t_c = 0.0
+        for (_, recs), n in zip(groups, steps):
+            t0 = time.perf_counter()
+            score(recs)
+            t1 = time.perf_counter()
+            think(recs, n)
+            t_a, t_c = t_a + t1 - t0, t_c + time.perf_counter() - t1
+        ratios.append(t_c / t_a)  # same pairs on both sides, so the time ratio is the pairs/s ratio
+    return {"median": round(float(np.median(ratios)), 1), "min": round(min(ratios), 1),
+            "max": round(max(ratios), 1), "rounds": rounds, "queries": len(groups),
+            "decode_steps_mean": float(np.mean(steps))}
 
 
 def bench_minilm(groups) -> dict:
@@ -286,6 +321,8 @@ def main() -> None:
     ap.add_argument("--think-tokens", default="teacher,64,128",
                     help="Comma-separated lengths of the generated think-first response, one (c) row each: 'teacher' "
                          "(each query's longest teacher-written response) or a token count. a/c uses the first.")
+    ap.add_argument("--paired-rounds", type=int, default=3,
+                    help="Rounds of (a) and (c) timed back to back on the think-first queries (the a/c target).")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--rules-prefix-tokens", type=int, default=200,
                     help="Retrieved rules in the shared prefix, about this many tokens (the issue's layout); "
@@ -314,8 +351,9 @@ def main() -> None:
     from taosr.calibrate import SERVING_FILE, ServingConfig
     from taosr.modeling import ModelConfig, build_model, load_model, save, train_tokenizer
     from taosr.pipeline import corpus
-    from taosr.prefix import PrefixScorer
-    from taosr.prompts import PromptConfig, answer_prefix_ids, encode_prompt, encode_segments, item_segment
+    from taosr.prefix import PrefixScorer, share_common
+    from taosr.prompts import (PromptConfig, answer_prefix_ids, encode_prompt, encode_segments, item_segment,
+                               query_segment)
     from taosr.scoring import score_records
 
     torch.set_num_threads(args.threads)
@@ -352,8 +390,10 @@ def main() -> None:
     lat, unshared = timed_per_query(lambda recs: score_records(model, tok, recs, pc, args.batch_size), groups)
     rows.append(summary("(b) answer-first, no sharing", lat, n_pairs,
                         max_abs_diff_vs_a=float(max(np.abs(a - b).max() for a, b in zip(offline, unshared)))))
-    think = [bench_think_first(model, tok, groups[:args.think_queries], t, pc) for t in args.think_tokens.split(",")]
+    think_fn = think_first_fn(model, tok, pc)
+    think = [bench_think_first(think_fn, tok, groups[:args.think_queries], t) for t in args.think_tokens.split(",")]
     rows += think
+    paired = paired_a_over_c(prefix.score_items, think_fn, tok, groups[:args.think_queries], args.paired_rounds)
     if pc is not short_pc:  # the same without the rules: a one-line instruction, so only the query is shared
         n0 = len(encode_segments(tok, [short_pc.instructions]))
         lat, _ = timed_per_query(PrefixScorer(model, tok, short_pc, args.batch_size).score_items, groups)
@@ -363,9 +403,13 @@ def main() -> None:
     rows.append(bench_minilm(groups))
     rows.append(bench_service(model_dir, groups, offline, args.concurrency, work, args.threads))
 
-    # FLOP ceiling for (a): 2 * non-embedding params per token (+ the LM head at the one scored position)
-    item_lens = [len(encode_segments(tok, [item_segment(r, pc)]) + answer_prefix_ids(tok)) for _, recs in groups for r in recs]
-    item_tokens, per_request = np.mean(item_lens), int(round(sum(item_lens) / len(groups)))
+    # FLOP ceiling for (a): 2 * non-embedding params per token it runs (+ the LM head at the one scored position)
+    # tokens (a) runs per request: the query and the items' common start once, then each item's own tokens
+    forward_rows = [len(q) + sum(map(len, rest)) for q, rest in (
+        share_common(encode_segments(tok, [query_segment(recs[0])]),
+                     [encode_segments(tok, [item_segment(r, pc)]) + answer_prefix_ids(tok) for r in recs])
+        for _, recs in groups)]
+    item_tokens, per_request = sum(forward_rows) / n_pairs, int(round(np.mean(forward_rows)))
     flops_square = matmul_flops(2048, 2048, 2048, 3)
     flops_model = matmul_flops(per_request, model.config.hidden_size, model.config.intermediate_size, 50)
     flops_s = max(flops_square, flops_model)
@@ -381,6 +425,7 @@ def main() -> None:
               "a0_over_b0": round(short["(a0)"] / short["(b0)"], 2) if short else None,
               "a_over_b_flop_bound": round(float(full_tokens / item_tokens), 2),
               "a_over_c": round(a / think[0]["pairs_per_s"], 1),
+              "a_over_c_paired": paired,
               "a_over_c_by_decode_steps": {f"{t} ({c['decode_steps_mean']:.1f})": round(a / c["pairs_per_s"], 1)
                                            for t, c in zip(args.think_tokens.split(","), think)},
               "a_over_d": round(a / by["(d)"]["pairs_per_s"], 2) if "pairs_per_s" in by["(d)"] else None,
@@ -389,7 +434,7 @@ def main() -> None:
     flop = {"matmul_2048_fp32_gflops": round(flops_square / 1e9, 1),
             f"matmul_{per_request}x{model.config.hidden_size}x{model.config.intermediate_size}_fp32_gflops":
                 round(flops_model / 1e9, 1), "ceiling_gflops": round(flops_s / 1e9, 1), "non_embedding_params": non_emb,
-            "item_tokens_per_pair": round(float(item_tokens), 1),
+            "forward_tokens_per_pair": round(float(item_tokens), 1),
             "full_prompt_tokens_per_pair": round(float(full_tokens), 1),
             "gflop_per_pair_shared": round(per_pair / 1e9, 4), "ceiling_pairs_per_s_a": round(ceiling, 1),
             "a_fraction_of_ceiling": round(a / ceiling, 3)}
@@ -409,12 +454,14 @@ def main() -> None:
                       f"{r['p99_ms']:.1f}", r.get("note", ""))
     console.print(table)
     console.print(f"a/b = {ratios['a_over_b']}x (target >= 2x; FLOP bound {ratios['a_over_b_flop_bound']}x)   "
-                  f"a0/b0 (no rules) = {ratios['a0_over_b0']}x   a/c = {ratios['a_over_c']}x (target >= 20x)   "
+                  f"a0/b0 (no rules) = {ratios['a0_over_b0']}x   a/c = {ratios['a_over_c']}x (rows)   "
                   f"a/d = {ratios['a_over_d']}x   service/a = {ratios['e_over_a']}")
+    console.print(f"a/c timed back to back (target >= 20x): median {paired['median']}x, {paired['min']}-{paired['max']}x over "
+                  f"{paired['rounds']} rounds of {paired['queries']} queries at {paired['decode_steps_mean']:.0f} decode steps")
     console.print(f"a/c by decode steps: {ratios['a_over_c_by_decode_steps']}   packed/batched a/a1 = {ratios['a_over_a1']}x")
     console.print(f"matmul {flop['matmul_2048_fp32_gflops']} GFLOP/s fp32 at 2048^2, {flops_model / 1e9:.1f} at the "
                   f"model's MLP shape ({per_request} tokens); {non_emb / 1e6:.2f}M non-embedding params x "
-                  f"{flop['item_tokens_per_pair']} item tokens -> {flop['gflop_per_pair_shared']} GFLOP/pair; "
+                  f"{flop['forward_tokens_per_pair']} tokens -> {flop['gflop_per_pair_shared']} GFLOP/pair; "
                   f"ceiling {flop['ceiling_pairs_per_s_a']} pairs/s, (a) reaches {flop['a_fraction_of_ceiling']:.1%}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()

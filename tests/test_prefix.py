@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import DynamicCache
 
-from taosr.prefix import _PACK, PrefixScorer, can_pack, cascade_attention, make_pack, plan_packs
-from taosr.prompts import PromptConfig
+from taosr.prefix import _PACK, PrefixScorer, can_pack, cascade_attention, make_pack, plan_packs, share_common
+from taosr.prompts import PromptConfig, answer_prefix_ids, encode_segments, item_segment, query_segment
 from taosr.scoring import score_records
 
 PC = PromptConfig()
@@ -34,6 +34,39 @@ def test_prefix_shared_scores_equal_unshared(tiny_model, tiny_tokenizer, tiny_sp
     # the shared instructions' cache is never written to by a request
     assert scorer.instructions_cache().get_seq_length() == len(scorer.instr_ids)
     np.testing.assert_allclose(scorer.score_records(recs), shared, atol=1e-6)
+
+
+@given(st.lists(st.integers(0, 3), max_size=3),
+       st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=5), max_size=4))
+def test_share_common_moves_the_longest_common_start_and_keeps_every_prompt(query, items):
+    shared, rest = share_common(query, items)
+    assert [shared + r for r in rest] == [query + x for x in items]  # every item's prompt is unchanged
+    assert all(len(r) >= 1 for r in rest)  # each item keeps its answer position
+    c = len(shared) - len(query)
+    if items and min(len(x) for x in items) - 1 > c:  # maximal: the next token is not common to all items
+        assert len({x[c] for x in items}) > 1
+    assert share_common(query, []) == (query, [])
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_items_with_a_long_common_start_share_it_and_score_as_unshared(tiny_model, tiny_tokenizer, tiny_splits,
+                                                                       packed):
+    base = tiny_splits["test"][0]
+    recs = [base.model_copy(update={"id": f"x{i}", "title": f"acme trail runner {t}"})
+            for i, t in enumerate(["red", "blue", "", "red waterproof"])]  # common "item: acme trail runner"
+    scorer = PrefixScorer(tiny_model, tiny_tokenizer, PC, packed=packed)
+    forwards = []
+    scorer._forward = lambda ids, *a, _f=scorer._forward, **k: forwards.append(ids.shape) or _f(ids, *a, **k)
+    plain = score_records(tiny_model, tiny_tokenizer, recs, PC)
+    np.testing.assert_allclose(scorer.score_items(recs), plain, atol=1e-5)
+    np.testing.assert_allclose(scorer.score_items(recs[:1]), plain[:1], atol=1e-5)  # one item: all but its answer
+    suffixes = [encode_segments(tiny_tokenizer, [item_segment(r, PC)]) + answer_prefix_ids(tiny_tokenizer)
+                for r in recs]
+    common = next(i for i, col in enumerate(zip(*suffixes)) if len(set(col)) > 1)
+    assert common >= 4  # "item: acme trail runner", longer than the "item:" every request shares
+    if packed:  # forwards[0]: the instructions' cache; [1]: the query and the common tokens once, then the items' rest
+        q_len = len(encode_segments(tiny_tokenizer, [query_segment(base)]))
+        assert forwards[1][1] == q_len + common + sum(len(x) - common for x in suffixes)
 
 
 def test_attention_variants_the_cascade_does_not_compute_fall_back(tiny_model, tiny_tokenizer, tiny_splits):

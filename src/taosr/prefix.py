@@ -3,8 +3,11 @@
 The prompt is [instructions] [query] [item] <answer>. The instructions' key/value cache is computed
 once per scorer; the query and the items of a request then run on top of it:
 
-    work per request = |instructions| (once ever) + |query| + sum_i |item_i|
+    work per request = |instructions| (once ever) + |query| + |common| + sum_i (|item_i| - |common|)
     instead of         n * (|instructions| + |query|) + sum_i |item_i|
+
+where `common` is the items' common leading tokens (at least "item:" in the default layout): they
+sit at the same positions after the same prefix in every prompt of the request, so they are shared too.
 
 Packed layout (the default for the models `can_pack` knows): the query and all items of a request go
 end to end in *one* row, [query][item_1][item_2]...[item_n], with no padding and no per-item copy of the
@@ -179,6 +182,20 @@ def plan_packs(query_lens: Sequence[int], item_lens: Sequence[Sequence[int]], bu
     return out + [cur] if cur else out
 
 
+def share_common(query: list[int], items: list[list[int]]) -> tuple[list[int], list[list[int]]]:
+    """Move the items' common leading tokens to the end of the query: (query + common, items without it).
+
+    Every item keeps at least its last token (its answer position). The concatenation query + item is
+    unchanged for every item, so each item's prompt, positions and scores are too.
+    """
+    if not items:
+        return query, items
+    c, shortest = 0, min(len(x) for x in items)
+    while c < shortest - 1 and all(x[c] == items[0][c] for x in items):
+        c += 1
+    return query + items[0][:c], [x[c:] for x in items]
+
+
 PLAIN_ATTENTION = ("llama", "qwen2", "qwen3", "qwen3_moe")  # softmax attention, no soft-capping or sinks
 
 
@@ -227,9 +244,8 @@ class PrefixScorer:
                                                  None, 1)
         return self._instr_cache
 
-    def query_cache(self, record: Record):
-        """The cache of [instructions][query], and its length."""
-        q_ids = encode_segments(self.tok, [query_segment(record)])
+    def query_cache(self, q_ids: list[int]):
+        """The cache of [instructions][q_ids] (the query and the items' common tokens), and its length."""
         p = len(self.instr_ids)
         ids, pos = torch.tensor([q_ids]), torch.arange(p, p + len(q_ids))[None]
         _, cache = self._forward(ids, torch.ones((1, p + len(q_ids)), dtype=torch.long), pos,
@@ -249,10 +265,14 @@ class PrefixScorer:
         """
         texts = [item_segment(r, self.cfg) for g in groups for r in g]
         ids = iter(self.tok(texts, add_special_tokens=False)["input_ids"] if texts else [])  # one batched call
-        suffixes = [[next(ids) + self.answer_ids for _ in g] for g in groups]
+        q_ids, suffixes = [], []
+        for g in groups:
+            shared, items = share_common(encode_segments(self.tok, [query_segment(g[0])]) if g else [],
+                                         [next(ids) + self.answer_ids for _ in g])
+            q_ids.append(shared)
+            suffixes.append(items)
         if not (self.packed and self.model.config._attn_implementation == CASCADE):  # or switched since
-            return [self._batched(g[0], s) if g else np.zeros((0, 4)) for g, s in zip(groups, suffixes)]
-        q_ids = [encode_segments(self.tok, [query_segment(g[0])]) if g else [] for g in groups]
+            return [self._batched(q, s) if s else np.zeros((0, 4)) for q, s in zip(q_ids, suffixes)]
         out = [np.zeros((len(g), 4)) for g in groups]
         prefix = self.instructions_cache()
         for forward in plan_packs([len(q) for q in q_ids], [[len(x) for x in s] for s in suffixes], self.pack_tokens):
@@ -277,9 +297,9 @@ class PrefixScorer:
         finally:
             _PACK.reset(token)
 
-    def _batched(self, first: Record, suffixes: list[list[int]]) -> np.ndarray:
+    def _batched(self, q_ids: list[int], suffixes: list[list[int]]) -> np.ndarray:
         """Items as rows over copies of the [instructions][query] cache, padded between prefix and item."""
-        cache, plen = self.query_cache(first)
+        cache, plen = self.query_cache(q_ids)
         out = np.zeros((len(suffixes), 4))
         order = sorted(range(len(suffixes)), key=lambda i: len(suffixes[i]))
         for start in range(0, len(order), self.batch_size):
