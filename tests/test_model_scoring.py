@@ -108,3 +108,25 @@ def test_label_weighted_loss_counts_the_label_token_w_times():
     # response positions (predicting labels[:, 1:]): row 0 -> 3, 6, 2 ; row 1 -> 6, 4, 1
     w3 = (nll[0, 1] + 3 * nll[0, 2] + nll[0, 3] + 3 * nll[1, 0] + nll[1, 1] + nll[1, 2]) / (1 + 3 + 1 + 3 + 1 + 1)
     assert torch.allclose(weighted_response_loss(logits, labels, [6], 3.0), w3)
+
+
+def test_pick_device_auto_is_this_process_gpu_or_the_cpu(monkeypatch, tmp_path, tiny_model, tiny_tokenizer):
+    import pytest
+
+    from taosr.modeling import load_model, pick_device, save
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("cpu") and pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        pick_device("cuda:0")
+    with pytest.raises(ValueError, match="expected auto, cpu, cuda or cuda:N"):
+        pick_device("gpu please")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # under torchrun / accelerate launch: this process's own GPU
+    assert pick_device("auto") == torch.device("cuda", 1) and pick_device("cuda") == torch.device("cuda")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert pick_device("auto") == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    save(tiny_model, tiny_tokenizer, tmp_path)
+    model, _ = load_model(tmp_path, device="auto")
+    assert model.device == torch.device("cpu")

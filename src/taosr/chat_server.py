@@ -84,7 +84,7 @@ class TransformersBackend:
         from .modeling import load_model
 
         if model is None or tokenizer is None:
-            model, tokenizer = load_model(model_dir)
+            model, tokenizer = load_model(model_dir, device="auto")
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
         self.name = Path(str(model_dir)).name or "local"
         self._lock = threading.Lock()

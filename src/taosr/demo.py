@@ -209,14 +209,14 @@ class Demo:
             cal = calibrate_model(final, self.splits["dev"], self.run.prompt)
             write_json(self.run.dir / "calibration.json", {"beta": cal["beta"], "curve": cal["curve"],
                                                            "dev_score": cal["dev_score"], "objective": cal["objective"]})
-            model, tok = load_model(final)
+            model, tok = load_model(final, device="auto")
             probs = PrefixScorer(model, tok, self.run.prompt, self.run.eval_batch_size).score_records(test)
             m = metrics(gold, cumpt_levels(probs, cal["beta"]).tolist(), qtypes)
             m.update(beta=cal["beta"], tiering=compare_tiering(probs, np.array(gold), cal["beta"], cal["cutoffs"]))
             return m
 
         def generated() -> dict:
-            model, tok = load_model(final)
+            model, tok = load_model(final, device="auto")
             prompts = [encode_prompt(tok, r, self.run.prompt) for r in test]
             texts = [t[0] for t in generate_texts(model, tok, prompts, self.run.max_new_tokens,
                                                    self.run.eval_batch_size, desc="final: generating")]

@@ -260,7 +260,7 @@ class LocalTeacher(_Consistency):
 
         self._init_common(retriever, k, max_attempts)
         if model is None or tokenizer is None:
-            model, tokenizer = load_model(model_dir)
+            model, tokenizer = load_model(model_dir, device="auto")
         self.model, self.tokenizer = model, tokenizer
         self.name = f"local:{Path(str(model_dir)).name}"
         self.max_new_tokens, self.retry_temperature = max_new_tokens, retry_temperature

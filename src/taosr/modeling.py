@@ -8,6 +8,7 @@ gets them added (embeddings resized). Checkpoints are safetensors only.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -92,8 +93,25 @@ def ensure_special_tokens(model, tokenizer) -> None:
     model.config.pad_token_id = tokenizer.pad_token_id
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32):
-    """Load a local checkpoint (safetensors only) and its tokenizer, with the label tokens in place."""
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto': the CUDA GPU of this process (LOCAL_RANK under torchrun / accelerate) when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        out = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    if out.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this machine has no CUDA GPU (torch {torch.__version__}); use auto or cpu")
+    return out
+
+
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | None = None):
+    """Load a local checkpoint (safetensors only) and its tokenizer, with the label tokens in place.
+
+    `device` (see `pick_device`) is for inference; None leaves the model on the CPU, where the trainers
+    (TRL / accelerate, DeepSpeed, FSDP) pick it up and place it themselves.
+    """
     path = Path(path)
     if str(path) == "smollm2-135m":
         from .presets import smollm2_dir
@@ -104,6 +122,8 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32):
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
     ensure_special_tokens(model, tokenizer)
+    if device is not None:
+        model.to(pick_device(device))
     return model, tokenizer
 
 

@@ -67,6 +67,8 @@ class ServeSettings(BaseModel):
     model_name: str | None = Field(None, description="Name reported in responses (default: the model folder's name).")
     log_level: str = Field("info", description="uvicorn log level.")
     engine: str = Field("auto", description="auto | transformers | vllm: vLLM (taosr.vllm_engine) when it and a GPU are present.")
+    device: str = Field("auto", description="Where the transformers engine runs: auto (the CUDA GPU when there is one, "
+                                            "else the CPU) | cpu | cuda | cuda:N.")
 
 
 class ItemIn(BaseModel):
@@ -282,7 +284,7 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
         else:
             from .modeling import load_model
 
-            net, tok = load_model(model)
+            net, tok = load_model(model, device=settings.device)
     serving = serving or ServingConfig()
     if settings.torch_threads:
         import torch
