@@ -34,6 +34,7 @@ bench/results/serving.json.
 
     .venv/bin/python bench/serving.py            # ~2-4 min on 2 cores
     .venv/bin/python bench/serving.py --quick    # ~30 s smoke run
+    python bench/serving.py --device cuda        # the judge and the service on a GPU (MiniLM stays on the CPU)
 """
 
 from __future__ import annotations
@@ -137,17 +138,20 @@ def rules_prompt(tok, max_tokens: int):
     return PromptConfig(instructions=text)
 
 
-def matmul_flops(m: int, k: int, n: int, reps: int) -> float:
-    """Measured fp32 FLOP/s of an (m, k) @ (k, n) product on this process's threads (best of 3)."""
+def matmul_flops(m: int, k: int, n: int, reps: int, device: str = "cpu") -> float:
+    """Measured fp32 FLOP/s of an (m, k) @ (k, n) product on `device` (this process's threads on a CPU; best of 3)."""
     import torch
 
-    a, b = torch.randn(m, k), torch.randn(k, n)
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
     torch.matmul(a, b)
     best = float("inf")
     for _ in range(3):
+        sync()
         t0 = time.perf_counter()
         for _ in range(reps):
             torch.matmul(a, b)
+        sync()
         best = min(best, time.perf_counter() - t0)
     return 2 * m * k * n * reps / best
 
@@ -253,7 +257,8 @@ def bench_minilm(groups) -> dict:
                    note=f"{n_params / 1e6:.1f}M params, untrained 4-way head")
 
 
-def bench_service(model_dir: Path, groups, offline: list, concurrency: int, work: Path, threads: int) -> dict:
+def bench_service(model_dir: Path, groups, offline: list, concurrency: int, work: Path, threads: int,
+                  device: str) -> dict:
     import httpx
 
     from taosr.cumpt import cumpt_levels
@@ -262,7 +267,7 @@ def bench_service(model_dir: Path, groups, offline: list, concurrency: int, work
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code = (f"import torch; torch.set_num_threads({threads}); from taosr.serve import run, ServeSettings; "
-            f"run({str(model_dir)!r}, ServeSettings(port={port}, log_level='warning'))")
+            f"run({str(model_dir)!r}, ServeSettings(port={port}, log_level='warning', device={device!r}))")
     log = (work / "server.log").open("w")
     server = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -333,6 +338,9 @@ def main() -> None:
                     help="torch threads in this process and in the server (default: every CPU, as a deployment "
                          "runs; the load generator of (e) then competes with the server). --threads 1 gives "
                          "steadier numbers under background load.")
+    ap.add_argument("--device", default="cpu",
+                    help="Where the judge runs: cpu (default) | auto | cuda | cuda:N; the service gets the same. "
+                         "MiniLM (d) stays on the CPU.")
     ap.add_argument("--quick", action="store_true", help="Tiny run: 6 queries, 2 think-first queries.")
     ap.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     for hidden in ("--client-url", "--client-payloads", "--client-out"):
@@ -349,7 +357,7 @@ def main() -> None:
     from rich.table import Table
 
     from taosr.calibrate import SERVING_FILE, ServingConfig
-    from taosr.modeling import ModelConfig, build_model, load_model, save, train_tokenizer
+    from taosr.modeling import ModelConfig, build_model, load_model, pick_device, save, train_tokenizer
     from taosr.pipeline import corpus
     from taosr.prefix import PrefixScorer, share_common
     from taosr.prompts import (PromptConfig, answer_prefix_ids, encode_prompt, encode_segments, item_segment,
@@ -371,7 +379,7 @@ def main() -> None:
         tok = train_tokenizer(corpus(train, short_pc), 1024)
         model = build_model(tok, ModelConfig())
     save(model, tok, model_dir)
-    model.eval()
+    model.eval().to(pick_device(args.device))
     # the issue's layout: [instructions + retrieved rules] [query] [item]; the service reads the same prompt
     pc = rules_prompt(tok, args.rules_prefix_tokens) if args.rules_prefix_tokens else short_pc
     (model_dir / SERVING_FILE).write_text(ServingConfig(prompt=pc).model_dump_json())
@@ -401,7 +409,7 @@ def main() -> None:
         lat, _ = timed_per_query(lambda recs: score_records(model, tok, recs, short_pc, args.batch_size), groups)
         rows.append(summary(f"(b0) = (b) with a {n0}-token instruction only", lat, n_pairs))
     rows.append(bench_minilm(groups))
-    rows.append(bench_service(model_dir, groups, offline, args.concurrency, work, args.threads))
+    rows.append(bench_service(model_dir, groups, offline, args.concurrency, work, args.threads, args.device))
 
     # FLOP ceiling for (a): 2 * non-embedding params per token it runs (+ the LM head at the one scored position)
     # tokens (a) runs per request: the query and the items' common start once, then each item's own tokens
@@ -410,8 +418,9 @@ def main() -> None:
                      [encode_segments(tok, [item_segment(r, pc)]) + answer_prefix_ids(tok) for r in recs])
         for _, recs in groups)]
     item_tokens, per_request = sum(forward_rows) / n_pairs, int(round(np.mean(forward_rows)))
-    flops_square = matmul_flops(2048, 2048, 2048, 3)
-    flops_model = matmul_flops(per_request, model.config.hidden_size, model.config.intermediate_size, 50)
+    dev = str(model.device)
+    flops_square = matmul_flops(2048, 2048, 2048, 3 if dev == "cpu" else 50, dev)
+    flops_model = matmul_flops(per_request, model.config.hidden_size, model.config.intermediate_size, 50, dev)
     flops_s = max(flops_square, flops_model)
     non_emb = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n)
     head = 2 * model.config.hidden_size * model.config.vocab_size
@@ -438,7 +447,8 @@ def main() -> None:
             "full_prompt_tokens_per_pair": round(float(full_tokens), 1),
             "gflop_per_pair_shared": round(per_pair / 1e9, 4), "ceiling_pairs_per_s_a": round(ceiling, 1),
             "a_fraction_of_ceiling": round(a / ceiling, 3)}
-    env = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_avg_1m_at_start": load_start,
+    env = {"device": torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else "cpu",
+           "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_avg_1m_at_start": load_start,
            "load_avg_1m_at_end": os.getloadavg()[0], "python": sys.version.split()[0], "torch": torch.__version__,
            "total_s": round(time.perf_counter() - t_start, 1)}
 
