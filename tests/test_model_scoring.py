@@ -130,3 +130,20 @@ def test_pick_device_auto_is_this_process_gpu_or_the_cpu(monkeypatch, tmp_path, 
     save(tiny_model, tiny_tokenizer, tmp_path)
     model, _ = load_model(tmp_path, device="auto")
     assert model.device == torch.device("cpu")
+
+
+def test_smollm2_cache_written_with_the_gguf_flag_is_repaired(monkeypatch, tmp_path):
+    import json
+
+    from taosr.presets import smollm2_dir
+
+    monkeypatch.setenv("TAOSR_CACHE", str(tmp_path))
+    cached = tmp_path / "smollm2-135m"
+    cached.mkdir()
+    (cached / "model.safetensors").write_bytes(b"")  # present: no download, no conversion
+    (cached / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 576, "quantization_config": {
+        "quant_method": "gguf", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dequantize": False}}))
+    assert smollm2_dir() == cached
+    assert json.loads((cached / "config.json").read_text()) == {"model_type": "llama", "hidden_size": 576}
+    smollm2_dir()  # idempotent
+    assert json.loads((cached / "config.json").read_text()) == {"model_type": "llama", "hidden_size": 576}

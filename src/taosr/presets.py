@@ -8,6 +8,7 @@ under `$TAOSR_CACHE` (default `~/.cache/taosr`); later loads read the safetensor
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,12 +27,23 @@ def cache_root() -> Path:
 def smollm2_dir() -> Path:
     """Folder of the converted SmolLM2-135M-Instruct (config.json, model.safetensors, tokenizer)."""
     out = cache_root() / "smollm2-135m"
-    if (out / "model.safetensors").exists():
-        return out
-    with tempfile.TemporaryDirectory() as tmp:
-        gguf = _fetch_gguf(Path(tmp))
-        _convert(gguf, out)
+    if not (out / "model.safetensors").exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            gguf = _fetch_gguf(Path(tmp))
+            _convert(gguf, out)
+    _plain_config(out / "config.json")  # also repairs a cache written before this fix
     return out
+
+
+def _plain_config(config_path: Path) -> None:
+    """Drop the GGUF `quantization_config` that the converted config inherits.
+
+    The cached weights are plain fp32 safetensors; a config still flagged as GGUF-quantized makes
+    transformers refuse `save_pretrained` of every model loaded from it, so no training stage could save.
+    """
+    cfg = json.loads(config_path.read_text())
+    if cfg.pop("quantization_config", None) is not None:
+        config_path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def _fetch_gguf(tmp: Path) -> Path:
