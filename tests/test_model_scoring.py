@@ -147,3 +147,21 @@ def test_smollm2_cache_written_with_the_gguf_flag_is_repaired(monkeypatch, tmp_p
     assert json.loads((cached / "config.json").read_text()) == {"model_type": "llama", "hidden_size": 576}
     smollm2_dir()  # idempotent
     assert json.loads((cached / "config.json").read_text()) == {"model_type": "llama", "hidden_size": 576}
+
+
+def test_load_model_in_bfloat16_scores_close_to_float32(tmp_path, tiny_model, tiny_tokenizer, tiny_splits):
+    import pytest
+
+    from taosr.modeling import load_model, save
+    from taosr.prefix import PrefixScorer
+
+    save(tiny_model, tiny_tokenizer, tmp_path)
+    recs = tiny_splits["test"][:12]
+    full, tok = load_model(tmp_path, "float32", "cpu")
+    half, _ = load_model(tmp_path, "bfloat16", "cpu")
+    assert full.dtype == torch.float32 and half.dtype == torch.bfloat16
+    p32, p16 = (PrefixScorer(m, tok, PC).score_records(recs) for m in (full, half))
+    np.testing.assert_allclose(p16.sum(1), 1.0, atol=1e-6)  # the label softmax runs in fp32
+    assert 0 < np.abs(p16 - p32).max() < 0.05  # bf16 rounding, not another computation
+    with pytest.raises(ValueError, match="expected one of float32, bfloat16, float16"):
+        load_model(tmp_path, "fp8")

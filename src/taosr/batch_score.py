@@ -133,12 +133,12 @@ def _merge(parts: Path, output: Path, n_rows: int) -> None:
 
 def score_file(model_dir: str | Path, input_path: str | Path, output_path: str | Path, batch_queries: int = 64,
                prefix_sharing: bool = True, batch_size: int = 32, fresh: bool = False,
-               engine: str = "transformers", device: str = "auto") -> dict:
+               engine: str = "transformers", device: str = "auto", dtype: str = "float32") -> dict:
     """Score every valid row of `input_path` into the Parquet file `output_path` (see the module doc).
 
     `batch_queries` queries go into each part file (the unit of resume), packed into shared forwards
     by `PrefixScorer.score_groups`; `batch_size` items per forward pass where items are batched instead.
-    `engine`: transformers (on `device`, see `modeling.pick_device`), or vllm (GPU; `taosr.vllm_engine`),
+    `engine`: transformers (on `device` in `dtype`, see `modeling.load_model`), or vllm (GPU; `taosr.vllm_engine`),
     or auto. Returns counts, timing and where things went. `taosr.ray_score` runs the same job on a Ray actor pool.
     """
     from .scale import resolve_engine
@@ -168,7 +168,7 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
 
             scorer = VLLMScorer(model_dir, serving)
         else:
-            model, tok = load_model(model_dir, device=device)
+            model, tok = load_model(model_dir, dtype, device)
             check_label_ids(serving, tok)
             scorer = PrefixScorer(model, tok, serving.prompt, batch_size) if prefix_sharing else None
         with progress_bar(len(records), "scoring") as advance:

@@ -94,7 +94,8 @@ def compare_tiering(probs: np.ndarray, gold: np.ndarray, beta: float,
 
 
 def calibrate_model(model_dir: str | Path, dev_records: Sequence[Record], prompt_cfg: PromptConfig | None = None,
-                    objective: str = "macro_f1", batch_size: int = 32, device: str = "auto") -> dict:
+                    objective: str = "macro_f1", batch_size: int = 32, device: str = "auto",
+                    dtype: str = "float32") -> dict:
     """Score `dev_records` (all labelled), tune beta and cut-offs, write `taosr_serving.json`.
 
     Returns the written config as a dict (plus "path"). Raises ValueError on unlabelled records.
@@ -108,7 +109,7 @@ def calibrate_model(model_dir: str | Path, dev_records: Sequence[Record], prompt
     if unlabelled:
         raise ValueError(f"{len(unlabelled)} dev record(s) have no label, e.g. {unlabelled[:3]}")
     prompt_cfg = prompt_cfg or PromptConfig()
-    model, tok = load_model(model_dir, device=device)
+    model, tok = load_model(model_dir, dtype, device)
     probs = PrefixScorer(model, tok, prompt_cfg, batch_size).score_records(dev_records)
     gold = np.array([r.label for r in dev_records])
     chosen = calibrate_beta(probs, gold, objective)

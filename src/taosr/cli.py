@@ -18,6 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="taosr: train, evaluate and serve TaoSR1-style thinking relevance judges.")
 console = Console(width=None if os.isatty(1) else 140)
 DEVICE_HELP = "auto (the CUDA GPU of this process when there is one, else the CPU) | cpu | cuda | cuda:N."
+DTYPE_HELP = ("float32 | bfloat16 | float16: the model's weights (the label softmax is fp32 either way); calibrate "
+              "and serve in the same one.")
 ITEMS_PER_FORWARD = ("Items per forward pass where items are batched (no prefix sharing, or models the packed "
                      "layout does not cover); the packed layout fills forwards of up to 1024 tokens.")
 
@@ -86,6 +88,7 @@ def eval_cmd(
     out: Optional[Path] = typer.Option(None, help="metrics.json path (default: next to the model)."),
     batch_size: int = typer.Option(64, help="Scoring / generation batch size."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", help=DTYPE_HELP),
 ):
     """Macro-F1, per-class F1, accuracy, confusion matrix and per-query-type scores."""
     from .evaluate import evaluate, query_type_table, stage_table
@@ -93,7 +96,7 @@ def eval_cmd(
     from .pipeline import read_split, write_json
     from .prompts import PromptConfig
 
-    m, tok = load_model(model, device=device)
+    m, tok = load_model(model, dtype, device)
     records = read_split(data)
     metrics, _ = evaluate(m, tok, records, order, PromptConfig(), batch_size=batch_size)
     write_json(out or model.parent / "metrics.json", metrics)
@@ -114,6 +117,7 @@ def sample(
     seed: int = typer.Option(0, help="Base seed."),
     engine: str = typer.Option("auto", help="auto (vLLM when it and a GPU are present) | transformers | vllm."),
     device: str = typer.Option("auto", help="--engine transformers: " + DEVICE_HELP),
+    dtype: str = typer.Option("float32", help="--engine transformers: " + DTYPE_HELP),
 ):
     """Stage 2a: pass@N offline sampling; prints the pass@k curve (unbiased estimator)."""
     from .modeling import load_model
@@ -121,7 +125,7 @@ def sample(
     from .prompts import PromptConfig
     from .sample import SampleConfig, pass_at_k_report, run_sampling
 
-    m, tok = load_model(model, device=device)
+    m, tok = load_model(model, dtype, device)
     records = read_split(data)[:limit]
     cfg = SampleConfig(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, engine=engine)
     df = run_sampling(m, tok, records, cfg, out, PromptConfig(), model_dir=model)
@@ -211,13 +215,14 @@ def calibrate(
     objective: str = typer.Option("macro_f1", help="What beta maximises: macro_f1 | accuracy."),
     batch_size: int = typer.Option(32, help=ITEMS_PER_FORWARD),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", help=DTYPE_HELP),
 ):
     """Choose the CumPT threshold beta on labelled dev data and store it with the model."""
     from .calibrate import calibrate_model
     from .pipeline import read_split
     from .prompts import PromptConfig
 
-    out = calibrate_model(model, read_split(data), PromptConfig(), objective, batch_size, device)
+    out = calibrate_model(model, read_split(data), PromptConfig(), objective, batch_size, device, dtype)
     console.print_json(data={k: v for k, v in out.items() if k not in ("prompt", "curve")})
 
 
@@ -235,6 +240,7 @@ def score(
     actors: int = typer.Option(2, help="--engine ray: actors (one model each)."),
     ray_address: Optional[str] = typer.Option(None, help="--engine ray: cluster address (default: RAY_ADDRESS or a local instance)."),
     device: str = typer.Option("auto", help="--engine transformers: " + DEVICE_HELP),
+    dtype: str = typer.Option("float32", help="--engine transformers: " + DTYPE_HELP),
 ):
     """Batch-score a file: P(1..4), CumPT level and tier per row; streaming, resumable output."""
     if engine == "ray":
@@ -247,7 +253,7 @@ def score(
     from .batch_score import score_file
 
     console.print_json(data=score_file(model, input, output, batch_queries, prefix_sharing, batch_size, fresh, engine,
-                                       device))
+                                       device, dtype))
 
 
 @app.command()
@@ -260,12 +266,13 @@ def serve(
     max_queue: int = typer.Option(64, help="Requests queued before the server answers 503."),
     engine: str = typer.Option("auto", help="auto (vLLM when it and a GPU are present) | transformers | vllm."),
     device: str = typer.Option("auto", help="--engine transformers: " + DEVICE_HELP),
+    dtype: str = typer.Option("float32", help="--engine transformers: " + DTYPE_HELP),
 ):
     """Run the relevance service: POST /v1/relevance, /healthz, /readyz, /metrics, /docs."""
     from .serve import ServeSettings, run
 
     run(model, ServeSettings(host=host, port=port, max_items=max_items, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                             engine=engine, device=device))
+                             engine=engine, device=device, dtype=dtype))
 
 
 @app.command()

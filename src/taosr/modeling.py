@@ -106,12 +106,20 @@ def pick_device(device: str = "auto") -> torch.device:
     return out
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | None = None):
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model(path: str | Path, dtype: torch.dtype | str = torch.float32, device: str | None = None):
     """Load a local checkpoint (safetensors only) and its tokenizer, with the label tokens in place.
 
-    `device` (see `pick_device`) is for inference; None leaves the model on the CPU, where the trainers
-    (TRL / accelerate, DeepSpeed, FSDP) pick it up and place it themselves.
+    `dtype`: a torch dtype or one of `DTYPES`' names. `device` (see `pick_device`) is for inference;
+    None leaves the model on the CPU, where the trainers (TRL / accelerate, DeepSpeed, FSDP) pick it up
+    and place it themselves.
     """
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
     path = Path(path)
     if str(path) == "smollm2-135m":
         from .presets import smollm2_dir

@@ -69,6 +69,8 @@ class ServeSettings(BaseModel):
     engine: str = Field("auto", description="auto | transformers | vllm: vLLM (taosr.vllm_engine) when it and a GPU are present.")
     device: str = Field("auto", description="Where the transformers engine runs: auto (the CUDA GPU when there is one, "
                                             "else the CPU) | cpu | cuda | cuda:N.")
+    dtype: str = Field("float32", description="Weights of the transformers engine: float32 | bfloat16 | float16 "
+                                               "(calibrate in the same one: beta is tuned on these probabilities).")
 
 
 class ItemIn(BaseModel):
@@ -284,7 +286,7 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
         else:
             from .modeling import load_model
 
-            net, tok = load_model(model, device=settings.device)
+            net, tok = load_model(model, settings.dtype, settings.device)
     serving = serving or ServingConfig()
     if settings.torch_threads:
         import torch
