@@ -122,13 +122,20 @@ def test_pick_device_auto_is_this_process_gpu_or_the_cpu(monkeypatch, tmp_path, 
     with pytest.raises(ValueError, match="expected auto, cpu, cuda or cuda:N"):
         pick_device("gpu please")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("LOCAL_RANK", "1")  # under torchrun / accelerate launch: this process's own GPU
     assert pick_device("auto") == torch.device("cuda", 1) and pick_device("cuda") == torch.device("cuda")
+    monkeypatch.setenv("LOCAL_RANK", "3")  # more ranks than visible GPUs (one GPU bound per rank, or shared)
+    assert pick_device("auto") == torch.device("cuda", 1)
     monkeypatch.delenv("LOCAL_RANK")
     assert pick_device("auto") == torch.device("cuda", 0)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="has 2 CUDA GPU"):
+        pick_device("cuda:2")
     save(tiny_model, tiny_tokenizer, tmp_path)
-    model, _ = load_model(tmp_path, device="auto")
+    monkeypatch.setattr("taosr.modeling.pick_device", lambda device: torch.device("meta"))
+    model, _ = load_model(tmp_path, device="auto")  # the model goes where pick_device says
+    assert model.device == torch.device("meta")
+    model, _ = load_model(tmp_path)  # no device (the trainers' way): stays on the CPU
     assert model.device == torch.device("cpu")
 
 

@@ -64,9 +64,12 @@ def test_items_with_a_long_common_start_share_it_and_score_as_unshared(tiny_mode
                 for r in recs]
     common = next(i for i, col in enumerate(zip(*suffixes)) if len(set(col)) > 1)
     assert common >= 4  # "item: acme trail runner", longer than the "item:" every request shares
+    q_len = len(encode_segments(tiny_tokenizer, [query_segment(base)]))
     if packed:  # forwards[0]: the instructions' cache; [1]: the query and the common tokens once, then the items' rest
-        q_len = len(encode_segments(tiny_tokenizer, [query_segment(base)]))
         assert forwards[1][1] == q_len + common + sum(len(x) - common for x in suffixes)
+    else:  # [1]: the query cache, with the common tokens; [2]: the items' rest as padded rows
+        assert forwards[1][1] == q_len + common
+        assert tuple(forwards[2]) == (len(recs), max(len(x) for x in suffixes) - common)
 
 
 def test_attention_variants_the_cascade_does_not_compute_fall_back(tiny_model, tiny_tokenizer, tiny_splits):

@@ -47,7 +47,7 @@ def test_smollm2_scores_and_trains(smol, tiny_splits, tmp_path):
     assert (tmp_path / "model" / "model.safetensors").exists()
 
 
-def test_smollm2_saves_after_training_and_loads_back(smol, tiny_splits, tmp_path):
+def test_smollm2_saves_and_loads_back(smol, tmp_path):
     from taosr.modeling import load_model, save
 
     model, tok = smol

@@ -124,8 +124,10 @@ def sample(
     from .pipeline import read_split
     from .prompts import PromptConfig
     from .sample import SampleConfig, pass_at_k_report, run_sampling
+    from .scale import resolve_engine
 
-    m, tok = load_model(model, dtype, device)
+    engine = resolve_engine(engine)  # vLLM takes the GPU itself: the transformers copy (its tokenizer) stays on the CPU
+    m, tok = load_model(model, dtype, device if engine == "transformers" else None)
     records = read_split(data)[:limit]
     cfg = SampleConfig(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, engine=engine)
     df = run_sampling(m, tok, records, cfg, out, PromptConfig(), model_dir=model)

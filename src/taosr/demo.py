@@ -164,7 +164,7 @@ class Demo:
     def dpo(self, order: str, row: str) -> None:
         def fn() -> dict:
             src = self.run.dir / f"sft_{order}" / "model"
-            model, tok = load_model(src)
+            model, tok = load_model(src, device="auto")  # sampling only; DPO below trains a fresh copy
             prompts = self.splits["train"][: self.cfg.sample_prompts]
             samples = run_sampling(model, tok, prompts, self.cfg.sample, self.run.dir / f"samples_{order}", self.run.prompt)
             passk = pass_at_k_report(samples)

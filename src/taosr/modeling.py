@@ -96,13 +96,17 @@ def ensure_special_tokens(model, tokenizer) -> None:
 def pick_device(device: str = "auto") -> torch.device:
     """'auto': the CUDA GPU of this process (LOCAL_RANK under torchrun / accelerate) when there is one, else the CPU."""
     if device == "auto":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")  # a launcher that binds one GPU per rank leaves each rank only cuda:0
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     try:
         out = torch.device(device)
     except RuntimeError:
         raise ValueError(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
     if out.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: this machine has no CUDA GPU (torch {torch.__version__}); use auto or cpu")
+    if out.type == "cuda" and (out.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return out
 
 

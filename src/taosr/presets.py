@@ -42,8 +42,10 @@ def _plain_config(config_path: Path) -> None:
     transformers refuse `save_pretrained` of every model loaded from it, so no training stage could save.
     """
     cfg = json.loads(config_path.read_text())
-    if cfg.pop("quantization_config", None) is not None:
-        config_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    if cfg.pop("quantization_config", None) is not None:  # replaced whole: processes loading side by side never see half
+        tmp = config_path.with_name(f".{config_path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+        os.replace(tmp, config_path)
 
 
 def _fetch_gguf(tmp: Path) -> Path:

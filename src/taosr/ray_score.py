@@ -50,7 +50,7 @@ class _ScoreActor:
             from .modeling import load_model
             from .prefix import PrefixScorer
 
-            model, tok = load_model(model_dir, device="auto")  # the actor's GPU, if Ray gave it one
+            model, tok = load_model(model_dir, device="auto")  # CPU: Ray hides the GPUs from actors without num_gpus
             check_label_ids(self.serving, tok)
             self.scorer = PrefixScorer(model, tok, self.serving.prompt, batch_size)
 
