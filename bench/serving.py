@@ -21,7 +21,7 @@ benchmark), in the prompt layout of the method: [instructions + ~200 tokens of r
                                        untrained 4-way head: speed only
   (e) the service                      `taosr.serve` under uvicorn in a subprocess (127.0.0.1, free port),
                                        driven by a second process (httpx, N concurrent); every answer is
-                                       checked against (a)'s offline numbers
+                                       checked against (a)'s offline numbers (`bench/service_load.py`)
 
 a/c, the target, is timed with (a) and (c) back to back on each think-first query (--paired-rounds
 rounds; the rows above run minutes apart, and this machine's speed drifts between them), and printed
@@ -40,13 +40,10 @@ bench/results/serving.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,35 +56,6 @@ os.environ.setdefault("TAOSR_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-# ------------------------------------------------------------------------------------------ client
-async def _fire(url: str, payloads: list[dict], concurrency: int, timeout: float) -> dict:
-    import httpx
-
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(client, p):
-        async with sem:
-            t0 = time.perf_counter()
-            try:
-                r = await client.post(url, json=p)
-                status, body = r.status_code, r.json()
-            except Exception as e:  # a failure is reported, never hidden
-                status, body = None, repr(e)
-            return {"status": status, "latency_s": time.perf_counter() - t0, "body": body}
-
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        t0 = time.perf_counter()
-        res = await asyncio.gather(*(one(client, p) for p in payloads))
-        return {"wall_s": time.perf_counter() - t0, "responses": res}
-
-
-def client_main(args) -> None:
-    """The load generator (run as a second process by `bench_service`)."""
-    payloads = json.loads(Path(args.client_payloads).read_text())
-    out = asyncio.run(asyncio.wait_for(_fire(args.client_url, payloads, args.concurrency, 60.0), args.client_budget))
-    Path(args.client_out).write_text(json.dumps(out))
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -195,9 +163,8 @@ def decode_steps(tok, groups, tokens: str) -> list[int]:
     return [max(think_lengths(tok, recs)) if tokens == "teacher" else int(tokens) for _, recs in groups]
 
 
-def bench_think_first(think, tok, groups, tokens: str) -> dict:
-    """(c): the whole think-first response per query; `tokens` = "teacher" or a count (see decode_steps)."""
-    steps = decode_steps(tok, groups, tokens)
+def bench_think_first(think, groups, steps: list[int], tokens: str) -> dict:
+    """(c): the whole think-first response per query, `steps` tokens each (`decode_steps` of `tokens`)."""
     lengths = iter([steps[0]] + steps)  # the warm-up call runs the first query once more
     lat, outs = timed_per_query(lambda recs: think(recs, next(lengths)), groups)
     parsed, n = sum(sum(o) for o in outs), sum(len(o) for o in outs)
@@ -207,14 +174,13 @@ def bench_think_first(think, tok, groups, tokens: str) -> dict:
                    note=f"{len(groups)} queries only; {parsed}/{n} outputs parse (untrained model)")
 
 
-def paired_a_over_c(score, think, tok, groups, rounds: int) -> dict:
+def paired_a_over_c(score, think, groups, steps: list[int], rounds: int) -> dict:
     """a/c with (a) and (c) timed back to back on the same queries, `rounds` times over.
 
     The (a) and (c) rows run minutes apart, so a change in this machine's speed between them (seen up
     to 30% on a shared VM) moves their ratio; here each query's (a) and (c) share the same moment, and
     each round gives one ratio (pairs/s of (a) over pairs/s of (c), summed over the queries).
     """
-    steps = decode_steps(tok, groups, "teacher")
     think(groups[0][1], steps[0])
     ratios = []
     for _ in range(rounds):
@@ -257,65 +223,6 @@ def bench_minilm(groups) -> dict:
                    note=f"{n_params / 1e6:.1f}M params, untrained 4-way head")
 
 
-def bench_service(model_dir: Path, groups, offline: list, concurrency: int, work: Path, threads: int,
-                  device: str) -> dict:
-    import httpx
-
-    from taosr.cumpt import cumpt_levels
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code = (f"import torch; torch.set_num_threads({threads}); from taosr.serve import run, ServeSettings; "
-            f"run({str(model_dir)!r}, ServeSettings(port={port}, log_level='warning', device={device!r}))")
-    log = (work / "server.log").open("w")
-    server = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not become ready; see {work / 'server.log'}")
-            time.sleep(0.25)
-        payloads = [{"query": q, "items": [{"id": r.id, "title": r.title, "category": r.category, "brand": r.brand,
-                                            "attributes": r.attributes, "price": r.price} for r in recs]}
-                    for q, recs in groups]
-        (work / "payloads.json").write_text(json.dumps(payloads))
-        subprocess.run([sys.executable, __file__, "--client-url", f"http://127.0.0.1:{port}/v1/relevance",
-                        "--client-payloads", str(work / "payloads.json"), "--client-out", str(work / "client.json"),
-                        "--concurrency", str(concurrency)], check=True, timeout=300)
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-    out = json.loads((work / "client.json").read_text())
-    ok, worst, levels_ok = 0, 0.0, True
-    for (q, recs), want, res in zip(groups, offline, out["responses"]):
-        if res["status"] != 200:
-            continue
-        ok += 1
-        got = np.array([[x["probs"][k] for k in "1234"] for x in res["body"]["results"]])
-        worst = max(worst, float(np.abs(got - want).max()))
-        levels_ok &= [x["level"] for x in res["body"]["results"]] == cumpt_levels(got, res["body"]["beta"]).tolist()
-        levels_ok &= [x["id"] for x in res["body"]["results"]] == [r.id for r in recs]
-    batches = [line for line in metrics.splitlines() if line.startswith("taosr_batch_requests_")]
-    n_b = float(next(x for x in batches if x.startswith("taosr_batch_requests_count")).split()[-1])
-    s_b = float(next(x for x in batches if x.startswith("taosr_batch_requests_sum")).split()[-1])
-    return summary(f"(e) HTTP service, {concurrency} concurrent", [r["latency_s"] for r in out["responses"]],
-                   sum(len(r) for _, r in groups), wall_s=out["wall_s"], status_200=ok, requests=len(groups),
-                   max_abs_diff_vs_offline=worst, ids_and_levels_ok=bool(levels_ok),
-                   mean_requests_per_batch=round(s_b / max(n_b, 1), 2),
-                   note=f"{ok}/{len(groups)} x 200, max |p - offline| {worst:.1e}, {s_b / max(n_b, 1):.1f} req/batch")
-
-
 # ------------------------------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -327,7 +234,7 @@ def main() -> None:
                     help="Comma-separated lengths of the generated think-first response, one (c) row each: 'teacher' "
                          "(each query's longest teacher-written response) or a token count. a/c uses the first.")
     ap.add_argument("--paired-rounds", type=int, default=3,
-                    help="Rounds of (a) and (c) timed back to back on the think-first queries (the a/c target).")
+                    help="Rounds of (a) and (c) timed back to back on the think-first queries, at the first --think-tokens length (the a/c target).")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--rules-prefix-tokens", type=int, default=200,
                     help="Retrieved rules in the shared prefix, about this many tokens (the issue's layout); "
@@ -343,12 +250,7 @@ def main() -> None:
                          "MiniLM (d) stays on the CPU.")
     ap.add_argument("--quick", action="store_true", help="Tiny run: 6 queries, 2 think-first queries.")
     ap.add_argument("--out", type=Path, default=RESULTS / "serving.json")
-    for hidden in ("--client-url", "--client-payloads", "--client-out"):
-        ap.add_argument(hidden, help=argparse.SUPPRESS)
-    ap.add_argument("--client-budget", type=float, default=240, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.client_url:
-        return client_main(args)
     if args.quick:
         args.queries, args.think_queries = 6, 2
 
@@ -363,6 +265,7 @@ def main() -> None:
     from taosr.prompts import (PromptConfig, answer_prefix_ids, encode_prompt, encode_segments, item_segment,
                                query_segment)
     from taosr.scoring import score_records
+    from service_load import bench_service  # bench/ is this script's folder, so on sys.path
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
@@ -398,10 +301,11 @@ def main() -> None:
     lat, unshared = timed_per_query(lambda recs: score_records(model, tok, recs, pc, args.batch_size), groups)
     rows.append(summary("(b) answer-first, no sharing", lat, n_pairs,
                         max_abs_diff_vs_a=float(max(np.abs(a - b).max() for a, b in zip(offline, unshared)))))
-    think_fn = think_first_fn(model, tok, pc)
-    think = [bench_think_first(think_fn, tok, groups[:args.think_queries], t) for t in args.think_tokens.split(",")]
+    think_fn, think_groups, lengths = think_first_fn(model, tok, pc), groups[:args.think_queries], args.think_tokens.split(",")
+    steps = [decode_steps(tok, think_groups, t) for t in lengths]
+    think = [bench_think_first(think_fn, think_groups, n, t) for n, t in zip(steps, lengths)]
     rows += think
-    paired = paired_a_over_c(prefix.score_items, think_fn, tok, groups[:args.think_queries], args.paired_rounds)
+    paired = paired_a_over_c(prefix.score_items, think_fn, think_groups, steps[0], args.paired_rounds)  # a/c's length
     if pc is not short_pc:  # the same without the rules: a one-line instruction, so only the query is shared
         n0 = len(encode_segments(tok, [short_pc.instructions]))
         lat, _ = timed_per_query(PrefixScorer(model, tok, short_pc, args.batch_size).score_items, groups)
@@ -409,7 +313,10 @@ def main() -> None:
         lat, _ = timed_per_query(lambda recs: score_records(model, tok, recs, short_pc, args.batch_size), groups)
         rows.append(summary(f"(b0) = (b) with a {n0}-token instruction only", lat, n_pairs))
     rows.append(bench_minilm(groups))
-    rows.append(bench_service(model_dir, groups, offline, args.concurrency, work, args.threads, args.device))
+    e = bench_service(model_dir, groups, offline, args.concurrency, work, args.threads, args.device)
+    rows.append(summary(f"(e) HTTP service, {args.concurrency} concurrent", e.pop("latencies"), n_pairs, **e,
+                        note=f"{e['status_200']}/{e['requests']} x 200, max |p - offline| "
+                             f"{e['max_abs_diff_vs_offline']:.1e}, {e['mean_requests_per_batch']:.1f} req/batch"))
 
     # FLOP ceiling for (a): 2 * non-embedding params per token it runs (+ the LM head at the one scored position)
     # tokens (a) runs per request: the query and the items' common start once, then each item's own tokens
@@ -477,9 +384,9 @@ def main() -> None:
                   f"{flop['forward_tokens_per_pair']} tokens -> {flop['gflop_per_pair_shared']} GFLOP/pair; "
                   f"ceiling {flop['ceiling_pairs_per_s_a']} pairs/s, (a) reaches {flop['a_fraction_of_ceiling']:.1%}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                                               if not k.startswith("client")},
-                                    "results": rows, "ratios": ratios, "flops": flop, "env": env}, indent=1))
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    args.out.write_text(json.dumps({"config": config, "results": rows, "ratios": ratios, "flops": flop, "env": env},
+                                   indent=1))
     console.print(f"load average {load_start:.1f} at start, {env['load_avg_1m_at_end']:.1f} at end; "
                   f"wrote {args.out} ({env['total_s']} s)")
     shutil.rmtree(work, ignore_errors=True)

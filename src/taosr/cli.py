@@ -17,13 +17,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="taosr: train, evaluate and serve TaoSR1-style thinking relevance judges.")
 console = Console(width=None if os.isatty(1) else 140)
-DEVICE_HELP = "auto (the CUDA GPU of this process when there is one, else the CPU) | cpu | cuda | cuda:N."
-DTYPE_HELP = ("float32 | bfloat16 | float16: the model's weights (the label softmax is fp32 either way); calibrate "
-              "and serve in the same one.")
 ITEMS_PER_FORWARD = ("Items per forward pass where items are batched (no prefix sharing, or models the packed "
                      "layout does not cover); the packed layout fills forwards of up to 1024 tokens.")
 
 from .cli_data import data_app  # noqa: E402  (`taosr data inspect | split`)
+from .scale import DEVICE_HELP, DTYPE_HELP  # noqa: E402  (no torch import: the CLI starts fast)
 
 app.add_typer(data_app, name="data")
 

@@ -97,7 +97,8 @@ def pick_device(device: str = "auto") -> torch.device:
     """'auto': the CUDA GPU of this process (LOCAL_RANK under torchrun / accelerate) when there is one, else the CPU."""
     if device == "auto":
         if not torch.cuda.is_available():
-            return torch.device("cpu")  # a launcher that binds one GPU per rank leaves each rank only cuda:0
+            return torch.device("cpu")
+        # modulo: a launcher that binds one GPU per rank leaves each rank only cuda:0
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     try:
         out = torch.device(device)

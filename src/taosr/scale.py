@@ -21,6 +21,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 ENGINES = ("auto", "transformers", "vllm")
+DEVICE_HELP = "auto (the CUDA GPU of this process when there is one, else the CPU) | cpu | cuda | cuda:N."
+DTYPE_HELP = ("float32 | bfloat16 | float16: the model's weights (the label softmax is fp32 either way); calibrate "
+              "and serve in the same one, since beta is tuned on these probabilities.")
 
 
 class LoraSwitch(BaseModel):

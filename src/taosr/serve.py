@@ -43,6 +43,7 @@ from .calibrate import ServingConfig, check_label_ids, load_serving_config
 from .cumpt import cumpt_levels, tiers_of
 from .prefix import PrefixScorer
 from .records import Record
+from .scale import DEVICE_HELP, DTYPE_HELP, resolve_engine
 
 log = logging.getLogger(__name__)
 RELEVANCE_PATH = "/v1/relevance"
@@ -67,10 +68,8 @@ class ServeSettings(BaseModel):
     model_name: str | None = Field(None, description="Name reported in responses (default: the model folder's name).")
     log_level: str = Field("info", description="uvicorn log level.")
     engine: str = Field("auto", description="auto | transformers | vllm: vLLM (taosr.vllm_engine) when it and a GPU are present.")
-    device: str = Field("auto", description="Where the transformers engine runs: auto (the CUDA GPU when there is one, "
-                                            "else the CPU) | cpu | cuda | cuda:N.")
-    dtype: str = Field("float32", description="Weights of the transformers engine: float32 | bfloat16 | float16 "
-                                               "(calibrate in the same one: beta is tuned on these probabilities).")
+    device: str = Field("auto", description="Where the transformers engine runs: " + DEVICE_HELP)
+    dtype: str = Field("float32", description="Transformers engine: " + DTYPE_HELP)
 
 
 class ItemIn(BaseModel):
@@ -275,8 +274,6 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
     if isinstance(model, tuple):
         (net, tok), name = model, settings.model_name or "in-memory"
     else:
-        from .scale import resolve_engine
-
         serving = serving or load_serving_config(model)
         name = settings.model_name or Path(model).resolve().name
         if resolve_engine(settings.engine) == "vllm":
