@@ -107,7 +107,7 @@ def scoring_setup(tiny_tokenizer, tiny_config, tiny_splits, tmp_path_factory):
     return root
 
 
-def test_ray_scoring_equals_single_process_row_for_row(scoring_setup):
+def test_ray_scoring_equals_single_process_row_for_row(scoring_setup, monkeypatch):
     pytest.importorskip("ray.data", reason="ray[data] is not installed")
     import ray
 
@@ -125,6 +125,22 @@ def test_ray_scoring_equals_single_process_row_for_row(scoring_setup):
     try:
         info = score_file_ray(root / "model", root / "in.jsonl", root / "ray.parquet", num_actors=2, rows_per_batch=40)
         score_file_ray(root / "model", root / "noid.jsonl", root / "noid-ray.parquet", num_actors=2, rows_per_batch=40)
+        asked = []  # the GPUs each actor asks Ray for (this machine has none: the job stops right there)
+
+        class Stop(Exception):
+            pass
+
+        def map_batches(self, fn, **kwargs):
+            asked.append(kwargs["num_gpus"])
+            raise Stop
+
+        monkeypatch.setattr(ray.data.Dataset, "map_batches", map_batches)
+        for engine, gpus in (("transformers", 0.5), ("vllm", 0.0)):
+            with pytest.raises(Stop):
+                score_file_ray(root / "model", root / "in.jsonl", root / "x.parquet", engine=engine, gpus_per_actor=gpus)
+        with pytest.raises(ValueError, match="gpus_per_actor"):
+            score_file_ray(root / "model", root / "in.jsonl", root / "x.parquet", gpus_per_actor=-1)
+        assert asked == [0.5, 1]  # the share asked for; a vLLM actor always takes one whole GPU
     finally:
         ray.shutdown()
     score_file(root / "model", root / "noid.jsonl", root / "noid-one.parquet")

@@ -239,6 +239,8 @@ def score(
                                "--prefix-sharing do not apply) | ray (a Ray Data actor pool)."),
     actors: int = typer.Option(2, help="--engine ray: actors (one model each)."),
     ray_address: Optional[str] = typer.Option(None, help="--engine ray: cluster address (default: RAY_ADDRESS or a local instance)."),
+    ray_gpus: float = typer.Option(0.0, min=0.0, help="--engine ray without vLLM: GPUs per actor (0.5: two actors "
+                                   "share one; 0: CPU actors). vLLM actors take one GPU each."),
     device: str = typer.Option("auto", help="--engine transformers: " + DEVICE_HELP),
     dtype: str = typer.Option("float32", help="--engine transformers: " + DTYPE_HELP),
 ):
@@ -248,7 +250,7 @@ def score(
         from .scale import resolve_engine
 
         console.print_json(data=score_file_ray(model, input, output, actors, batch_size, address=ray_address,
-                                               engine=resolve_engine("auto")))
+                                               engine=resolve_engine("auto"), gpus_per_actor=ray_gpus))
         return
     from .batch_score import score_file
 
