@@ -41,28 +41,38 @@ def test_the_last_layer_runs_only_the_answer_rows_and_scores_are_unchanged(tiny_
     recs = tiny_splits["test"][:24]
     model = copy.deepcopy(tiny_model)
     scorer = PrefixScorer(model, tiny_tokenizer, PC)
-    last = model.model.layers[-1]
-    assert scorer.last_layer == len(model.model.layers) - 1
+    layers = model.model.layers
+    assert scorer.last_layer == len(layers) - 1
     assert PrefixScorer(model, tiny_tokenizer, PC).last_layer == scorer.last_layer  # a second scorer: no 2nd hooks
+    last = layers[-1]
     assert [len(m._forward_pre_hooks) for m in (last.self_attn.q_proj, last.self_attn.o_proj, last.mlp)] == [1, 1, 1]
-    scorer.instructions_cache()  # an ordinary forward: every row in every layer
     seen = {}  # rows reaching the MLP of each layer, after the trimming hook
-    for i, layer in enumerate(model.model.layers):
+    for i, layer in enumerate(layers):
         layer.mlp.register_forward_pre_hook(lambda m, args, i=i: seen.setdefault(i, []).append(args[0].shape[1]))
+    scorer.instructions_cache()  # an ordinary forward: every row in every layer
+    assert list(seen.values()) == [[len(scorer.instr_ids)]] * len(layers)
     items = [r for r in recs if r.query == recs[0].query]
-    scorer.score_items(items)
-    assert len(items) > 1 and seen.pop(len(model.model.layers) - 1) == [len(items)]  # the last MLP: one row per item
-    assert all(rows == seen[0] and rows[0] > 5 * len(items) for rows in seen.values())  # the others: every row
-    scorer.last_layer = -1  # every layer on every row: the same scores
+    for last_layer, want_last in ((scorer.last_layer, len(items)), (-1, None)):  # -1: every layer on every row
+        seen.clear()
+        scorer.last_layer = last_layer
+        scorer.score_items(items)
+        rows = seen[0][0]
+        assert len(items) > 1 and rows > 5 * len(items) and list(seen.values())[:-1] == [[rows]] * (len(layers) - 1)
+        assert seen[len(layers) - 1] == [want_last or rows]  # trimmed: one row per item in the last MLP
     by_query = {}
     for r in recs:
         by_query.setdefault(r.query, []).append(r)
     groups = list(by_query.values())
     untrimmed = scorer.score_groups(groups)
-    scorer.last_layer = len(model.model.layers) - 1
+    scorer.last_layer = len(layers) - 1
     for a, b in zip(scorer.score_groups(groups), untrimmed):
         np.testing.assert_allclose(a, b, atol=1e-6)
-    assert trim_last_layer(SimpleNamespace(get_decoder=lambda: SimpleNamespace(layers=[]))) == -1  # not Llama-shaped
+    # models it does not know: nothing trimmed
+    other = SimpleNamespace(config=SimpleNamespace(model_type="gemma2"), get_decoder=lambda: model.model)
+    assert trim_last_layer(other) == -1
+    assert trim_last_layer(SimpleNamespace(config=model.config, get_decoder=lambda: SimpleNamespace(layers=[]))) == -1
+    last.self_attn.layer_idx = 0  # cascade_attention could not tell the last layer
+    assert trim_last_layer(model) == -1
 
 
 @given(st.lists(st.integers(0, 3), max_size=3),

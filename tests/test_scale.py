@@ -124,7 +124,8 @@ def test_ray_scoring_equals_single_process_row_for_row(scoring_setup, monkeypatc
     (root / "noid.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "id"}) + "\n" for r in rows))
     try:
         info = score_file_ray(root / "model", root / "in.jsonl", root / "ray.parquet", num_actors=2, rows_per_batch=40)
-        score_file_ray(root / "model", root / "noid.jsonl", root / "noid-ray.parquet", num_actors=2, rows_per_batch=40)
+        score_file_ray(root / "model", root / "noid.jsonl", root / "noid-ray.parquet", num_actors=2, rows_per_batch=40,
+                       dtype="bfloat16")  # the actors' weights in bf16
         asked = []  # the GPUs each actor asks Ray for (this machine has none: the job stops right there)
 
         class Stop(Exception):
@@ -138,15 +139,19 @@ def test_ray_scoring_equals_single_process_row_for_row(scoring_setup, monkeypatc
         for engine, gpus in (("transformers", 0.5), ("vllm", 0.0)):
             with pytest.raises(Stop):
                 score_file_ray(root / "model", root / "in.jsonl", root / "x.parquet", engine=engine, gpus_per_actor=gpus)
-        with pytest.raises(ValueError, match="gpus_per_actor"):
-            score_file_ray(root / "model", root / "in.jsonl", root / "x.parquet", gpus_per_actor=-1)
+        for bad in (-1, 1.5):
+            with pytest.raises(ValueError, match="gpus_per_actor"):
+                score_file_ray(root / "model", root / "in.jsonl", root / "x.parquet", gpus_per_actor=bad)
         assert asked == [0.5, 1]  # the share asked for; a vLLM actor always takes one whole GPU
     finally:
         ray.shutdown()
     score_file(root / "model", root / "noid.jsonl", root / "noid-one.parquet")
     # ids made up from row numbers (no id column) are the file's row numbers, not each batch's
     want = pd.read_parquet(root / "noid-one.parquet")["id"].tolist()
-    assert pd.read_parquet(root / "noid-ray.parquet")["id"].tolist() == want and len(set(want)) == len(want)
+    noid_ray, noid_one = pd.read_parquet(root / "noid-ray.parquet"), pd.read_parquet(root / "noid-one.parquet")
+    assert noid_ray["id"].tolist() == want and len(set(want)) == len(want)
+    p_bf16, p_fp32 = (x[["p1", "p2", "p3", "p4"]].to_numpy() for x in (noid_ray, noid_one))
+    assert 0 < np.abs(p_bf16 - p_fp32).max() < 0.05  # bf16 actors: close to fp32, not bit-equal
     a, b = pd.read_parquet(root / "one.parquet"), pd.read_parquet(root / "ray.parquet")
     assert info["actors"] == 2 and info["rows"] == one["rows"] == len(a) == len(b)
     assert list(b.columns) == list(a.columns)

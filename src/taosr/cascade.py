@@ -16,6 +16,7 @@ keys and values still come from every row.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -84,6 +85,8 @@ def make_pack(prefix: DynamicCache | None, prefix_len: int, pieces: Sequence[tup
 
 
 _PACK: ContextVar[Pack | None] = ContextVar("taosr_pack", default=None)
+_TRIM_LOCK = threading.Lock()
+PLAIN_ATTENTION = ("llama", "qwen2", "qwen3", "qwen3_moe")  # softmax attention, no soft-capping or sinks
 CASCADE = "taosr_cascade"
 
 
@@ -101,13 +104,15 @@ def cascade_attention(module, query, key, value, attention_mask=None, scaling=No
                                       **kwargs)
     if kwargs.get("sliding_window") or kwargs.get("softcap"):
         raise ValueError("cascade_attention computes plain softmax attention only (see can_pack)")
-    layer = pack.prefix.layers[module.layer_idx]
-    kv, rows, d = key.shape[1], query.shape[2], query.shape[3]
-    query, key, value, dtype = query.float(), key.float(), value.float(), query.dtype  # softmax in fp32
-    q = (query[0] * scaling).reshape(kv, g, rows, d)  # (kv, g, R, d): query heads grouped by their kv head
+    layer, last = pack.prefix.layers[module.layer_idx], module.layer_idx == pack.last_layer
+    kv, rows, d, dtype = key.shape[1], query.shape[2], query.shape[3], query.dtype
+    if last:  # only the answer rows' outputs are read after this layer: (1, h, R, d) -> (1, h, n, d)
+        query = query[:, :, pack.answer_rows]
+    query, key, value = query.float(), key.float(), value.float()  # softmax in fp32
+    q = (query[0] * scaling).reshape(kv, g, query.shape[2], d)  # (kv, g, R or n, d): heads grouped by kv head
     k = torch.cat([layer.keys[0].float(), key[0, :, pack.query_rows]], 1)[:, None]  # (kv, 1, P + Q, d)
     v = torch.cat([layer.values[0].float(), value[0, :, pack.query_rows]], 1)[:, None]
-    if module.layer_idx == pack.last_layer:  # only the answer rows' outputs are read after this layer
+    if last:
         return answer_rows_attention(pack, q, k, v, key[0], value[0]).to(dtype), None
     s_sh = (q @ k.transpose(-1, -2)).add_(pack.shared_bias)  # (kv, g, R, P + Q)
     m_sh = s_sh.amax(-1, keepdim=True)  # (kv, g, R, 1)
@@ -128,23 +133,23 @@ def cascade_attention(module, query, key, value, attention_mask=None, scaling=No
     return (out / l_sh).reshape(kv * g, rows, d).transpose(0, 1)[None].to(dtype), None  # (1, R, h, d)
 
 
-def answer_rows_attention(pack: Pack, q, k, v, key, value) -> torch.Tensor:
+def answer_rows_attention(pack: Pack, qa, k, v, key, value) -> torch.Tensor:
     """`cascade_attention` of the last layer for the answer rows only; the other rows' outputs are zeros.
 
-    q (kv, g, R, d) scaled; k/v (kv, 1, P + Q, d) the shared keys; key/value (kv, R, d) the forward's rows.
-    An answer row is its item's last token, so it sees the shared keys and all of its item: one softmax.
+    qa (kv, g, n, d) the answer rows' queries, scaled; k/v (kv, 1, P + Q, d) the shared keys; key/value
+    (kv, R, d) the forward's rows. An answer row is its item's last token, so it sees the shared keys and
+    all of its item: one softmax.
     """
-    kv, g, rows, d = q.shape
-    qa = q[:, :, pack.answer_rows]  # (kv, g, n, d)
+    kv, g, _, d = qa.shape
     s_sh = (qa @ k.transpose(-1, -2)).add_(pack.shared_bias[pack.answer_rows])  # (kv, g, n, P + Q)
     kb, vb = key[:, pack.item_rows][:, None], value[:, pack.item_rows][:, None]  # (kv, 1, n, L, d)
     s_it = (qa[..., None, :] @ kb.transpose(-1, -2))[..., 0, :].masked_fill_(~pack.valid, float("-inf"))  # (kv,g,n,L)
     p = torch.softmax(torch.cat([s_sh, s_it], -1), -1)  # (kv, g, n, P + Q + L)
     shared = s_sh.shape[-1]
     out_a = p[..., :shared] @ v + (p[..., None, shared:] @ vb)[..., 0, :]  # (kv, g, n, d)
-    out = q.new_zeros(kv, g, rows, d)
+    out = qa.new_zeros(kv, g, pack.rows, d)
     out[:, :, pack.answer_rows] = out_a
-    return out.reshape(kv * g, rows, d).transpose(0, 1)[None]  # (1, R, h, d)
+    return out.reshape(kv * g, pack.rows, d).transpose(0, 1)[None]  # (1, R, h, d)
 
 
 AttentionInterface.register(CASCADE, cascade_attention)
@@ -161,6 +166,9 @@ def _answer_rows_out(module, args, out):
     pack = _PACK.get()
     if pack is None or pack.last_layer < 0:
         return None
+    if not isinstance(out, torch.Tensor):  # e.g. a patched MLP that also returns router logits
+        raise TypeError(f"trim_last_layer: {type(module).__name__} returned {type(out).__name__}, not a tensor; "
+                        "score with PrefixScorer(...).last_layer = -1")
     full = out.new_zeros(out.shape[0], pack.rows, out.shape[-1])
     full[:, pack.answer_rows] = out
     return full
@@ -171,11 +179,13 @@ def trim_last_layer(model) -> int:
 
     After the last layer only the answer positions are read (their logits), so its query projection,
     attention, output projection and MLP are needed there alone; its keys and values still come from
-    every row. With the default 4 layers that is about a sixth of the forward (measured 1.16-1.20x in
-    pairs/s). Returns the layer's index, or -1 where the layers do not have the Llama/Qwen shape (then
-    nothing changes). The hooks act only inside packed forwards (the `Pack` context), so training,
-    generation and other threads are untouched.
+    every row. With the default 4 layers that is a fifth of the forward's FLOPs (measured 1.16-1.31x in
+    pairs/s). Returns the layer's index, or -1 for a model type outside `PLAIN_ATTENTION` or layers not
+    of the Llama/Qwen shape (then nothing changes). The hooks act only inside packed forwards (the `Pack`
+    context), so training, generation and other threads are untouched.
     """
+    if model.config.model_type not in PLAIN_ATTENTION:
+        return -1
     layers = getattr(model.get_decoder(), "layers", None)
     last = layers[-1] if layers else None
     attn = getattr(last, "self_attn", None)
@@ -183,11 +193,12 @@ def trim_last_layer(model) -> int:
     if (q_proj is None or o_proj is None or getattr(last, "mlp", None) is None
             or getattr(attn, "layer_idx", None) != len(layers) - 1):  # cascade_attention knows it by layer_idx
         return -1
-    if not getattr(last, "_taosr_trimmed", False):  # once per model, however many scorers share it
-        for m in (q_proj, o_proj, last.mlp):
-            m.register_forward_pre_hook(_answer_rows_in)
-            m.register_forward_hook(_answer_rows_out)
-        last._taosr_trimmed = True
+    with _TRIM_LOCK:  # once per model, however many scorers (in however many threads) share it
+        if not getattr(last, "_taosr_trimmed", False):
+            for m in (q_proj, o_proj, last.mlp):
+                m.register_forward_pre_hook(_answer_rows_in)
+                m.register_forward_hook(_answer_rows_out)
+            last._taosr_trimmed = True
     return len(layers) - 1
 
 

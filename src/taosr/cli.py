@@ -115,7 +115,7 @@ def sample(
     seed: int = typer.Option(0, help="Base seed."),
     engine: str = typer.Option("auto", help="auto (vLLM when it and a GPU are present) | transformers | vllm."),
     device: str = typer.Option("auto", help="--engine transformers: " + DEVICE_HELP),
-    dtype: str = typer.Option("float32", help="--engine transformers: " + DTYPE_HELP),
+    dtype: str = typer.Option("float32", help="--engine transformers or ray: " + DTYPE_HELP),
 ):
     """Stage 2a: pass@N offline sampling; prints the pass@k curve (unbiased estimator)."""
     from .modeling import load_model
@@ -242,7 +242,7 @@ def score(
     ray_gpus: float = typer.Option(0.0, min=0.0, help="--engine ray without vLLM: GPUs per actor (0.5: two actors "
                                    "share one; 0: CPU actors). vLLM actors take one GPU each."),
     device: str = typer.Option("auto", help="--engine transformers: " + DEVICE_HELP),
-    dtype: str = typer.Option("float32", help="--engine transformers: " + DTYPE_HELP),
+    dtype: str = typer.Option("float32", help="--engine transformers or ray: " + DTYPE_HELP),
 ):
     """Batch-score a file: P(1..4), CumPT level and tier per row; streaming, resumable output."""
     if engine == "ray":
@@ -250,7 +250,7 @@ def score(
         from .scale import resolve_engine
 
         console.print_json(data=score_file_ray(model, input, output, actors, batch_size, address=ray_address,
-                                               engine=resolve_engine("auto"), gpus_per_actor=ray_gpus))
+                                               engine=resolve_engine("auto"), gpus_per_actor=ray_gpus, dtype=dtype))
         return
     from .batch_score import score_file
 
@@ -268,7 +268,7 @@ def serve(
     max_queue: int = typer.Option(64, help="Requests queued before the server answers 503."),
     engine: str = typer.Option("auto", help="auto (vLLM when it and a GPU are present) | transformers | vllm."),
     device: str = typer.Option("auto", help="--engine transformers: " + DEVICE_HELP),
-    dtype: str = typer.Option("float32", help="--engine transformers: " + DTYPE_HELP),
+    dtype: str = typer.Option("float32", help="--engine transformers or ray: " + DTYPE_HELP),
 ):
     """Run the relevance service: POST /v1/relevance, /healthz, /readyz, /metrics, /docs."""
     from .serve import ServeSettings, run

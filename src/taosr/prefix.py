@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from .cascade import CASCADE, make_pack, packed_forward, trim_last_layer
+from .cascade import CASCADE, PLAIN_ATTENTION, make_pack, packed_forward, trim_last_layer
 from .modeling import label_token_ids
 from .prompts import PromptConfig, answer_prefix_ids, encode_segments, item_segment, query_segment
 from .records import Record
@@ -83,9 +83,6 @@ def share_common(query: list[int], items: list[list[int]]) -> tuple[list[int], l
     while c < shortest - 1 and all(x[c] == items[0][c] for x in items):
         c += 1
     return query + items[0][:c], [x[c:] for x in items]
-
-
-PLAIN_ATTENTION = ("llama", "qwen2", "qwen3", "qwen3_moe")  # softmax attention, no soft-capping or sinks
 
 
 def can_pack(model) -> bool:

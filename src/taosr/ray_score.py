@@ -36,7 +36,8 @@ OUT_SCHEMA = (SCHEMA.append(pa.field("_local", pa.int64())).append(pa.field("_re
 class _ScoreActor:
     """One model per actor; turns a batch of raw rows into scored rows plus reject rows."""
 
-    def __init__(self, model_dir: str, file: str, columns: list[str], batch_size: int, engine: str):
+    def __init__(self, model_dir: str, file: str, columns: list[str], batch_size: int, engine: str,
+                 dtype: str = "float32"):
         from .calibrate import check_label_ids, load_serving_config
         from .loaders import _schema
 
@@ -50,7 +51,7 @@ class _ScoreActor:
             from .modeling import load_model
             from .prefix import PrefixScorer
 
-            model, tok = load_model(model_dir, device="auto")  # the actor's GPU if it asked for one, else the CPU
+            model, tok = load_model(model_dir, dtype, device="auto")  # the actor's GPU if it asked for one, else the CPU
             check_label_ids(self.serving, tok)
             self.scorer = PrefixScorer(model, tok, self.serving.prompt, batch_size)
 
@@ -95,12 +96,15 @@ def _reader(path: Path):
 
 def score_file_ray(model_dir: str | Path, input_path: str | Path, output_path: str | Path, num_actors: int = 2,
                    batch_size: int = 32, rows_per_batch: int = 512, address: str | None = None,
-                   engine: str = "transformers", gpus_per_actor: float = 0.0) -> dict:
+                   engine: str = "transformers", gpus_per_actor: float = 0.0, dtype: str = "float32") -> dict:
     """Score `input_path` into `output_path` on a Ray actor pool (see the module doc); returns counts and timing.
 
     `gpus_per_actor`: GPUs each transformers actor asks Ray for (a fraction shares a GPU between actors;
     0: CPU actors, since Ray hides the GPUs from actors that ask for none). vLLM actors take one GPU each.
+    `dtype`: the transformers actors' weights (float32 | bfloat16 | float16).
     """
+    if gpus_per_actor < 0 or (gpus_per_actor > 1 and gpus_per_actor != int(gpus_per_actor)):
+        raise ValueError(f"gpus_per_actor must be a fraction of one GPU or a whole number, got {gpus_per_actor}")
     import ray
     import ray.data
 
@@ -122,14 +126,12 @@ def score_file_ray(model_dir: str | Path, input_path: str | Path, output_path: s
     ds = _reader(input_path)
     columns = ds.schema().names
     _schema(columns, input_path)  # a file that is not a relevance file fails here, with its name, not in an actor
-    if gpus_per_actor < 0:
-        raise ValueError(f"gpus_per_actor must be >= 0, got {gpus_per_actor}")
     scored = ds.map_batches(
         _ScoreActor, batch_size=rows_per_batch, batch_format="pyarrow", num_cpus=1,
         num_gpus=1 if engine == "vllm" else gpus_per_actor,
         compute=ray.data.ActorPoolStrategy(size=num_actors),
         fn_constructor_kwargs={"model_dir": str(model_dir), "file": str(input_path), "columns": columns,
-                               "batch_size": batch_size, "engine": engine},
+                               "batch_size": batch_size, "engine": engine, "dtype": dtype},
     )
     parquet = input_path.suffix.lower() in (".parquet", ".pq")
     n_rows = ds.count() if parquet else None  # from Parquet metadata; JSON/CSV would be read twice for it
