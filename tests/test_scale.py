@@ -126,7 +126,7 @@ def test_ray_scoring_equals_single_process_row_for_row(scoring_setup, monkeypatc
         info = score_file_ray(root / "model", root / "in.jsonl", root / "ray.parquet", num_actors=2, rows_per_batch=40)
         score_file_ray(root / "model", root / "noid.jsonl", root / "noid-ray.parquet", num_actors=2, rows_per_batch=40,
                        dtype="bfloat16")  # the actors' weights in bf16
-        asked = []  # the GPUs each actor asks Ray for (this machine has none: the job stops right there)
+        asked = []  # the GPUs each actor asks Ray for (the job stops right there)
 
         class Stop(Exception):
             pass
@@ -135,6 +135,9 @@ def test_ray_scoring_equals_single_process_row_for_row(scoring_setup, monkeypatc
             asked.append(kwargs["num_gpus"])
             raise Stop
 
+        with pytest.raises(ValueError, match="has 0"):  # this machine has no GPU: a clear error, not a hang
+            score_file_ray(root / "model", root / "in.jsonl", root / "x.parquet", gpus_per_actor=0.5)
+        monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3.0, "GPU": 1.0})
         monkeypatch.setattr(ray.data.Dataset, "map_batches", map_batches)
         for engine, gpus in (("transformers", 0.5), ("vllm", 0.0)):
             with pytest.raises(Stop):
