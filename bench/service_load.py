@@ -46,7 +46,6 @@ def client_main(url: str, payloads_path: str, out_path: str, concurrency: int, b
     Path(out_path).write_text(json.dumps(out))
 
 
-
 def bench_service(model_dir: Path, groups, offline: list, concurrency: int, work: Path, threads: int,
                   device: str) -> dict:
     """Serve `model_dir` in a subprocess, load it from a second one; latencies and checks of every answer."""

@@ -256,9 +256,8 @@ def main() -> None:
     from taosr.calibrate import SERVING_FILE, ServingConfig
     from taosr.modeling import ModelConfig, build_model, load_model, pick_device, save, train_tokenizer
     from taosr.pipeline import corpus
-    from taosr.prefix import PrefixScorer, share_common
-    from taosr.prompts import (PromptConfig, answer_prefix_ids, encode_prompt, encode_segments, item_segment,
-                               query_segment)
+    from taosr.prefix import PrefixScorer
+    from taosr.prompts import PromptConfig, answer_prefix_ids, encode_prompt, encode_segments
     from taosr.scoring import score_records
     from service_load import bench_service  # bench/ is this script's folder, so on sys.path
 
@@ -316,10 +315,7 @@ def main() -> None:
     # FLOP ceiling for (a): 2 * non-embedding params per token it runs (+ the LM head at the one scored position);
     # where the last layer is trimmed (taosr.cascade), its tokens other than the answer run only its k/v projections
     # tokens (a) runs per request: the query and the items' common start once, then each item's own tokens
-    forward_rows = [len(q) + sum(map(len, rest)) for q, rest in (
-        share_common(encode_segments(tok, [query_segment(recs[0])]),
-                     [encode_segments(tok, [item_segment(r, pc)]) + answer_prefix_ids(tok) for r in recs])
-        for _, recs in groups)]
+    forward_rows = [len(q) + sum(map(len, rest)) for q, rest in zip(*prefix.encode_groups([r for _, r in groups]))]
     item_tokens, per_request = sum(forward_rows) / n_pairs, int(round(np.mean(forward_rows)))
     if not prefix.packed or max(forward_rows) > prefix.pack_tokens:  # then the query runs more than once
         console.print("[yellow]note: some requests take more than one forward; the FLOP ceiling counts one[/yellow]")
@@ -346,7 +342,7 @@ def main() -> None:
               "a_over_c": round(a / think[0]["pairs_per_s"], 1),
               "a_over_c_paired": paired,
               "a_over_c_by_decode_steps": {f"{t} ({c['decode_steps_mean']:.1f})": round(a / c["pairs_per_s"], 1)
-                                           for t, c in zip(args.think_tokens.split(","), think)},
+                                           for t, c in zip(lengths, think)},
               "a_over_d": round(a / by["(d)"]["pairs_per_s"], 2) if "pairs_per_s" in by["(d)"] else None,
               "e_over_a": round(by["(e)"]["pairs_per_s"] / a, 2),
               "a_over_a1": round(a / by["(a1"]["pairs_per_s"], 2) if "(a1" in by else None}

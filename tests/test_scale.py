@@ -150,8 +150,8 @@ def test_ray_scoring_equals_single_process_row_for_row(scoring_setup, monkeypatc
         ray.shutdown()
     score_file(root / "model", root / "noid.jsonl", root / "noid-one.parquet")
     # ids made up from row numbers (no id column) are the file's row numbers, not each batch's
-    want = pd.read_parquet(root / "noid-one.parquet")["id"].tolist()
     noid_ray, noid_one = pd.read_parquet(root / "noid-ray.parquet"), pd.read_parquet(root / "noid-one.parquet")
+    want = noid_one["id"].tolist()
     assert noid_ray["id"].tolist() == want and len(set(want)) == len(want)
     p_bf16, p_fp32 = (x[["p1", "p2", "p3", "p4"]].to_numpy() for x in (noid_ray, noid_one))
     assert 0 < np.abs(p_bf16 - p_fp32).max() < 0.05  # bf16 actors: close to fp32, not bit-equal

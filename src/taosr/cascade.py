@@ -45,12 +45,15 @@ class Pack:
     token_rows: torch.Tensor  # (S,) the rows of those item tokens
     valid: torch.Tensor  # (n, L) True where j < len(item i)
     answer_rows: torch.Tensor  # (n,) row of each item's last token, its answer position
-    rows: int  # R
     last_layer: int = -1  # index of the layer that runs only the answer rows (see `trim_last_layer`); -1: none
+
+    @property
+    def rows(self) -> int:  # R
+        return self.shared_bias.shape[0]
 
 
 def make_pack(prefix: DynamicCache | None, prefix_len: int, pieces: Sequence[tuple[int, Sequence[int]]],
-              dtype=torch.float32, device=None) -> tuple[Pack, list[int], list[int]]:
+              dtype=torch.float32, device=None, last_layer: int = -1) -> tuple[Pack, list[int], list[int]]:
     """The `Pack` of one forward over `pieces` = [(query length, [item lengths])...], in row order.
 
     Also returns the rows' position ids (instructions first, every item right after its query) and the
@@ -80,7 +83,7 @@ def make_pack(prefix: DynamicCache | None, prefix_len: int, pieces: Sequence[tup
     last = starts_t + lens_t - 1
     pack = Pack(prefix, q_rows_t.to(device), bias.to(device), item_rows.to(device),
                 (j[None, :] <= j[:, None]).to(device), flat.to(device), item_rows.flatten()[flat].to(device),
-                valid.to(device), last.to(device), len(group))
+                valid.to(device), last.to(device), last_layer)
     return pack, pos, last.tolist()
 
 
@@ -155,16 +158,22 @@ def answer_rows_attention(pack: Pack, qa, k, v, key, value) -> torch.Tensor:
 AttentionInterface.register(CASCADE, cascade_attention)
 
 
+def _trimming() -> Pack | None:
+    """The packed forward running in this thread, if it trims its last layer."""
+    pack = _PACK.get()
+    return pack if pack is not None and pack.last_layer >= 0 else None
+
+
 def _answer_rows_in(module, args):
     """Pre-hook of the last layer's q_proj, o_proj and MLP inside a packed forward: (1, R, c) -> (1, n, c)."""
-    pack = _PACK.get()
-    return None if pack is None or pack.last_layer < 0 else (args[0][:, pack.answer_rows], *args[1:])
+    pack = _trimming()
+    return None if pack is None else (args[0][:, pack.answer_rows], *args[1:])
 
 
 def _answer_rows_out(module, args, out):
     """Their hook: (1, n, c) -> (1, R, c), zeros on the rows whose outputs no one reads."""
-    pack = _PACK.get()
-    if pack is None or pack.last_layer < 0:
+    pack = _trimming()
+    if pack is None:
         return None
     if not isinstance(out, torch.Tensor):  # e.g. a patched MLP that also returns router logits
         raise TypeError(f"trim_last_layer: {type(module).__name__} returned {type(out).__name__}, not a tensor; "

@@ -115,7 +115,7 @@ def sample(
     seed: int = typer.Option(0, help="Base seed."),
     engine: str = typer.Option("auto", help="auto (vLLM when it and a GPU are present) | transformers | vllm."),
     device: str = typer.Option("auto", help="--engine transformers: " + DEVICE_HELP),
-    dtype: str = typer.Option("float32", help="--engine transformers or ray: " + DTYPE_HELP),
+    dtype: str = typer.Option("float32", help="--engine transformers: " + DTYPE_HELP),
 ):
     """Stage 2a: pass@N offline sampling; prints the pass@k curve (unbiased estimator)."""
     from .modeling import load_model
@@ -268,7 +268,7 @@ def serve(
     max_queue: int = typer.Option(64, help="Requests queued before the server answers 503."),
     engine: str = typer.Option("auto", help="auto (vLLM when it and a GPU are present) | transformers | vllm."),
     device: str = typer.Option("auto", help="--engine transformers: " + DEVICE_HELP),
-    dtype: str = typer.Option("float32", help="--engine transformers or ray: " + DTYPE_HELP),
+    dtype: str = typer.Option("float32", help="--engine transformers: " + DTYPE_HELP),
 ):
     """Run the relevance service: POST /v1/relevance, /healthz, /readyz, /metrics, /docs."""
     from .serve import ServeSettings, run

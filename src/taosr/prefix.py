@@ -143,13 +143,8 @@ class PrefixScorer:
         """All `items` must share one query. Returns (n, 4), columns = levels 1..4."""
         return self.score_groups([items])[0]
 
-    @torch.inference_mode()
-    def score_groups(self, groups: Sequence[Sequence[Record]]) -> list[np.ndarray]:
-        """Several requests at once, each a list of items sharing one query: one (n_i, 4) array per group.
-
-        Packed: the groups share forwards (up to `pack_tokens` tokens each), so small requests cost
-        one weight pass together instead of one each. Batched: one request after the other.
-        """
+    def encode_groups(self, groups: Sequence[Sequence[Record]]) -> tuple[list[list[int]], list[list[list[int]]]]:
+        """Per group, the tokens that run once (query + the items' common start) and each item's own tokens."""
         texts = [item_segment(r, self.cfg) for g in groups for r in g]
         ids = iter(self.tok(texts, add_special_tokens=False)["input_ids"] if texts else [])  # one batched call
         q_ids, suffixes = [], []
@@ -158,14 +153,24 @@ class PrefixScorer:
                                          [next(ids) + self.answer_ids for _ in g])
             q_ids.append(shared)
             suffixes.append(items)
+        return q_ids, suffixes
+
+    @torch.inference_mode()
+    def score_groups(self, groups: Sequence[Sequence[Record]]) -> list[np.ndarray]:
+        """Several requests at once, each a list of items sharing one query: one (n_i, 4) array per group.
+
+        Packed: the groups share forwards (up to `pack_tokens` tokens each), so small requests cost
+        one weight pass together instead of one each. Batched: one request after the other.
+        """
+        q_ids, suffixes = self.encode_groups(groups)
         if not (self.packed and self.model.config._attn_implementation == CASCADE):  # or switched since
             return [self._batched(q, s) if s else np.zeros((0, 4)) for q, s in zip(q_ids, suffixes)]
         out = [np.zeros((len(g), 4)) for g in groups]
         prefix = self.instructions_cache()
         for forward in plan_packs([len(q) for q in q_ids], [[len(x) for x in s] for s in suffixes], self.pack_tokens):
             pieces = [(len(q_ids[g]), [len(suffixes[g][i]) for i in idx]) for g, idx in forward]
-            pack, pos, last = make_pack(prefix, len(self.instr_ids), pieces, self.model.dtype, self.model.device)
-            pack.last_layer = self.last_layer
+            pack, pos, last = make_pack(prefix, len(self.instr_ids), pieces, self.model.dtype, self.model.device,
+                                        self.last_layer)
             ids = [t for g, idx in forward for t in q_ids[g] + [t for i in idx for t in suffixes[g][i]]]
             with packed_forward(pack):
                 logits, _ = self._forward(torch.tensor([ids]), None, torch.tensor([pos]), None, torch.tensor(last),

@@ -126,10 +126,10 @@ def score_file_ray(model_dir: str | Path, input_path: str | Path, output_path: s
     ds = _reader(input_path)
     columns = ds.schema().names
     _schema(columns, input_path)  # a file that is not a relevance file fails here, with its name, not in an actor
-    num_gpus = 1 if engine == "vllm" else gpus_per_actor
-    if num_gpus > ray.cluster_resources().get("GPU", 0):  # the actors would wait for GPUs forever
-        raise ValueError(f"each actor asks for {num_gpus} GPU(s) but the Ray cluster has "
-                         f"{ray.cluster_resources().get('GPU', 0):g}; lower --ray-gpus (0: CPU actors)")
+    num_gpus, have = 1 if engine == "vllm" else gpus_per_actor, ray.cluster_resources().get("GPU", 0)
+    if num_gpus > have:  # the actors would wait for GPUs forever
+        raise ValueError(f"each actor asks for {num_gpus} GPU(s) but the Ray cluster has {have:g}; "
+                         "lower --ray-gpus (0: CPU actors)")
     scored = ds.map_batches(
         _ScoreActor, batch_size=rows_per_batch, batch_format="pyarrow", num_cpus=1, num_gpus=num_gpus,
         compute=ray.data.ActorPoolStrategy(size=num_actors),
