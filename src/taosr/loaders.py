@@ -19,6 +19,7 @@ import csv
 import html
 import io
 import json
+import math
 import re
 import unicodedata
 from collections import Counter
@@ -127,18 +128,42 @@ def _id_str(value: Any) -> str | None:
     return str(value).strip() or None
 
 
+def _scalar(raw: dict, key: str) -> Any:
+    """A text field's raw value; a JSON object or list there is a reject, not a Python repr."""
+    value = raw.get(key)
+    if isinstance(value, (dict, list, tuple)):
+        raise _Reject(key, f"expected text, got a JSON {'object' if isinstance(value, dict) else 'list'}")
+    return value
+
+
 def _taosr_fields(raw: dict, default_id: str) -> dict:
     attrs = raw.get("attributes")
-    if isinstance(attrs, list):  # a parquet map<string, string> reads back as [(k, v), ...]
-        attrs = dict(attrs)
     return {
-        "id": _id_str(raw.get("id")) or default_id,
-        **{k: clean_text(raw.get(k)) for k in ("query", "title", "category", "brand", "query_type")},
-        "description": clean_text(raw.get("description"), multiline=True),
+        "id": _id_str(_scalar(raw, "id")) or default_id,
+        **{k: clean_text(_scalar(raw, k)) for k in ("query", "title", "category", "brand", "query_type")},
+        "description": clean_text(_scalar(raw, "description"), multiline=True),
         "attributes": None if isinstance(attrs, str) and not attrs.strip() else attrs,
         "price": raw.get("price"),
-        "label": raw.get("label"),
+        "label": _scalar(raw, "label"),
     }
+
+
+def _decoded(raw: dict) -> dict:
+    """Bytes (Parquet binary columns) decoded as UTF-8; undecodable bytes or lone surrogates are rejects."""
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _Reject(key, f"binary data, not UTF-8 text (bad byte at offset {e.start})") from None
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _Reject(key, "invalid text: a lone surrogate (e.g. \\ud800)") from None
+        out[key] = value
+    return out
 
 
 def _esci_fields(raw: dict, default_id: str) -> dict:
@@ -189,7 +214,7 @@ def _build(res: LoadResult, file: str, rows: Iterable[Row], builder: Builder, re
         try:
             if error:
                 raise _Reject(None, error)
-            record = Record(**{k: v for k, v in builder(raw, f"{stem}:{rowno}").items() if v is not None})
+            record = Record(**{k: v for k, v in builder(_decoded(raw), f"{stem}:{rowno}").items() if v is not None})
             if require_label and record.label is None:
                 raise _Reject("label", "missing label (require_label=True)")
             res.records.append(record)
@@ -202,9 +227,31 @@ def _build(res: LoadResult, file: str, rows: Iterable[Row], builder: Builder, re
             fld = str(errs[0]["loc"][0]) if errs[0]["loc"] else None
             why = "; ".join(f"missing {'.'.join(map(str, x['loc']))}" if x["type"] == "missing" else
                             f"{'.'.join(map(str, x['loc']))}: {x['msg'].removeprefix('Value error, ')}" for x in errs)
+        except RecursionError:
+            fld, why = None, "nested too deeply"
         stats["rejects"] += 1
-        short = {k: v[:RAW_CHARS] + "…" if isinstance(v, str) and len(v) > RAW_CHARS else v for k, v in raw.items()}
-        res.rejects.append({"file": file, "row": rowno, "field": fld, "reason": why, "raw": short})
+        res.rejects.append({"file": file, "row": rowno, "field": fld, "reason": why,
+                            "raw": {k: _short(v) for k, v in raw.items()}})
+
+
+def _short(value: Any) -> Any:
+    """A raw value as kept in a reject: JSON-safe, at most `RAW_CHARS` characters of text."""
+    if isinstance(value, bytes):
+        value = repr(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    elif isinstance(value, (dict, list, tuple)):
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (RecursionError, ValueError):
+            return "<nested too deeply>"
+        if len(text) <= RAW_CHARS:
+            return value
+        value = text
+    if isinstance(value, str):
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates made visible
+        return value[:RAW_CHARS] + "…" if len(value) > RAW_CHARS else value
+    return value
 
 
 # ---------------------------------------------------------------- file readers
@@ -252,6 +299,8 @@ def _json_line(i: int, line: str) -> Row:
         return _as_row(i, json.loads(line))
     except json.JSONDecodeError as e:
         return i, {"line": line}, f"invalid JSON: {e.msg} (column {e.colno})"
+    except RecursionError:
+        return i, {"line": line}, "invalid JSON: nested too deeply"
 
 
 def _read_json(path: Path) -> tuple[list[str], list[Row]]:
@@ -259,7 +308,7 @@ def _read_json(path: Path) -> tuple[list[str], list[Row]]:
     text = _read_text(path)
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError:  # JSON Lines: each bad line is a reject
+    except (json.JSONDecodeError, RecursionError):  # JSON Lines: each bad line is a reject
         rows = [_json_line(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
     else:
         if isinstance(doc, dict) and "querySetQueries" in doc:
