@@ -31,7 +31,7 @@ from transformers import DynamicCache
 
 from .cascade import CASCADE, PLAIN_ATTENTION, make_pack, packed_forward, trim_last_layer
 from .modeling import label_token_ids
-from .prompts import PromptConfig, answer_prefix_ids, encode_segments, item_segment, query_segment
+from .prompts import PromptConfig, answer_prefix_ids, encode_groups, encode_segments
 from .records import Record
 
 
@@ -145,14 +145,12 @@ class PrefixScorer:
 
     def encode_groups(self, groups: Sequence[Sequence[Record]]) -> tuple[list[list[int]], list[list[list[int]]]]:
         """Per group, the tokens that run once (query + the items' common start) and each item's own tokens."""
-        texts = [item_segment(r, self.cfg) for g in groups for r in g]
-        ids = iter(self.tok(texts, add_special_tokens=False)["input_ids"] if texts else [])  # one batched call
+        queries, items = encode_groups(self.tok, groups, self.cfg, len(self.instr_ids))  # the prompts' budgets
         q_ids, suffixes = [], []
-        for g in groups:
-            shared, items = share_common(encode_segments(self.tok, [query_segment(g[0])]) if g else [],
-                                         [next(ids) + self.answer_ids for _ in g])
+        for q, its in zip(queries, items):
+            shared, rows = share_common(q, [x + self.answer_ids for x in its])
             q_ids.append(shared)
-            suffixes.append(items)
+            suffixes.append(rows)
         return q_ids, suffixes
 
     @torch.inference_mode()

@@ -5,6 +5,20 @@ and the query prefix have the same token ids in training, scoring and prefix-sha
 
     [instructions] [query: ...\\n] [item: ...\\n]  ->  response
 
+Length budgets (`PromptConfig.max_query_tokens`, `max_item_tokens`, `max_prompt_tokens`) are applied
+by one rule, in `encode_query` / `encode_items` / `encode_prompt`, which training, evaluation, batch
+scoring, the service and vLLM all use:
+
+1. Characters first (a memory guard that needs no tokenizer, so `query_segment` / `item_segment`
+   apply it too): every field is cut to ``CHARS_PER_TOKEN * budget`` characters and so is the
+   assembled segment, so a 10 MB title costs a few kilobytes.
+2. Then tokens: the query segment keeps its first ``max_query_tokens`` ids, the item segment its
+   first ``min(max_item_tokens, max_prompt_tokens - instructions - query)`` ids. A cut segment keeps
+   its closing newline (the last ids are the newline's), so the prompt keeps its layout. Nothing is
+   cut from the instructions; the `<answer>` suffix of answer-first scoring comes on top.
+
+Prompts within the budgets (all of the synthetic benchmark's) are not changed by the rule.
+
 Responses, by output order (label tokens and tags are single tokens):
     answer_only   <answer><mismatch></answer>
     think_first   <think>five steps</think><answer><mismatch></answer>
@@ -15,6 +29,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -34,8 +49,18 @@ class PromptConfig(BaseModel):
         description="Shared instruction prefix (put retrieved rules here for large models). Must end in a newline.",
     )
     max_description_chars: int = Field(300, description="Item descriptions are cut to this many characters.")
+    max_query_tokens: int = Field(64, ge=4, description="Query segment budget in tokens; longer queries keep their "
+                                  "first tokens (see the module doc for the rule).")
+    max_item_tokens: int = Field(384, ge=8, description="Item segment budget in tokens (title, details, description); "
+                                 "longer items keep their first tokens.")
+    max_prompt_tokens: int = Field(512, ge=16, description="Whole prompt budget (instructions + query + item) in tokens; "
+                                   "the item is cut further to fit it.")
 
 
+CHARS_PER_TOKEN = 16  # step 1 of the rule: characters kept per token of budget, before tokenizing
+
+
+_DEFAULT = PromptConfig()
 _TAG_RE = re.compile(r"<[^>]+>")
 
 
@@ -43,29 +68,85 @@ def _clean(text: str) -> str:
     return " ".join(html.unescape(_TAG_RE.sub(" ", text)).split())
 
 
-def query_segment(record: Record) -> str:
-    return f"query: {_clean(record.query)}\n"
+def _cut(text: str, limit: int) -> str:
+    """Step 1 of the rule: at most `limit` characters, the segment's final newline kept."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip("\n") + "\n"
+
+
+def query_segment(record: Record, cfg: PromptConfig | None = None) -> str:
+    limit = CHARS_PER_TOKEN * (cfg or _DEFAULT).max_query_tokens
+    return _cut(f"query: {_clean(record.query[:limit])}\n", limit)
 
 
 def item_segment(record: Record, cfg: PromptConfig) -> str:
-    title = _clean(record.title)
+    limit = CHARS_PER_TOKEN * cfg.max_item_tokens
+    title = _clean(record.title[:limit])
     low = title.lower()
     details = []
     if record.category:
-        details.append(f"category {record.category}")
+        details.append(f"category {record.category[:limit]}")
     if record.brand and record.brand.lower() not in low:
-        details.append(f"brand {record.brand}")
+        details.append(f"brand {record.brand[:limit]}")
+    size = 0
     for k, v in sorted(record.attributes.items()):
+        if size > limit:
+            break
         if v.lower() not in low:
-            details.append(f"{k} {v}")
+            details.append(f"{k[:limit]} {v[:limit]}")
+            size += len(details[-1]) + 2
     if record.price is not None:
         details.append(f"price {record.price:g}")
     text = f"item: {title}\n"
     if details:
         text += "details: " + ", ".join(details) + "\n"
     if record.description and cfg.max_description_chars > 0:
-        text += f"about: {_clean(record.description)[: cfg.max_description_chars]}\n"
-    return text
+        text += f"about: {_clean(record.description[:limit])[: cfg.max_description_chars]}\n"
+    return _cut(text, limit)
+
+
+def _fit(ids: list[int], budget: int, newline: list[int]) -> list[int]:
+    """Step 2 of the rule: the first `budget` ids, ending with the newline's ids when cut."""
+    if len(ids) <= budget:
+        return ids
+    return ids[: max(budget - len(newline), 0)] + newline[:budget]
+
+
+def _newline(tokenizer) -> list[int]:
+    return tokenizer("\n", add_special_tokens=False)["input_ids"]
+
+
+def encode_query(tokenizer, record: Record, cfg: PromptConfig) -> list[int]:
+    """Token ids of the query segment, within `max_query_tokens`."""
+    ids = tokenizer(query_segment(record, cfg), add_special_tokens=False)["input_ids"]
+    return _fit(ids, cfg.max_query_tokens, _newline(tokenizer))
+
+
+def item_budget(cfg: PromptConfig, used: int) -> int:
+    """Tokens the item segment may take when instructions + query take `used` tokens."""
+    budget = min(cfg.max_item_tokens, cfg.max_prompt_tokens - used)
+    if budget < 8:
+        raise ValueError(f"instructions and query take {used} tokens of max_prompt_tokens={cfg.max_prompt_tokens}, "
+                         "leaving under 8 for the item: raise max_prompt_tokens")
+    return budget
+
+
+def encode_items(tokenizer, records: Sequence[Record], cfg: PromptConfig, used: Sequence[int]) -> list[list[int]]:
+    """Token ids of each record's item segment (one batched tokenizer call); `used[i]`: tokens before item i."""
+    if not records:
+        return []
+    nl = _newline(tokenizer)
+    ids = tokenizer([item_segment(r, cfg) for r in records], add_special_tokens=False)["input_ids"]
+    return [_fit(x, item_budget(cfg, u), nl) for x, u in zip(ids, used)]
+
+
+def encode_groups(tokenizer, groups: Sequence[Sequence[Record]], cfg: PromptConfig,
+                  instructions: int) -> tuple[list[list[int]], list[list[list[int]]]]:
+    """Per group of records sharing one query: the query's ids and each item's ids, within the budgets."""
+    queries = [encode_query(tokenizer, g[0], cfg) if g else [] for g in groups]
+    flat = [r for g in groups for r in g]
+    used = [instructions + len(q) for q, g in zip(queries, groups) for _ in g]
+    items = iter(encode_items(tokenizer, flat, cfg, used))
+    return queries, [[next(items) for _ in g] for g in groups]
 
 
 def response_text(level: int, reasoning: str | None, order: str) -> str:
@@ -84,8 +165,10 @@ def response_text(level: int, reasoning: str | None, order: str) -> str:
 
 
 def encode_prompt(tokenizer, record: Record, cfg: PromptConfig) -> list[int]:
-    """Token ids of the prompt, built segment by segment."""
-    return encode_segments(tokenizer, [cfg.instructions, query_segment(record), item_segment(record, cfg)])
+    """Token ids of the prompt, built segment by segment, within the budgets (see the module doc)."""
+    instr = encode_segments(tokenizer, [cfg.instructions])
+    query = encode_query(tokenizer, record, cfg)
+    return instr + query + encode_items(tokenizer, [record], cfg, [len(instr) + len(query)])[0]
 
 
 def encode_segments(tokenizer, segments: list[str]) -> list[int]:
