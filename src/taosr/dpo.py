@@ -9,6 +9,7 @@ precomputed once (cheaper than a second model in memory on CPU).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 from datasets import Dataset
@@ -16,9 +17,10 @@ from pydantic import BaseModel, Field
 from trl import DPOConfig, DPOTrainer
 
 from .pairs import PairPolicy, Sample, build_pairs
+from .labels import ANSWER_CLOSE
 from .prompts import PromptConfig, item_segment, query_segment, response_text
 from .records import Record
-from .scale import LoraSwitch, write_summary
+from .scale import BF16_HELP, LoraSwitch, resolve_bf16, write_summary
 from .sft import common_args, guard_resume, train_and_save
 from .teacher import Teacher
 
@@ -28,14 +30,20 @@ class DPOStageConfig(BaseModel):
 
     beta: float = Field(0.1, description="DPO temperature: how far the policy may move from the reference.")
     learning_rate: float = Field(5e-5, description="Peak learning rate.")
-    sft_weight: float = Field(1.0, description="Weight of an NLL term on the chosen response (RPO-style; 0 = plain "
-                              "DPO). Keeps the chosen likelihood from falling, which plain DPO let happen here.")
+    span: Literal["answer", "full"] = Field(
+        "answer", description="What the preference is on. 'answer': where the answer comes first (answer_first, "
+        "answer_only) every response is cut after </answer>, so chosen and rejected differ in the label alone; "
+        "think_first responses stay whole (their label comes last). 'full': whole responses everywhere, where "
+        "the ~40 reasoning tokens outweigh the one label token in the margin.")
+    sft_weight: float | None = Field(None, description="Weight of an NLL term on the chosen response (RPO-style; 0 = "
+                                     "plain DPO). None = 1 on whole responses (keeps the chosen likelihood from "
+                                     "falling), 0 on answer spans (NLL on a cut response teaches stopping there).")
     max_steps: int = Field(120, description="Optimiser steps.")
     batch_size: int = Field(16, description="Pairs per step.")
     save_steps: int = Field(1000, description="Checkpoint interval (resume point).")
     seed: int = Field(0, description="Seed.")
     pairs: PairPolicy = Field(default_factory=PairPolicy, description="How preference pairs are built.")
-    bf16: bool = Field(False, description="bf16 autocast (GPU, or CPU with AVX512_BF16).")
+    bf16: bool | None = Field(None, description=BF16_HELP)
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models only).")
     lora: LoraSwitch = Field(default_factory=LoraSwitch, description="LoRA adapters instead of full fine-tuning (r > 0); "
                              "the reference is then the base with adapters off.")
@@ -45,20 +53,37 @@ def prompt_text(record: Record, prompt_cfg: PromptConfig) -> str:
     return prompt_cfg.instructions + query_segment(record) + item_segment(record, prompt_cfg)
 
 
+def answer_span(text: str) -> str:
+    """The response up to and including its first </answer> (the whole text when there is none)."""
+    end = text.find(ANSWER_CLOSE)
+    return text if end < 0 else text[: end + len(ANSWER_CLOSE)]
+
+
+def cuts_to_answer(order: str, span: str) -> bool:
+    return span == "answer" and order != "think_first"
+
+
 def make_pairs(samples: pd.DataFrame, records: list[Record], teacher: Teacher, order: str,
-               prompt_cfg: PromptConfig, policy: PairPolicy) -> tuple[list[dict], dict]:
-    """Preference rows {prompt, chosen, rejected, kind} and the counts of each kind."""
+               prompt_cfg: PromptConfig, policy: PairPolicy, span: str = "full") -> tuple[list[dict], dict]:
+    """Preference rows {prompt, chosen, rejected, kind} and the counts of each kind.
+
+    With `span="answer"` and an answer-first order, every response is cut after </answer> (see
+    DPOStageConfig.span); the teacher's response is then the gold answer alone.
+    """
     by_id = {r.id: r for r in records}
+    cut = answer_span if cuts_to_answer(order, span) else (lambda t: t)
 
     def oracle(prompt_id: str) -> str | None:
         r = by_id[prompt_id]
+        if cut is answer_span:
+            return response_text(r.label, None, "answer_only")
         reasoning = teacher.reason(r)
         if reasoning is None or reasoning.level != r.label:
             return None
         return response_text(r.label, reasoning.text, order)
 
     items = [Sample(prompt_id=s.prompt_id, prompt=prompt_text(by_id[s.prompt_id], prompt_cfg),
-                    sample_index=int(s.sample_index), text=s.text,
+                    sample_index=int(s.sample_index), text=cut(s.text),
                     parsed=None if pd.isna(s.parsed) else int(s.parsed), gold=int(s.gold), correct=bool(s.correct))
              for s in samples.itertuples()]
     result = build_pairs(items, oracle, policy)
@@ -82,9 +107,13 @@ def shared_dataset(rows: list[dict], path: Path) -> Dataset:
     return load_from_disk(str(path))
 
 
-def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: Path) -> dict:
+def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: Path, order: str = "answer_first",
+            callbacks: list | None = None) -> dict:
     """Train DPO on `pairs`; saves `out_dir/model`; returns losses, reward margins and wall time."""
     guard_resume(out_dir, cfg)
+    if not pairs:
+        raise ValueError("no preference pairs: every sampled prompt was all-correct or had no teacher response")
+    sft_weight = cfg.sft_weight if cfg.sft_weight is not None else (0.0 if cuts_to_answer(order, cfg.span) else 1.0)
     eos = tokenizer.eos_token
     data = shared_dataset([{"prompt": p["prompt"], "chosen": p["chosen"] + eos, "rejected": p["rejected"] + eos}
                            for p in pairs], out_dir / "pairs_dataset")
@@ -93,16 +122,16 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, cfg.max_steps // 20),
         beta=cfg.beta, precompute_ref_log_probs=True,
-        loss_type=["sigmoid", "sft"] if cfg.sft_weight > 0 else ["sigmoid"],
-        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight > 0 else None, max_length=None,
-        bf16=cfg.bf16, logging_steps=max(1, cfg.max_steps // 20),
+        loss_type=["sigmoid", "sft"] if sft_weight > 0 else ["sigmoid"],
+        loss_weights=[1.0, sft_weight] if sft_weight > 0 else None, max_length=None,
+        bf16=resolve_bf16(cfg.bf16), logging_steps=max(1, cfg.max_steps // 20),
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                         peft_config=cfg.lora.peft_config())
+                         peft_config=cfg.lora.peft_config(), callbacks=callbacks)
     wall = train_and_save(trainer, tokenizer, out_dir, "dpo")
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {
-        "pairs": len(pairs), "steps": trainer.state.global_step, "wall_s": round(wall, 1),
+        "pairs": len(pairs), "sft_weight": sft_weight, "steps": trainer.state.global_step, "wall_s": round(wall, 1), "bf16": bool(trainer.args.bf16),
         "loss_curve": [(h["step"], h["loss"]) for h in logs],
         "margin_curve": [(h["step"], h.get("rewards/margins")) for h in logs],
     }

@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -27,10 +28,10 @@ from datasets import Dataset
 from pydantic import BaseModel, Field
 from trl import GRPOConfig, GRPOTrainer
 
-from .labels import parse_response
+from .labels import format_answer, parse_response
 from .prompts import PromptConfig
 from .records import Record
-from .scale import LoraSwitch, write_summary
+from .scale import BF16_HELP, LoraSwitch, resolve_bf16, write_summary
 from .sft import common_args, guard_resume, train_and_save
 
 # ---------------------------------------------------------------- reward
@@ -66,13 +67,19 @@ class TokenReward:
 class GRPOStageConfig(BaseModel):
     """Stage-3 GRPO and dynamic-sampling settings."""
 
-    num_generations: int = Field(4, ge=2, description="Rollouts per prompt (the group size G).")
+    num_generations: int = Field(8, ge=2, description="Rollouts per prompt (the group size G).")
     prompts_per_step: int = Field(4, description="Prompts per optimiser step (batch = prompts x G completions).")
     max_steps: int = Field(60, description="Optimiser steps.")
     learning_rate: float = Field(5e-5, description="Peak learning rate.")
     beta: float = Field(0.02, description="KL coefficient to the reference (0 disables the reference model).")
     temperature: float = Field(1.0, description="Rollout temperature.")
-    max_completion_length: int = Field(96, description="Longest rollout, in tokens.")
+    max_completion_length: int = Field(96, description="Longest rollout, in tokens (think_first, or label_only off).")
+    label_only: bool = Field(True, description="Where the answer comes first, roll out only the answer span "
+                             "(<answer>label</answer>, 3 tokens): the reward depends on the label alone, so "
+                             "advantages applied to sampled reasoning would be noise.")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
+        "grpo", description="TRL's loss normalisation: 'grpo' averages each rollout over its own tokens (the "
+        "paper's 1/|o_i|), 'dapo' over all tokens of the batch, 'dr_grpo' by a constant.")
     format_weight: float = Field(0.1, description="Weight of the format reward (0 disables it).")
     gamma: int | None = Field(None, description="Offline filter keeps prompts with 0 < correct < gamma out of N samples; None means gamma = N, "
                     "which drops only the all-right and all-wrong prompts.")
@@ -81,7 +88,7 @@ class GRPOStageConfig(BaseModel):
     balance_classes: bool = Field(True, description="Down-sample RL prompts to a balanced label mix.")
     eps: float = Field(1e-6, description="Spread below which a group counts as zero-spread.")
     seed: int = Field(0, description="Seed.")
-    bf16: bool = Field(False, description="bf16 autocast (GPU, or CPU with AVX512_BF16).")
+    bf16: bool | None = Field(None, description=BF16_HELP)
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models only).")
     lora: LoraSwitch = Field(default_factory=LoraSwitch, description="LoRA adapters instead of full fine-tuning (r > 0).")
     use_vllm: bool | None = Field(None, description="Rollouts through TRL's vLLM integration (colocate mode); "
@@ -207,12 +214,21 @@ def vllm_args(cfg: GRPOStageConfig) -> dict:
     return {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization}
 
 
+def completion_budget(tokenizer, cfg: GRPOStageConfig, order: str) -> int:
+    """Rollout length: the answer span's token count when label_only applies, else max_completion_length."""
+    if cfg.label_only and order != "think_first":
+        return len(tokenizer(format_answer(4), add_special_tokens=False)["input_ids"])
+    return cfg.max_completion_length
+
+
 def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_dir: Path,
-             prompt_cfg: PromptConfig) -> dict:
+             prompt_cfg: PromptConfig, order: str = "answer_first", callbacks: list | None = None) -> dict:
     """Train with GRPO on `prompts` (already selected); saves `out_dir/model`."""
     from .dpo import prompt_text
 
     guard_resume(out_dir, cfg)
+    if not prompts:
+        raise ValueError("no GRPO prompts left after the difficulty filter and class balancing")
     data = Dataset.from_list([{"prompt": prompt_text(r, prompt_cfg), "gold": int(r.label)} for r in prompts])
     funcs, weights = [TokenReward(accuracy_reward, tokenizer)], [1.0]
     if cfg.format_weight > 0:
@@ -222,25 +238,26 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
         **common_args(out_dir, cfg.max_steps, cfg.seed, max(cfg.max_steps, 1), cfg.gradient_checkpointing),
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
         num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta,
-        temperature=cfg.temperature, max_completion_length=cfg.max_completion_length, reward_weights=weights,
-        loss_type="dapo", bf16=cfg.bf16, logging_steps=1, log_completions=False,
+        temperature=cfg.temperature, max_completion_length=completion_budget(tokenizer, cfg, order),
+        reward_weights=weights, loss_type=cfg.loss_type, bf16=resolve_bf16(cfg.bf16), logging_steps=1, log_completions=False,
         **vllm_args(cfg),
     )
     trainer = DynamicSamplingGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tokenizer, group_eps=cfg.eps, online_mask=cfg.online_mask,
-        peft_config=cfg.lora.peft_config(),
+        peft_config=cfg.lora.peft_config(), callbacks=callbacks,
     )
     wall = train_and_save(trainer, tokenizer, out_dir, "grpo")
     logs = [h for h in trainer.state.log_history if "reward" in h]
     zero = [m["zero_spread"] / max(m["groups"], 1) for m in trainer.mask_log]
     summary = {
-        "prompts": len(prompts), "steps": trainer.state.global_step, "wall_s": round(wall, 1),
+        "prompts": len(prompts), "steps": trainer.state.global_step, "wall_s": round(wall, 1), "bf16": bool(trainer.args.bf16),
         "reward_curve": [(h["step"], h.get("rewards/accuracy_reward/mean")) for h in logs],
         "mean_accuracy_reward": float(np.mean([h.get("rewards/accuracy_reward/mean", 0) for h in logs])) if logs else None,
         "frac_zero_spread_groups": float(np.mean(zero)) if zero else None,
         "groups_masked": int(sum(m["zero_spread"] for m in trainer.mask_log)),
         "groups_total": int(sum(m["groups"] for m in trainer.mask_log)),
-        "online_mask": cfg.online_mask, "vllm": bool(args.use_vllm),
+        "online_mask": cfg.online_mask, "vllm": bool(args.use_vllm), "loss_type": cfg.loss_type,
+        "completion_tokens": args.max_completion_length,
     }
     write_summary(out_dir, summary)
     return summary

@@ -96,11 +96,12 @@ class PairPolicy(BaseModel):
     oracle: bool = Field(
         True, description="When no sample is correct, pair a teacher-written response (chosen) with a wrong sample."
     )
-    include_all_correct: bool = Field(
-        False,
+    chosen: Literal["sample", "teacher"] = Field(
+        "sample",
         description=(
-            "Kept for configuration symmetry: an all-correct prompt has no wrong sample to reject, "
-            "so it never yields a pair either way; it is counted in counts['all_correct_skipped']."
+            "Where the chosen response comes from when some sample is correct: 'sample' = the model's own "
+            "correct sample (the paper's self-correction pair; its label is checked, its reasoning is not), "
+            "'teacher' = the teacher's verified response for every prompt with a wrong sample."
         ),
     )
     prefer_parseable_rejected: bool = Field(
@@ -117,7 +118,7 @@ class PairPolicy(BaseModel):
 
 @dataclass
 class PairResult:
-    """`rows`: dicts with prompt_id, prompt, chosen, rejected, kind ("self_correction" | "oracle").
+    """`rows`: dicts with prompt_id, prompt, chosen, rejected, kind ("self_correction" | "oracle" | "teacher").
 
     `counts`: prompts (distinct prompt ids), self_correction and oracle (pairs made),
     all_correct_skipped and no_teacher (prompts that gave no pair for that reason).
@@ -127,7 +128,7 @@ class PairResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-Kind = Literal["self_correction", "oracle"]
+Kind = Literal["self_correction", "oracle", "teacher"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,12 +178,13 @@ def build_pairs(
     """Build DPO preference pairs from sampled responses (see the module docstring for the rules).
 
     `samples`: `Sample`s or dicts with the same fields. `teacher_response(prompt_id)` returns a
-    correct teacher-written response, or None (or blank) when there is none; it is only called
-    for prompts with no correct sample, and only when `policy.oracle`. The caller vouches that
+    correct teacher-written response, or None (or blank) when there is none; it is called for
+    prompts with no correct sample when `policy.oracle`, and for every prompt with a wrong sample
+    when `policy.chosen == "teacher"`. The caller vouches that
     the teacher's text is correct. Prompts come out in first-appearance order.
     """
     policy = policy or PairPolicy()
-    counts = {"prompts": 0, "self_correction": 0, "oracle": 0, "all_correct_skipped": 0, "no_teacher": 0}
+    counts = {"prompts": 0, "self_correction": 0, "oracle": 0, "teacher": 0, "all_correct_skipped": 0, "no_teacher": 0}
     rows: list[dict[str, str]] = []
     for pid, group in _group(samples).items():
         counts["prompts"] += 1
@@ -193,6 +195,13 @@ def build_pairs(
 
         if not wrong:  # all correct: nothing to reject
             counts["all_correct_skipped"] += 1
+        elif right and policy.chosen == "teacher":  # teacher-verified chosen vs a (preferred) wrong sample
+            teacher = teacher_response(pid)
+            if teacher is None or not teacher.strip():
+                counts["no_teacher"] += 1
+            else:
+                w = rng.choice(tiers[0])
+                rows.append(_row(w, teacher, w.text, "teacher"))
         elif right:  # self-correction: distinct (correct, wrong) combos, preferred rejects first
             budget = policy.pairs_per_prompt
             for tier in tiers:

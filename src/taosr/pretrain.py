@@ -17,7 +17,7 @@ from trl import SFTTrainer
 
 from .prompts import PromptConfig, encode_prompt
 from .records import Record
-from .scale import write_summary
+from .scale import BF16_HELP, write_summary
 from .sft import SFTStageConfig, train_and_save, train_args
 
 
@@ -27,7 +27,7 @@ class PretrainConfig(BaseModel):
     max_steps: int = Field(400, description="Optimiser steps; 0 skips the stage.")
     batch_size: int = Field(32, description="Sequences per step.")
     learning_rate: float = Field(2e-3, description="Peak learning rate.")
-    bf16: bool = Field(False, description="bf16 autocast (CPUs with AVX512_BF16, or GPUs).")
+    bf16: bool | None = Field(None, description=BF16_HELP)
     seed: int = Field(0, description="Data order seed.")
 
 
@@ -43,7 +43,7 @@ def run_pretrain(model, tokenizer, records: list[Record], cfg: PretrainConfig, o
                          processing_class=tokenizer)
     wall = train_and_save(trainer, tokenizer, out_dir, "pretrain base")
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
-    summary = {"steps": trainer.state.global_step, "wall_s": round(wall, 1),
+    summary = {"steps": trainer.state.global_step, "wall_s": round(wall, 1), "bf16": bool(trainer.args.bf16),
                "loss_first": losses[0][1] if losses else None, "loss_last": losses[-1][1] if losses else None,
                "loss_curve": losses}
     write_summary(out_dir, summary)

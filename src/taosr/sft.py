@@ -19,7 +19,7 @@ from trl import SFTConfig, SFTTrainer
 from .progress import attach
 from .prompts import ORDERS, OutputOrder, PromptConfig, encode_example
 from .records import Record
-from .scale import LoraSwitch, gpu_available, is_main_process, trainable_params, write_summary
+from .scale import BF16_HELP, LoraSwitch, gpu_available, is_main_process, resolve_bf16, trainable_params, write_summary
 from .teacher import Teacher
 
 
@@ -32,7 +32,7 @@ class SFTStageConfig(BaseModel):
     learning_rate: float = Field(2e-3, description="Peak learning rate (cosine decay, warm-up below).")
     warmup_ratio: float = Field(0.05, description="Share of steps spent warming up.")
     weight_decay: float = Field(0.0, description="AdamW weight decay.")
-    bf16: bool = Field(False, description="bf16 autocast (CPU with AVX512_BF16 or GPU). fp32 is reproducible.")
+    bf16: bool | None = Field(None, description=BF16_HELP)
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models only).")
     lora: LoraSwitch = Field(default_factory=LoraSwitch, description="LoRA adapters instead of full fine-tuning (r > 0).")
     label_weight: float = Field(1.0, gt=0, description="Loss weight of the label token relative to the other response "
@@ -142,7 +142,7 @@ def train_args(cfg: SFTStageConfig, out_dir: Path, **extra) -> SFTConfig:
         lr_scheduler_type="cosine",
         warmup_steps=max(1, int(cfg.warmup_ratio * cfg.max_steps)),
         weight_decay=cfg.weight_decay,
-        bf16=cfg.bf16,
+        bf16=resolve_bf16(cfg.bf16),
         logging_steps=max(1, cfg.max_steps // 30),
         **extra,
     )
@@ -168,7 +168,7 @@ def latest_checkpoint(out_dir: Path) -> str | None:
 
 
 def run_sft(model, tokenizer, train: list[Record], cfg: SFTStageConfig, out_dir: Path,
-            teacher: Teacher | None, prompt_cfg: PromptConfig) -> dict:
+            teacher: Teacher | None, prompt_cfg: PromptConfig, callbacks: list | None = None) -> dict:
     """Train, save the final model (safetensors) to `out_dir/model`, and return a summary."""
     guard_resume(out_dir, cfg)
     dataset, rejects = build_dataset(train, tokenizer, teacher, cfg.order, prompt_cfg)
@@ -183,14 +183,14 @@ def run_sft(model, tokenizer, train: list[Record], cfg: SFTStageConfig, out_dir:
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=cfg.lora.peft_config(),
-        label_ids=label_token_ids(tokenizer), label_weight=cfg.label_weight,
+        label_ids=label_token_ids(tokenizer), label_weight=cfg.label_weight, callbacks=callbacks,
     )
     n_train, n_total = trainable_params(trainer.model)
     wall = train_and_save(trainer, tokenizer, out_dir, f"sft {cfg.order}")
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     summary = {
         "order": cfg.order, "examples": len(dataset), "rejects": len(rejects), "steps": trainer.state.global_step,
-        "wall_s": round(wall, 1), "loss_first": losses[0][1] if losses else None,
+        "wall_s": round(wall, 1), "bf16": bool(trainer.args.bf16), "loss_first": losses[0][1] if losses else None,
         "loss_last": losses[-1][1] if losses else None, "loss_curve": losses,
         "tokens": int(sum(len(x) for x in dataset["input_ids"])),
         "trainable_params": n_train, "total_params": n_total, "processes": trainer.accelerator.num_processes,

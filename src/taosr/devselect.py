@@ -1,0 +1,61 @@
+"""Choosing how long a stage trains on the dev split: a trainer callback that keeps the best weights.
+
+Every `every` optimiser steps (and at the last one) the model is read on the dev records in its
+output order (first-label-token scoring for answer_only / answer_first, greedy generation for
+think_first) and its macro-F1 recorded. The weights of the best step are kept in memory and put back
+when training ends, so the stage saves the dev-best model. The test split is never looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from transformers import TrainerCallback
+
+from .evaluate import metrics, predict
+from .prompts import PromptConfig
+from .records import Record
+
+
+class DevSelect(TrainerCallback):
+    """Keeps the weights of the dev-best step; `history` holds (step, dev macro-F1) pairs."""
+
+    def __init__(self, model, tokenizer, dev: Sequence[Record], order: str, prompt_cfg: PromptConfig,
+                 every: int, batch_size: int = 64, max_new_tokens: int = 128):
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.model, self.tok, self.dev, self.order, self.prompt_cfg = model, tokenizer, list(dev), order, prompt_cfg
+        self.every, self.batch_size, self.max_new_tokens = every, batch_size, max_new_tokens
+        self.history: list[tuple[int, float]] = []
+        self.best_step, self.best_f1, self._best_state = None, -1.0, None
+
+    def dev_f1(self) -> float:
+        was_training = self.model.training
+        self.model.eval()
+        out = predict(self.model, self.tok, self.dev, self.order, self.prompt_cfg,
+                      batch_size=self.batch_size, max_new_tokens=self.max_new_tokens)
+        if was_training:
+            self.model.train()
+        return metrics([r.label for r in self.dev], out["pred"])["macro_f1"]
+
+    def _check(self, step: int) -> None:
+        if self.history and self.history[-1][0] == step:
+            return
+        f1 = self.dev_f1()
+        self.history.append((step, f1))
+        if f1 > self.best_f1:  # ties keep the earlier (shorter) run
+            self.best_step, self.best_f1 = step, f1
+            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self._check(state.global_step)
+
+    def on_train_end(self, args, state, control, **kw):
+        self._check(state.global_step)
+        if self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+
+    def summary(self) -> dict:
+        return {"dev_best_step": self.best_step, "dev_best_macro_f1": self.best_f1,
+                "dev_curve": [(s, round(f, 5)) for s, f in self.history]}
