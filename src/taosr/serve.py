@@ -29,78 +29,26 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .calibrate import ServingConfig, check_label_ids, load_serving_config
 from .cumpt import cumpt_levels, tiers_of
 from .prefix import PrefixScorer
 from .records import Record
-from .scale import DEVICE_HELP, DTYPE_HELP, resolve_engine
+from .scale import resolve_engine
+from .serve_api import (ItemIn, ItemResult, RelevanceRequest, RelevanceResponse, ServeSettings,  # noqa: F401
+                        StrictJSONRoute, too_long, validation_body)
 
 log = logging.getLogger(__name__)
 RELEVANCE_PATH = "/v1/relevance"
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-
-
-class ServeSettings(BaseModel):
-    """Server and batching knobs (`taosr serve --help` shows these)."""
-
-    host: str = Field("127.0.0.1", description="Interface to bind; 127.0.0.1 keeps the server local.")
-    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port).")
-    max_items: int = Field(200, ge=1, description="Most items in one request (more -> 413).")
-    max_text_chars: int = Field(2000, ge=1, description="Longest query / item text field in characters (longer -> 413).")
-    max_body_bytes: int = Field(4_000_000, ge=1, description="Largest request body by Content-Length (larger -> 413).")
-    max_batch_items: int = Field(256, ge=1, description="Most pairs the worker gathers into one micro-batch.")
-    max_wait_ms: float = Field(5.0, ge=0, description="How long the worker waits for more requests after the first.")
-    max_queue: int = Field(64, ge=1, description="Requests waiting for the worker; beyond it -> 503 + Retry-After.")
-    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503.")
-    request_timeout_s: float = Field(60.0, gt=0, description="A request waiting longer for its scores gets 504.")
-    batch_size: int = Field(32, ge=1, description="Items per forward in the batched layout (models not packed).")
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch's default).")
-    model_name: str | None = Field(None, description="Name reported in responses (default: the model folder's name).")
-    log_level: str = Field("info", description="uvicorn log level.")
-    engine: str = Field("auto", description="auto | transformers | vllm: vLLM (taosr.vllm_engine) when it and a GPU are present.")
-    device: str = Field("auto", description="Where the transformers engine runs: " + DEVICE_HELP)
-    dtype: str = Field("float32", description="Transformers engine: " + DTYPE_HELP)
-
-
-class ItemIn(BaseModel):
-    """One item to judge against the request's query."""
-
-    id: str | None = Field(None, description="Echoed back; defaults to the item's position ('0', '1', ...).")
-    title: Text = Field(..., description="Item title.")
-    category: str | None = Field(None, description="Leaf category.")
-    brand: str | None = Field(None, description="Brand.")
-    attributes: dict[str, str | int | float] = Field(default_factory=dict,
-                                                     description='Attributes, e.g. {"color": "red"}.')
-    price: float | None = Field(None, ge=0, description="Price.")
-    description: str | None = Field(None, description="Free text (HTML allowed).")
-
-
-class RelevanceRequest(BaseModel):
-    query: Text = Field(..., description="The search query.")
-    items: list[ItemIn] = Field(..., min_length=1, description="Items to judge (at most max_items).")
-
-
-class ItemResult(BaseModel):
-    id: str = Field(..., description="The item's id (or its position).")
-    probs: dict[str, float] = Field(..., description='P(level) for levels "1".."4"; sums to 1.')
-    level: int = Field(..., description="CumPT level 1-4 with the served beta.")
-    tier: str = Field(..., description="Good (4, 3) / Mid (2) / Bad (1).")
-
-
-class RelevanceResponse(BaseModel):
-    results: list[ItemResult] = Field(..., description="One per item, in request order.")
-    beta: float = Field(..., description="CumPT threshold used.")
-    model: str = Field(..., description="Model name.")
 
 
 class Metrics:
@@ -221,6 +169,9 @@ class RelevanceService:
                 log.warning("a group of %d requests failed (%s); retrying them one by one", len(jobs), e)
                 results = []
                 for job in jobs:
+                    if job.future.done():  # timed out meanwhile: its work is abandoned
+                        results.append(None)
+                        continue
                     try:
                         results.append((await asyncio.to_thread(self.score_jobs, [job]))[0])
                     except Exception as e1:
@@ -243,24 +194,6 @@ def _fail(jobs: list[_Job], error: Exception) -> None:
     for job in jobs:
         if not job.future.done():
             job.future.set_exception(error)
-
-
-def _too_long(body: RelevanceRequest, limit: int) -> str | None:
-    """The first text field over `limit` characters, as a message naming it; None if all fit."""
-    fields = [("query", body.query)]
-    for i, it in enumerate(body.items):
-        fields += [(f"items[{i}].{k}", getattr(it, k)) for k in ("id", "title", "category", "brand", "description")]
-        for k, v in it.attributes.items():
-            fields += [(f"items[{i}].attributes (a key)", k), (f"items[{i}].attributes.{k[:40]}", str(v))]
-    for name, value in fields:
-        if isinstance(value, str) and len(value) > limit:
-            return f"{name}: {len(value)} characters, over the limit of {limit} (max_text_chars)"
-    return None
-
-
-def _loc(loc) -> str:
-    parts = [p for p in loc if p != "body"]
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".") or "body"
 
 
 def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
@@ -299,6 +232,7 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
 
     app = FastAPI(title="taosr relevance judge", version="1", lifespan=lifespan,
                   description="TaoSR1-style answer-first relevance scores with CumPT levels.")
+    app.router.route_class = StrictJSONRoute  # strict UTF-8 JSON bodies (FastAPI's custom route class)
     app.state.service = service
     metrics = service.metrics
 
@@ -323,23 +257,32 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        errors = exc.errors()
-        message = "; ".join(f"{_loc(e['loc'])}: {e['msg']}" for e in errors[:5])
-        return JSONResponse({"detail": jsonable_encoder(errors), "message": message}, status_code=422)
+        return JSONResponse(validation_body(exc.errors()), status_code=422)
 
-    @app.post(RELEVANCE_PATH, response_model=RelevanceResponse,
-              responses={413: {"description": "Too many items or text too long"},
-                         503: {"description": "Queue full; retry after Retry-After seconds"}})
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 413 and exc.detail == "Content Too Large":  # the route's body limit, read as it streams
+            exc = HTTPException(413, f"body: over the limit of {settings.max_body_bytes} bytes (max_body_bytes)")
+        return await http_exception_handler(request, exc)
+
+    @app.post(RELEVANCE_PATH, response_model=RelevanceResponse, max_body_size=settings.max_body_bytes,
+              responses={400: {"description": "The body could not be read"},
+                         413: {"description": "Body too large, too many items or text too long"},
+                         503: {"description": "Queue full; retry after Retry-After seconds"},
+                         504: {"description": "No result within request_timeout_s; the request's work is abandoned"}})
     async def relevance(body: RelevanceRequest):
         """Judge every item against the query: P(level 1..4), CumPT level and tier."""
         if len(body.items) > settings.max_items:
             raise HTTPException(413, f"items: {len(body.items)} items, over the limit of {settings.max_items} (max_items)")
-        if message := _too_long(body, settings.max_text_chars):
+        if message := too_long(body, settings.max_text_chars):
             raise HTTPException(413, message)
         ids = [it.id if it.id is not None else str(i) for i, it in enumerate(body.items)]
-        records = [Record(id=ids[i], query=body.query, title=it.title, category=it.category, brand=it.brand,
-                          attributes=it.attributes, price=it.price, description=it.description)
-                   for i, it in enumerate(body.items)]
+        try:
+            records = [Record(id=ids[i], query=body.query, title=it.title, category=it.category, brand=it.brand,
+                              attributes=it.attributes, price=it.price, description=it.description)
+                       for i, it in enumerate(body.items)]
+        except ValidationError as e:  # what the request model lets through but a record refuses
+            return JSONResponse(validation_body(e.errors()), status_code=422)
         try:
             future = service.submit(records)
         except asyncio.QueueFull:

@@ -1,0 +1,153 @@
+"""The service's request and response models, its settings, and the request checks that run before any work.
+
+Input rules: the body is strict JSON in UTF-8 (`StrictJSONRoute`: invalid UTF-8, NaN or Infinity
+-> 422 like any other malformed JSON), every text must be valid unicode (a lone surrogate -> 422),
+numbers finite. Validation errors are answered without echoing the input (`validation_body`),
+so no input can make the error response itself fail.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Callable
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+
+from .scale import DEVICE_HELP, DTYPE_HELP
+
+
+def _unicode(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("invalid unicode: a lone surrogate") from None
+    return value
+
+
+Str = Annotated[str, AfterValidator(_unicode)]
+Text = Annotated[Str, StringConstraints(strip_whitespace=True, min_length=1)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+class StrictJSONRequest(Request):
+    """A request whose JSON must be UTF-8 and standard (no NaN / Infinity); errors are JSON decode errors (422)."""
+
+    async def json(self):
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise json.JSONDecodeError(f"invalid UTF-8 (byte {e.start})", "", e.start) from None
+            try:
+                self._json = json.loads(text, parse_constant=_no_constant)
+            except ValueError as e:
+                if isinstance(e, json.JSONDecodeError):
+                    raise
+                raise json.JSONDecodeError(str(e), "", 0) from None
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """FastAPI's documented custom route class: the endpoint reads its body through `StrictJSONRequest`."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(StrictJSONRequest(request.scope, request.receive))
+
+        return strict
+
+
+def loc_name(loc) -> str:
+    parts = [p for p in loc if p != "body"]
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".") or "body"
+
+
+def validation_body(errors: list[dict]) -> dict:
+    """The 422 body: type, location and message of each error (at most 20), never the input itself."""
+    detail = [{"type": e.get("type"), "loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
+               "msg": _unicode_safe(str(e.get("msg", "")))}
+              | ({"error": _unicode_safe(str(e["ctx"]["error"]))} if "error" in (e.get("ctx") or {}) else {})
+              for e in errors[:20]]
+    message = "; ".join(f"{loc_name(d['loc'])}: {d['msg']}" + (f" ({d['error']})" if "error" in d else "")
+                        for d in detail[:5])
+    return {"detail": detail, "message": message}
+
+
+def _unicode_safe(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class ServeSettings(BaseModel):
+    """Server and batching knobs (`taosr serve --help` shows these)."""
+
+    host: str = Field("127.0.0.1", description="Interface to bind; 127.0.0.1 keeps the server local.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port).")
+    max_items: int = Field(200, ge=1, description="Most items in one request (more -> 413).")
+    max_text_chars: int = Field(2000, ge=1, description="Longest query / item text field in characters (longer -> 413).")
+    max_body_bytes: int = Field(4_000_000, ge=1, description="Largest request body in bytes, by Content-Length or "
+                                "as read (chunked bodies too; larger -> 413).")
+    max_batch_items: int = Field(256, ge=1, description="Most pairs the worker gathers into one micro-batch.")
+    max_wait_ms: float = Field(5.0, ge=0, description="How long the worker waits for more requests after the first.")
+    max_queue: int = Field(64, ge=1, description="Requests waiting for the worker; beyond it -> 503 + Retry-After.")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503.")
+    request_timeout_s: float = Field(60.0, gt=0, description="A request waiting longer for its scores gets 504.")
+    batch_size: int = Field(32, ge=1, description="Items per forward in the batched layout (models not packed).")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch's default).")
+    model_name: str | None = Field(None, description="Name reported in responses (default: the model folder's name).")
+    log_level: str = Field("info", description="uvicorn log level.")
+    engine: str = Field("auto", description="auto | transformers | vllm: vLLM (taosr.vllm_engine) when it and a GPU are present.")
+    device: str = Field("auto", description="Where the transformers engine runs: " + DEVICE_HELP)
+    dtype: str = Field("float32", description="Transformers engine: " + DTYPE_HELP)
+
+
+class ItemIn(BaseModel):
+    """One item to judge against the request's query."""
+
+    id: Str | None = Field(None, description="Echoed back; defaults to the item's position ('0', '1', ...).")
+    title: Text = Field(..., description="Item title.")
+    category: Str | None = Field(None, description="Leaf category.")
+    brand: Str | None = Field(None, description="Brand.")
+    attributes: dict[Str, Str | int | Finite] = Field(default_factory=dict, description='Attributes, e.g. {"color": "red"}.')
+    price: Finite | None = Field(None, ge=0, description="Price (a finite number >= 0).")
+    description: Str | None = Field(None, description="Free text (HTML allowed).")
+
+
+class RelevanceRequest(BaseModel):
+    query: Text = Field(..., description="The search query.")
+    items: list[ItemIn] = Field(..., min_length=1, description="Items to judge (at most max_items).")
+
+
+class ItemResult(BaseModel):
+    id: str = Field(..., description="The item's id (or its position).")
+    probs: dict[str, float] = Field(..., description='P(level) for levels "1".."4"; sums to 1.')
+    level: int = Field(..., description="CumPT level 1-4 with the served beta.")
+    tier: str = Field(..., description="Good (4, 3) / Mid (2) / Bad (1).")
+
+
+class RelevanceResponse(BaseModel):
+    results: list[ItemResult] = Field(..., description="One per item, in request order.")
+    beta: float = Field(..., description="CumPT threshold used.")
+    model: str = Field(..., description="Model name.")
+
+
+def too_long(body: RelevanceRequest, limit: int) -> str | None:
+    """The first text field over `limit` characters, as a message naming it; None if all fit."""
+    fields = [("query", body.query)]
+    for i, it in enumerate(body.items):
+        fields += [(f"items[{i}].{k}", getattr(it, k)) for k in ("id", "title", "category", "brand", "description")]
+        for k, v in it.attributes.items():
+            fields += [(f"items[{i}].attributes (a key)", k), (f"items[{i}].attributes.{k[:40]}", str(v))]
+    for name, value in fields:
+        if isinstance(value, str) and len(value) > limit:
+            return f"{name}: {len(value)} characters, over the limit of {limit} (max_text_chars)"
+    return None
+
