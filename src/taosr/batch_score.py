@@ -9,13 +9,16 @@ instruction + query KV cache shared by the items of a query), or with the unshar
 `prefix_sharing=False` (same numbers, slower). Each chunk of `batch_queries` queries is written as
 one Parquet part file, atomically (written to `.tmp`, then renamed):
 
-    <output>.parts/manifest.json        input fingerprint, model, beta
+    <output>.parts/manifest.json        input fingerprint (every field), model, beta, prompt, engine,
+                                        device, dtype, prefix sharing
     <output>.parts/part-00000.parquet   whole query groups, with their input row numbers (_seq)
     ...
 
 Resuming: a killed run leaves finished parts (and maybe a `.tmp`, deleted on restart). A rerun
-with the same input and model reads the row numbers already written and scores only the rest, so
-no pair is lost or written twice. When every row is scored, the parts are merged into `output`
+with the same input, model and settings reads the row numbers already written and scores only the
+rest, so no pair is lost or written twice; a rerun with anything in the manifest changed is refused
+(`ResumeError`, naming what differs) unless `fresh`. An unreadable (truncated) part is deleted and
+its rows scored again. Labels are not read (scoring does not use them), so a bad label rejects nothing. When every row is scored, the parts are merged into `output`
 (input order, row groups of `ROW_GROUP` rows) and the parts folder is removed. Output columns:
 id, query, title, p1..p4 (P(level 1..4)), level (CumPT with the beta of `taosr_serving.json`),
 tier (Good / Mid / Bad).
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -41,6 +45,7 @@ from .loaders import load_records
 from .progress import progress_bar
 from .records import Record
 
+log = logging.getLogger(__name__)
 ROW_GROUP = 65_536
 SCHEMA = pa.schema([("id", pa.string()), ("query", pa.string()), ("title", pa.string()),
                     ("p1", pa.float64()), ("p2", pa.float64()), ("p3", pa.float64()), ("p4", pa.float64()),
@@ -56,12 +61,24 @@ def rejects_path_of(output: Path) -> Path:
     return output.with_suffix(".rejects.jsonl")
 
 
+class ResumeError(ValueError):
+    """The run cannot start or resume as asked (its parts belong to other settings, output = input, ...)."""
+
+
 def _fingerprint(records: list[Record]) -> str:
-    """A hash of the input pairs, so a resume never mixes two different inputs."""
+    """A hash of every field of every input pair, so a resume never mixes two different inputs."""
     h = hashlib.sha256()
     for r in records:
-        h.update(f"{r.id}\x1f{r.query}\x1f{r.title}\x1e".encode())
+        h.update(r.model_dump_json().encode() + b"\x1e")
     return h.hexdigest()
+
+
+def check_paths(input_path: str | Path, output: Path) -> None:
+    """Refuse an output (or its rejects file) that is the input: scoring would overwrite what it reads."""
+    source = Path(input_path).resolve()
+    for target, what in ((output, "--output"), (rejects_path_of(output), "the rejects file of --output")):
+        if target.resolve() == source:
+            raise ResumeError(f"{what} ({target}) is the input file {input_path}: choose another --output")
 
 
 def _groups(records: list[Record]) -> list[list[int]]:
@@ -79,24 +96,39 @@ def _open_parts(parts: Path, manifest: dict, fresh: bool) -> tuple[set[int], int
     parts.mkdir(parents=True, exist_ok=True)
     mpath = parts / "manifest.json"
     if mpath.exists():
-        old = json.loads(mpath.read_text())
+        try:
+            old = json.loads(mpath.read_text())
+        except ValueError:
+            old = {}
         if old != manifest:
-            diff = sorted(k for k in manifest if old.get(k) != manifest[k])
-            raise ValueError(f"{parts} belongs to a run with a different {', '.join(diff)}; "
-                             "delete it (or pass fresh=True / --fresh) to start over")
+            diff = [f"{k} ({_shown(old.get(k))} there, {_shown(manifest[k])} now)"
+                    for k in manifest if old.get(k) != manifest[k]]
+            raise ResumeError(f"{parts} holds an interrupted run with a different {'; '.join(diff)}: rerun with its "
+                              "settings to resume it, or pass --fresh (fresh=True) to discard it and start over")
     else:
         mpath.write_text(json.dumps(manifest, indent=1))
     for tmp in parts.glob("*.tmp"):  # a part killed mid-write
         tmp.unlink()
     done: set[int] = set()
     files = sorted(parts.glob("part-*.parquet"))
-    for f in files:
-        seqs = pq.read_table(f, columns=["_seq"])["_seq"].to_pylist()
+    for f in list(files):
+        try:
+            seqs = pq.read_table(f, columns=["_seq"])["_seq"].to_pylist()
+        except (pa.ArrowException, OSError) as e:  # truncated or damaged: its rows are scored again
+            log.warning("%s is unreadable (%s); its rows will be scored again", f, e)
+            f.unlink()
+            files.remove(f)
+            continue
         if done.intersection(seqs):
-            raise ValueError(f"{f}: rows already written by another part (corrupt parts folder)")
+            raise ResumeError(f"{f}: rows already written by another part (corrupt parts folder); pass --fresh")
         done.update(seqs)
     nxt = 1 + max((int(f.stem.split("-")[1]) for f in files), default=-1)
     return done, nxt
+
+
+def _shown(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _table(records: list[Record], seqs: list[int], probs: np.ndarray, beta: float) -> pa.Table:
@@ -144,7 +176,7 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
     from .scale import resolve_engine
 
     engine = resolve_engine(engine)
-    from .modeling import load_model
+    from .modeling import load_model, pick_device
     from .prefix import PrefixScorer
     from .scoring import score_records
 
@@ -152,12 +184,16 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
     if batch_queries < 1:
         raise ValueError("batch_queries must be >= 1")
     output, model_dir = Path(output_path), Path(model_dir)
-    loaded = load_records([input_path], rejects_path=rejects_path_of(output))
+    check_paths(input_path, output)
+    loaded = load_records([input_path], rejects_path=rejects_path_of(output), read_labels=False)
     records = loaded.records
     serving = load_serving_config(model_dir)
     parts = parts_dir_of(output)
     manifest = {"input": str(Path(input_path).resolve()), "fingerprint": _fingerprint(records),
-                "rows": len(records), "model": str(model_dir.resolve()), "beta": serving.beta}
+                "rows": len(records), "model": str(model_dir.resolve()), "beta": serving.beta,
+                "prompt": serving.prompt.model_dump(), "engine": engine,
+                "device": "cuda (vllm)" if engine == "vllm" else str(pick_device(device)),
+                "dtype": dtype if engine != "vllm" else "vllm", "prefix_sharing": prefix_sharing and engine != "vllm"}
     done, number = _open_parts(parts, manifest, fresh)
     todo = [g for g in ([i for i in grp if i not in done] for grp in _groups(records)) if g]
 

@@ -206,15 +206,20 @@ def _schema(columns: Iterable[str], file: Path) -> Builder:
                     "for the official ESCI files use load_esci_official(examples, products)")
 
 
-def _build(res: LoadResult, file: str, rows: Iterable[Row], builder: Builder, require_label: bool) -> None:
-    """Turn raw rows into records; whatever is wrong with a row makes a reject, never an exception."""
+def _build(res: LoadResult, file: str, rows: Iterable[Row], builder: Builder, require_label: bool,
+           read_labels: bool = True) -> None:
+    """Turn raw rows into records; whatever is wrong with a row makes a reject, never an exception.
+
+    With ``read_labels=False`` (scoring, which never uses them) labels are not read, so a bad one rejects nothing.
+    """
     stats, stem = res._stats(file), Path(file).stem
     for rowno, raw, error in rows:
         stats["rows"] += 1
         try:
             if error:
                 raise _Reject(None, error)
-            record = Record(**{k: v for k, v in builder(_decoded(raw), f"{stem}:{rowno}").items() if v is not None})
+            fields = builder(_decoded(raw), f"{stem}:{rowno}")
+            record = Record(**{k: v for k, v in fields.items() if v is not None and (read_labels or k != "label")})
             if require_label and record.label is None:
                 raise _Reject("label", "missing label (require_label=True)")
             res.records.append(record)
@@ -339,11 +344,12 @@ _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv
 
 
 def load_records(paths: list[str | Path] | str | Path, fmt: str = "auto", require_label: bool = False,
-                 rejects_path: Path | None = None) -> LoadResult:
+                 rejects_path: Path | None = None, read_labels: bool = True) -> LoadResult:
     """Load taosr / ESCI-merged / OpenSearch files (and WANDS folders) into one `LoadResult`.
 
     A bad row becomes a reject; an unusable file raises `DataError`. With ``rejects_path`` the
     rejects are always written there as JSONL (an empty file when there are none).
+    ``read_labels=False`` leaves labels out (for scoring): an invalid label then rejects nothing.
     """
     res = LoadResult()
     for path in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
@@ -362,7 +368,7 @@ def load_records(paths: list[str | Path] | str | Path, fmt: str = "auto", requir
             columns, rows = table.column_names, [(i, r, None) for i, r in enumerate(table.to_pylist(), 1)]
         else:
             raise DataError(f"{path}: unknown format {kind or path.suffix!r} (use jsonl, json, csv, tsv or parquet)")
-        _build(res, str(path), rows, _schema(columns, path), require_label)
+        _build(res, str(path), rows, _schema(columns, path), require_label, read_labels)
     if rejects_path is not None:
         res.write_rejects(rejects_path)
     return res

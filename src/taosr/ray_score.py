@@ -61,7 +61,8 @@ class _ScoreActor:
 
         raw = batch.to_pylist()
         res = LoadResult()
-        _build(res, self.file, [(i, r, None) for i, r in enumerate(raw)], self.builder, require_label=False)
+        _build(res, self.file, [(i, r, None) for i, r in enumerate(raw)], self.builder, require_label=False,
+               read_labels=False)
         rejected = {x["row"] for x in res.rejects}
         good = [i for i in range(len(raw)) if i not in rejected]
         probs = self.scorer.score_records(res.records) if res.records else np.zeros((0, 4))  # grouped by query inside
