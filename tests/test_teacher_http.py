@@ -247,3 +247,25 @@ def test_transformers_backend_and_local_teacher(tiny_model, tiny_tokenizer, pair
     assert [o.status for o in outs] == ["inconsistent", "inconsistent", "failed"]
     assert has(teacher.stats, {"requests": 4, "inconsistent": 4, "rejected": 2, "failed": 1})
     json.dumps(teacher.stats)
+
+
+def test_timeout_is_a_deadline_for_a_trickling_server(pairs, retriever):
+    """A server sending one byte every 0.1 s never trips a per-read timeout; the deadline still ends it."""
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        async def trickle():
+            for _ in range(40):  # 4 s in all
+                await asyncio.sleep(0.1)
+                yield b" "
+        return StreamingResponse(trickle(), media_type="application/json")
+
+    with BackgroundServer(app) as url, OpenAITeacher(url, "m", retriever=retriever, timeout_s=0.5, max_retries=0) as t:
+        start = time.monotonic()
+        o = t.outcome(pairs[0])
+        took = time.monotonic() - start
+    assert o.status == "failed" and "timeout" in o.reason and "0.5s" in o.reason
+    assert took < 1.5

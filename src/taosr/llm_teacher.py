@@ -5,7 +5,8 @@ Both teachers here keep `Teacher.reason(record) -> Reasoning | None` and add
 `outcome(record) -> Outcome` (status ok / inconsistent / failed, with the reason) for `taosr.cot`:
 
 * `OpenAITeacher`: any OpenAI-compatible `POST {base_url}/v1/chat/completions` (a hosted API, vLLM,
-  or `taosr.chat_server`). Bounded retries with exponential backoff on timeouts, connection errors,
+  or `taosr.chat_server`). `timeout_s` is a deadline for each whole request (a server that trickles
+  bytes is abandoned at it, not only one that stays silent). Bounded retries with exponential backoff on timeouts, connection errors,
   429 and 5xx; a SQLite cache keyed by (model, messages, temperature, max_tokens, attempt) so that a
   rerun never pays for a request twice; a thread pool of `concurrency` requests.
 * `LocalTeacher`: a local transformers model (chat template when the tokenizer has one).
@@ -25,6 +26,7 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from .records import Record
@@ -143,6 +145,7 @@ def cache_key(model: str, messages: list[dict], temperature: float, max_tokens: 
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+MAX_ANSWER_BYTES = 4_000_000  # a chat answer larger than this is an error, not read on
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 
 
@@ -168,8 +171,21 @@ class OpenAITeacher(_Consistency):
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(timeout=httpx.Timeout(timeout_s), headers=headers,
                                     limits=httpx.Limits(max_connections=self.concurrency))
+        self._requests = ThreadPoolExecutor(max_workers=2 * self.concurrency, thread_name_prefix="teacher-http")
+
+    def _send(self, body: dict):
+        """One request with `timeout_s` as a deadline for the whole answer (not per read): the caller stops
+        waiting at the deadline, and the request's thread stops reading at its first chunk past it."""
+        deadline = time.monotonic() + self.timeout_s
+        future = self._requests.submit(_read_until, self._client, self.url, body, deadline)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def close(self) -> None:
+        self._requests.shutdown(wait=False, cancel_futures=True)
         self._client.close()
         if self.cache is not None:
             self.cache.close()
@@ -203,15 +219,15 @@ class OpenAITeacher(_Consistency):
             self._count("requests")
             wait = None
             try:
-                resp = self._client.post(self.url, json=body)
-            except httpx.TimeoutException as e:
-                err = f"timeout after {self.timeout_s:g}s ({type(e).__name__})"
+                resp = self._send(body)
+            except (httpx.TimeoutException, TimeoutError) as e:
+                err = f"timeout: no complete answer within {self.timeout_s:g}s ({type(e).__name__})"
             except httpx.TransportError as e:
                 err = f"connection error: {type(e).__name__}: {e}"
             else:
                 if resp.status_code == 200:
                     try:
-                        return _content(resp.json()), None
+                        return _content(json.loads(resp.content)), None
                     except (ValueError, KeyError, IndexError, TypeError) as e:
                         self._count("http_errors")
                         return None, f"malformed response: {type(e).__name__}: {e}"
@@ -225,6 +241,32 @@ class OpenAITeacher(_Consistency):
                 delay = min(self.max_backoff_s, self.backoff_s * (2 ** i))
                 time.sleep(min(self.max_backoff_s, wait) if wait is not None else delay)
         return None, f"{err} (gave up after {self.max_retries + 1} tries)"
+
+
+@dataclass
+class _Answer:
+    status_code: int
+    headers: object  # httpx.Headers (case-insensitive)
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+def _read_until(client, url: str, body: dict, deadline: float) -> _Answer:
+    """POST and read the whole answer, giving up (TimeoutError) at the first chunk past `deadline`."""
+    import httpx
+
+    with client.stream("POST", url, json=body) as resp:
+        data = bytearray()
+        for chunk in resp.iter_bytes():
+            data += chunk
+            if time.monotonic() > deadline:
+                raise TimeoutError("deadline passed while reading the answer")
+            if len(data) > MAX_ANSWER_BYTES:
+                raise httpx.TransportError(f"answer over {MAX_ANSWER_BYTES} bytes")
+        return _Answer(resp.status_code, resp.headers, bytes(data))
 
 
 def _retry_after(resp) -> float | None:
