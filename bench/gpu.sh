@@ -10,6 +10,7 @@
 #                              #   into /tmp/taosr-site, convert SmolLM2 offline, run the SmolLM2 benchmark
 #   bash bench/gpu.sh prep     # stage1 without its workload (seconds): re-seeds a machine that went cold
 #   bash bench/gpu.sh quick    # here, on the CPU: the same install/join/sha/conversion path, --preset quick
+#                              #   (temporary site and TAOSR_CACHE, removed after; runs/gpu-sh-quick-*)
 #   bash bench/gpu.sh pipeline # the older single run: bench/gpu_pipeline.py (MODEL=fresh|smollm2-135m)
 #
 # Extra arguments go to the workload. Env: BUDGET_S (seconds the whole call may take, default 540: the
@@ -110,6 +111,7 @@ method() {  # bench/method.py, or bench/gpu_pipeline.py while method.py does not
   if [ -f bench/method.py ]; then
     local m=(); [ "$model" = fresh ] || m=(--model "$model")
     grep -q -- '"--device"' bench/method.py && m+=(--device "$device")  # only where method.py takes it
+    [ "$MODE" = quick ] && m+=(--name "gpu-sh-quick-$model")  # here: not the runs/ of your own method runs
     workload "$log" "$PY" bench/method.py --preset "$preset" "${m[@]}" --out "$OUTDIR/$out" "$@"
   else
     local q=(); [ "$preset" = quick ] && q=(--quick)
@@ -140,9 +142,12 @@ case "$MODE" in
     ;;
   quick)  # CPU check of the same path. A Python 3.12 interpreter installs .whl for real; another one has pip
           # check that the wheels install on CPython 3.12 manylinux x86_64 (tags, one version each).
-    SITE=${QUICK_SITE:-$(mktemp -d /tmp/taosr-site-quick.XXXX)}
+    SITE=$(mktemp -d /tmp/taosr-site-quick.XXXX)
     SMOL_KEEP=$SITE.keep
-    export TAOSR_CACHE=${TAOSR_CACHE:-$(mktemp -d /tmp/taosr-cache-quick.XXXX)}
+    [ -n "${TAOSR_CACHE:-}" ] || { TAOSR_CACHE=$(mktemp -d /tmp/taosr-cache-quick.XXXX); TMP_CACHE=$TAOSR_CACHE; }
+    export TAOSR_CACHE
+    trap 'rm -rf "$SITE" "$SMOL_KEEP" "$SITE.dry" ${TMP_CACHE:+"$TMP_CACHE"}' EXIT  # what this run made in /tmp
+    rm -rf runs/gpu-sh-quick-fresh runs/gpu-sh-quick-smollm2-135m  # method.py resumes: start these afresh
     {
       header
       if "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
