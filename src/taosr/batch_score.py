@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from .calibrate import check_label_ids, load_serving_config
 from .cumpt import cumpt_levels, tiers_of
-from .loaders import load_records
+from .loaders import DataError, load_records
 from .progress import progress_bar
 from .records import Record
 
@@ -61,7 +61,7 @@ def rejects_path_of(output: Path) -> Path:
     return output.with_suffix(".rejects.jsonl")
 
 
-class ResumeError(ValueError):
+class ResumeError(DataError):
     """The run cannot start or resume as asked (its parts belong to other settings, output = input, ...)."""
 
 
@@ -187,6 +187,8 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
     check_paths(input_path, output)
     loaded = load_records([input_path], rejects_path=rejects_path_of(output), read_labels=False)
     records = loaded.records
+    if not records:
+        raise DataError(f"{input_path}: no usable row ({len(loaded.rejects)} rejected; reasons in {rejects_path_of(output)})")
     serving = load_serving_config(model_dir)
     parts = parts_dir_of(output)
     manifest = {"input": str(Path(input_path).resolve()), "fingerprint": _fingerprint(records),

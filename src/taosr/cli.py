@@ -17,13 +17,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="taosr: train, evaluate and serve TaoSR1-style thinking relevance judges.")
 console = Console(width=None if os.isatty(1) else 140)
-ITEMS_PER_FORWARD = ("Items per forward pass where items are batched (no prefix sharing, or models the packed "
-                     "layout does not cover); the packed layout fills forwards of up to 1024 tokens.")
 
-from .cli_data import data_app  # noqa: E402  (`taosr data inspect | split`)
+from .cli_data import data_app, input_errors, load_input  # noqa: E402  (`taosr data inspect | split`)
+from .cli_serve import ITEMS_PER_FORWARD, register  # noqa: E402  (`taosr score | serve | cot | chat-serve`)
 from .scale import BF16_HELP, DEVICE_HELP, DTYPE_HELP  # noqa: E402  (no torch import: the CLI starts fast)
 
 app.add_typer(data_app, name="data")
+register(app)
 
 
 @app.command()
@@ -42,6 +42,7 @@ def synth(
 
 
 @app.command()
+@input_errors
 def sft(
     data: Path = typer.Option(..., help="Folder with train.jsonl (e.g. from `taosr synth`)."),
     out: Path = typer.Option(..., help="Output folder (model in OUT/model)."),
@@ -60,7 +61,7 @@ def sft(
 ):
     """Stage 1: SFT on teacher CoT in one output order. Runs unchanged under `accelerate launch -m taosr.cli sft ...`."""
     from .modeling import ModelConfig
-    from .pipeline import RunConfig, fresh_model, read_split
+    from .pipeline import RunConfig, fresh_model
     from .scale import LoraSwitch
     from .sft import SFTStageConfig, run_sft
     from .teacher import RuleTeacher
@@ -70,7 +71,7 @@ def sft(
                                        learning_rate=learning_rate, seed=seed, label_weight=label_weight, bf16=bf16,
                                        gradient_checkpointing=gradient_checkpointing,
                                        lora=LoraSwitch(r=lora_r, alpha=lora_alpha)))
-    train = read_split(data / "train.jsonl")
+    train = load_input(data / "train.jsonl", rejects=data / "train.rejects.jsonl", require_label=True)
     m, tok = fresh_model(cfg, train)
     from .teacher import FileTeacher
 
@@ -79,11 +80,13 @@ def sft(
 
 
 @app.command("eval")
+@input_errors
 def eval_cmd(
     model: Path = typer.Option(..., help="Model folder (e.g. runs/demo/sft_answer_first/model)."),
     data: Path = typer.Option(..., help="Labelled file to evaluate on (JSONL/CSV/Parquet)."),
     order: str = typer.Option("answer_first", help="How the model answers: answer_only | think_first | answer_first."),
-    out: Optional[Path] = typer.Option(None, help="metrics.json path (default: next to the model)."),
+    out: Optional[Path] = typer.Option(None, help="Metrics JSON path (default: eval-DATA_STEM.json next to the model "
+                                       "folder, so the stage's own metrics.json is kept)."),
     batch_size: int = typer.Option(64, help="Scoring / generation batch size."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     dtype: str = typer.Option("float32", help=DTYPE_HELP),
@@ -91,13 +94,15 @@ def eval_cmd(
     """Macro-F1, per-class F1, accuracy, confusion matrix and per-query-type scores."""
     from .evaluate import evaluate, query_type_table, stage_table
     from .modeling import load_model
-    from .pipeline import read_split, write_json
+    from .pipeline import write_json
     from .prompts import PromptConfig
 
+    records = load_input(data, rejects=data.with_suffix(".rejects.jsonl"), require_label=True)
     m, tok = load_model(model, dtype, device)
-    records = read_split(data)
     metrics, _ = evaluate(m, tok, records, order, PromptConfig(), batch_size=batch_size)
-    write_json(out or model.parent / "metrics.json", metrics)
+    out = out or model.parent / f"eval-{data.stem}.json"
+    write_json(out, metrics)
+    typer.echo(f"metrics -> {out}", err=True)
     console.print(stage_table([(f"{model} ({order})", metrics)], title=f"eval on {data}"))
     console.print(query_type_table([(str(model), metrics)]))
 
@@ -209,6 +214,7 @@ def grpo(
 
 
 @app.command()
+@input_errors
 def calibrate(
     model: Path = typer.Option(..., help="Model folder; taosr_serving.json (beta, label ids, prompt) is written into it."),
     data: Path = typer.Option(..., help="Labelled dev file (JSONL/CSV/Parquet)."),
@@ -219,119 +225,11 @@ def calibrate(
 ):
     """Choose the CumPT threshold beta on labelled dev data and store it with the model."""
     from .calibrate import calibrate_model
-    from .pipeline import read_split
     from .prompts import PromptConfig
 
-    out = calibrate_model(model, read_split(data), PromptConfig(), objective, batch_size, device, dtype)
+    records = load_input(data, rejects=data.with_suffix(".rejects.jsonl"), require_label=True)
+    out = calibrate_model(model, records, PromptConfig(), objective, batch_size, device, dtype)
     console.print_json(data={k: v for k, v in out.items() if k not in ("prompt", "curve")})
-
-
-@app.command()
-def score(
-    model: Path = typer.Option(..., help="Model folder (calibrated with `taosr calibrate`, else beta = 0.5)."),
-    input: Path = typer.Option(..., "--input", help="Pairs to score (JSONL/CSV/Parquet)."),
-    output: Path = typer.Option(..., "--output", help="Output Parquet; rejects -> OUTPUT.rejects.jsonl."),
-    batch_queries: int = typer.Option(64, help="Queries per part file (the unit of resume)."),
-    batch_size: int = typer.Option(32, help=ITEMS_PER_FORWARD),
-    prefix_sharing: bool = typer.Option(True, "--prefix-sharing/--no-prefix-sharing", help="Share the query's KV cache."),
-    fresh: bool = typer.Option(False, help="Discard an interrupted run's parts instead of resuming."),
-    engine: str = typer.Option("auto", help="auto | transformers | vllm (GPU; batching is vLLM's own, --batch-size and "
-                               "--prefix-sharing do not apply) | ray (a Ray Data actor pool)."),
-    actors: int = typer.Option(2, help="--engine ray: actors (one model each)."),
-    ray_address: Optional[str] = typer.Option(None, help="--engine ray: cluster address (default: RAY_ADDRESS or a local instance)."),
-    ray_gpus: float = typer.Option(0.0, min=0.0, help="--engine ray without vLLM: GPUs per actor (0.5: two actors "
-                                   "share one; 0: CPU actors). vLLM actors take one GPU each."),
-    device: str = typer.Option("auto", help="--engine transformers: " + DEVICE_HELP),
-    dtype: str = typer.Option("float32", help="--engine transformers or ray: " + DTYPE_HELP),
-):
-    """Batch-score a file: P(1..4), CumPT level and tier per row; streaming, resumable output."""
-    if engine == "ray":
-        from .ray_score import score_file_ray
-        from .scale import resolve_engine
-
-        console.print_json(data=score_file_ray(model, input, output, actors, batch_size, address=ray_address,
-                                               engine=resolve_engine("auto"), gpus_per_actor=ray_gpus, dtype=dtype))
-        return
-    from .batch_score import score_file
-
-    console.print_json(data=score_file(model, input, output, batch_queries, prefix_sharing, batch_size, fresh, engine,
-                                       device, dtype))
-
-
-@app.command()
-def serve(
-    model: Path = typer.Option(..., help="Model folder."),
-    host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default)."),
-    port: int = typer.Option(8000, help="Port."),
-    max_items: int = typer.Option(200, help="Most items in one request."),
-    max_wait_ms: float = typer.Option(5.0, help="Longest a request waits for its micro-batch."),
-    max_queue: int = typer.Option(64, help="Requests queued before the server answers 503."),
-    engine: str = typer.Option("auto", help="auto (vLLM when it and a GPU are present) | transformers | vllm."),
-    device: str = typer.Option("auto", help="--engine transformers: " + DEVICE_HELP),
-    dtype: str = typer.Option("float32", help="--engine transformers: " + DTYPE_HELP),
-):
-    """Run the relevance service: POST /v1/relevance, /healthz, /readyz, /metrics, /docs."""
-    from .serve import ServeSettings, run
-
-    run(model, ServeSettings(host=host, port=port, max_items=max_items, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                             engine=engine, device=device, dtype=dtype))
-
-
-@app.command()
-def cot(
-    data: list[Path] = typer.Argument(..., help="Labelled pairs (any format `taosr data inspect` reads)."),
-    out: Path = typer.Option(Path("cot.jsonl"), help="Output JSONL; rerun to resume."),
-    teacher: str = typer.Option("rules", help="rules | openai | local."),
-    base_url: str = typer.Option("http://127.0.0.1:8001", help="OpenAI-compatible server (teacher=openai)."),
-    model: str = typer.Option("taosr-rules", help="Model name sent to the server."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key."),
-    model_dir: Optional[Path] = typer.Option(None, help="Local HF model folder (teacher=local)."),
-    concurrency: int = typer.Option(4, help="Requests in flight."),
-    timeout_s: float = typer.Option(30.0, help="Per-request timeout."),
-    max_retries: int = typer.Option(3, help="Retries on errors and timeouts (exponential backoff)."),
-    max_attempts: int = typer.Option(2, help="Asks per pair until the reasoning concludes the gold label."),
-    k: int = typer.Option(3, help="Rules retrieved per pair."),
-    embeddings: bool = typer.Option(False, help="Fuse MiniLM embeddings into rule retrieval."),
-    cache: Optional[Path] = typer.Option(None, help="SQLite response cache (default OUT.cache.sqlite)."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N records."),
-):
-    """Teacher CoT for every labelled pair, from rules retrieved per pair (ok / inconsistent / failed, all counted)."""
-    from .cot import run_cot
-    from .loaders import load_records
-    from .retrieval import RuleRetriever
-
-    records = load_records(data).records[:limit]
-    retriever = RuleRetriever(use_embeddings=embeddings)
-    if teacher == "openai":
-        from .llm_teacher import OpenAITeacher
-
-        t = OpenAITeacher(base_url, model, api_key=os.environ.get(api_key_env), concurrency=concurrency,
-                          timeout_s=timeout_s, max_retries=max_retries, max_attempts=max_attempts, k=k,
-                          retriever=retriever, cache_path=cache or out.with_suffix(".cache.sqlite"))
-    elif teacher == "local":
-        from .llm_teacher import LocalTeacher
-
-        t = LocalTeacher(model_dir, retriever=retriever, k=k, max_attempts=max_attempts)
-    elif teacher == "rules":
-        from .teacher import RuleTeacher
-
-        t = RuleTeacher()
-    else:
-        raise typer.BadParameter(f"unknown teacher {teacher!r} (rules | openai | local)")
-    console.print_json(data=run_cot(records, t, out))
-
-
-@app.command("chat-serve")
-def chat_serve(
-    backend: str = typer.Option("rules", help="rules (the rule teacher) | transformers (a local model)."),
-    model_dir: Optional[Path] = typer.Option(None, help="Model folder for the transformers backend."),
-    host: str = typer.Option("127.0.0.1", help="Bind address."),
-    port: int = typer.Option(8001, help="Port."),
-):
-    """An OpenAI-compatible /v1/chat/completions server for a local model (a teacher for `taosr cot`)."""
-    from .chat_server import RuleBackend, TransformersBackend, serve_chat
-
-    serve_chat(RuleBackend() if backend == "rules" else TransformersBackend(model_dir), host=host, port=port)
 
 
 @app.command()
