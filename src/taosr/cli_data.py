@@ -56,7 +56,7 @@ def data_inspect(
     rejects: Path = typer.Option(Path("rejects.jsonl"), help="Where rejected rows are written, with reasons."),
 ):
     """Load and validate FILES; print label and query-type counts and where rejected rows went."""
-    from .loaders import format_summary, inspect_files
+    from .data_summary import format_summary, inspect_files
 
     summary = inspect_files(files, rejects)
     console.print(format_summary(summary))
