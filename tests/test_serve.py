@@ -176,7 +176,7 @@ def test_queue_full_answers_503_with_retry_after(net):
 
 
 def test_concurrent_requests_share_a_batch_but_get_their_own_answers(net, by_query):
-    app = create_app(net, ServeSettings(max_batch_items=256, max_wait_ms=5))
+    app = create_app(net, ServeSettings(max_batch_items=256, max_batch_tokens=100_000, max_wait_ms=5))
     service = app.state.service
     asks = [by_query[i] for i in range(7)] + [(by_query[0][0], by_query[8][1])]  # two requests share a query
     with TestClient(app) as client, ThreadPoolExecutor(9) as pool:

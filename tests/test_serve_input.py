@@ -105,3 +105,46 @@ def test_a_timed_out_request_is_answered_504_and_its_work_abandoned(net):
         holder.join(10)
         assert client.post(URL, json=GOOD).status_code == 200
     assert "never scored" not in scored and scored.count("red running shoes") == 2
+
+
+def test_a_large_request_is_sliced_and_a_small_one_goes_first(net, tiny_splits):
+    """With max_batch_tokens, a large request is scored over several micro-batches; a small request that
+    arrives meanwhile is in the next one, and the large request's answer equals the offline scores."""
+    from taosr.scoring import score_records
+
+    big = [r for r in tiny_splits["test"] if r.query == tiny_splits["test"][0].query][:3]
+    big = (big * 4)[:12]
+    app = create_app(net, ServeSettings(max_batch_tokens=250))
+    service = app.state.service
+    entered, release, slices = threading.Event(), threading.Event(), []
+    original = service.score_jobs
+
+    def gated(pieces):
+        slices.append([(p.records[0].query, len(p.records)) for p in pieces])
+        if len(slices) == 1:
+            entered.set()
+            release.wait(10)
+        return original(pieces)
+
+    service.score_jobs = gated
+    body = {"query": big[0].query, "items": [{"id": str(i), "title": r.title, "category": r.category, "brand": r.brand,
+                                              "attributes": r.attributes, "price": r.price,
+                                              "description": r.description} for i, r in enumerate(big)]}
+    with TestClient(app) as client:
+        result = {}
+        holder = threading.Thread(target=lambda: result.update(r=client.post(URL, json=body)))
+        holder.start()
+        assert entered.wait(5)
+        small = threading.Thread(target=lambda: result.update(s=client.post(URL, json=GOOD)))
+        small.start()
+        time.sleep(0.3)
+        release.set()
+        small.join(10)
+        holder.join(10)
+    assert result["s"].status_code == 200 and result["r"].status_code == 200
+    assert len(slices) >= 3 and slices[1][0] == ("red shoes", 1)  # the small request first in the 2nd batch
+    assert sum(n for s in slices for q, n in s if q == big[0].query) == len(big)
+    probs = [[x["probs"][k] for k in "1234"] for x in result["r"].json()["results"]]
+    import numpy as np
+
+    np.testing.assert_allclose(probs, score_records(net[0], net[1], big, PromptConfig()), atol=1e-5)

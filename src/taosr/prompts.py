@@ -49,12 +49,13 @@ class PromptConfig(BaseModel):
         description="Shared instruction prefix (put retrieved rules here for large models). Must end in a newline.",
     )
     max_description_chars: int = Field(300, description="Item descriptions are cut to this many characters.")
-    max_query_tokens: int = Field(64, ge=4, description="Query segment budget in tokens; longer queries keep their "
+    max_query_tokens: int = Field(48, ge=4, description="Query segment budget in tokens; longer queries keep their "
                                   "first tokens (see the module doc for the rule).")
-    max_item_tokens: int = Field(384, ge=8, description="Item segment budget in tokens (title, details, description); "
+    max_item_tokens: int = Field(288, ge=8, description="Item segment budget in tokens (title, details, description); "
                                  "longer items keep their first tokens.")
-    max_prompt_tokens: int = Field(512, ge=16, description="Whole prompt budget (instructions + query + item) in tokens; "
-                                   "the item is cut further to fit it.")
+    max_prompt_tokens: int = Field(384, ge=16, description="Whole prompt budget (instructions + query + item) in tokens; "
+                                   "the item is cut further to fit it. With the response it should fit the model's "
+                                   "positions (512 for the fresh model: 384 leaves 128 for the response).")
 
 
 CHARS_PER_TOKEN = 16  # step 1 of the rule: characters kept per token of budget, before tokenizing

@@ -11,14 +11,16 @@ Probabilities are the answer-first ones (softmax over the four label tokens afte
 computed with `PrefixScorer`: identical to the offline scorer); level = CumPT with the beta of
 `<model_dir>/taosr_serving.json` (0.5 without it), tier = Good / Mid / Bad.
 
-Request flow: a request is validated (422 for wrong or missing fields and invalid JSON, 413 for too
-many items, an over-long text or an over-large body, each message naming the field) and put on a
-bounded `asyncio.Queue` (full -> 503 with Retry-After). One worker task drains the queue: it takes
-requests until `max_batch_items` pairs are gathered or `max_wait_ms` has passed since the first,
-runs the torch work in a thread (`asyncio.to_thread`, so the event loop keeps accepting requests),
-scores the whole micro-batch in one call (`PrefixScorer.score_groups` packs its requests into shared
-forwards over the instructions' cached keys), handing each request exactly its own rows. A
-micro-batch that fails is retried request by request, so one bad request never fails the others.
+Request flow: a request is validated before any work (422 for wrong or missing fields, invalid
+JSON or UTF-8, NaN, lone surrogates; 413 for too many items, an over-long text or a body over
+`max_body_bytes`, chunked or not; each message names the field, and never echoes the input) and
+put on a bounded `asyncio.Queue` (full -> 503 with Retry-After). Each text is cut to the prompt's
+token budgets by the rule of `taosr.prompts`. One worker task (`taosr.serve_worker`) scores the
+requests in micro-batches of at most `max_batch_items` pairs and `max_batch_tokens` tokens, least
+work first, in a thread (`asyncio.to_thread`, so the event loop keeps accepting requests), each
+micro-batch in one call (`PrefixScorer.score_groups` packs its requests into shared forwards over
+the instructions' cached keys). A request past `request_timeout_s` gets 504 and its remaining work
+is dropped.
 """
 
 from __future__ import annotations
@@ -27,173 +29,26 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .calibrate import ServingConfig, check_label_ids, load_serving_config
+from .calibrate import ServingConfig, load_serving_config
 from .cumpt import cumpt_levels, tiers_of
-from .prefix import PrefixScorer
 from .records import Record
 from .scale import resolve_engine
+from .serve_worker import Metrics, RelevanceService  # noqa: F401
 from .serve_api import (ItemIn, ItemResult, RelevanceRequest, RelevanceResponse, ServeSettings,  # noqa: F401
                         StrictJSONRoute, too_long, validation_body)
 
 log = logging.getLogger(__name__)
 RELEVANCE_PATH = "/v1/relevance"
-
-
-class Metrics:
-    """Prometheus metrics in a registry of their own (several apps may live in one process)."""
-
-    def __init__(self, queue_depth):
-        self.registry = r = CollectorRegistry()
-        self.requests = Counter("taosr_requests", "Relevance requests by HTTP status.", ["status"], registry=r)
-        self.latency = Histogram("taosr_request_latency_seconds", "Relevance request latency.", registry=r,
-                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
-        self.batch_items = Histogram("taosr_batch_items", "Pairs per micro-batch.", registry=r,
-                                     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 256, 512, 1024))
-        self.batch_requests = Histogram("taosr_batch_requests", "Requests per micro-batch.", registry=r,
-                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
-        self.pairs = Counter("taosr_pairs_scored", "Pairs scored.", registry=r)
-        self.queue_depth = Gauge("taosr_queue_depth", "Requests waiting for the worker.", registry=r)
-        self.queue_depth.set_function(queue_depth)
-
-
-@dataclass
-class _Job:
-    records: list[Record]
-    future: asyncio.Future
-
-
-class RelevanceService:
-    """The model, the request queue and the one worker task that micro-batches it."""
-
-    def __init__(self, model, tokenizer, serving: ServingConfig, settings: ServeSettings, scorer=None):
-        self.serving, self.settings = serving, settings
-        if scorer is None:
-            check_label_ids(serving, tokenizer)
-            scorer = PrefixScorer(model, tokenizer, serving.prompt, settings.batch_size)
-        self.scorer = scorer  # anything with score_groups([[records of one query], ...]) -> [(n_i, 4), ...]
-        self.queue: asyncio.Queue[_Job] | None = None
-        self.worker: asyncio.Task | None = None
-        self.metrics = Metrics(lambda: self.queue.qsize() if self.queue else 0)
-        self._arrived: asyncio.Event | None = None
-        self._held: _Job | None = None  # a job that did not fit the last batch: first in the next one
-        self._inflight: list[_Job] = []  # the micro-batch being scored
-
-    @property
-    def ready(self) -> bool:
-        return self.worker is not None and not self.worker.done()
-
-    async def start(self) -> None:
-        self.queue, self._arrived = asyncio.Queue(self.settings.max_queue), asyncio.Event()
-        await asyncio.to_thread(self.scorer.score_items, [Record(query="warm up", title="warm up")])
-        self.worker = asyncio.create_task(self._run(), name="taosr-batcher")
-
-    async def stop(self) -> None:
-        if self.worker:
-            self.worker.cancel()
-            await asyncio.gather(self.worker, return_exceptions=True)
-        pending = self._inflight + ([self._held] if self._held else [])
-        while self.queue and not self.queue.empty():
-            pending.append(self.queue.get_nowait())
-        _fail(pending, RuntimeError("server shutting down"))
-
-    def submit(self, records: list[Record]) -> asyncio.Future:
-        """Queue one request's records; raises asyncio.QueueFull when `max_queue` requests wait."""
-        job = _Job(records, asyncio.get_running_loop().create_future())
-        self.queue.put_nowait(job)
-        self._arrived.set()
-        return job.future
-
-    async def _collect(self) -> list[_Job]:
-        """Up to `max_batch_items` pairs (at least one request), waiting at most `max_wait_ms`."""
-        first = self._held or await self.queue.get()
-        self._held, jobs, n = None, [first], len(first.records)
-        deadline = time.monotonic() + self.settings.max_wait_ms / 1000
-        while n < self.settings.max_batch_items:
-            if self.queue.empty():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), left)
-                except TimeoutError:
-                    break
-                continue
-            job = self.queue.get_nowait()
-            if n + len(job.records) > self.settings.max_batch_items:
-                self._held = job
-                break
-            jobs.append(job)
-            n += len(job.records)
-        return jobs
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # keep serving; the batch's unanswered requests get the error
-                log.exception("batching worker step failed")
-                _fail(self._inflight, e)
-            self._inflight = []
-
-    async def _step(self) -> None:
-        """Gather one micro-batch and score it in one call (`score_jobs` packs its queries together)."""
-        self._inflight = jobs = [j for j in await self._collect() if not j.future.done()]  # done = timed out / gone
-        if not jobs:
-            return
-        self.metrics.batch_requests.observe(len(jobs))
-        self.metrics.batch_items.observe(sum(len(j.records) for j in jobs))
-        await self._resolve(jobs)
-
-    async def _resolve(self, jobs: list[_Job]) -> None:
-        """Score `jobs` in a thread; on failure retry one by one so only the culprit fails."""
-        try:
-            results = await asyncio.to_thread(self.score_jobs, jobs)
-        except Exception as e:
-            results = [e]
-            if len(jobs) > 1:
-                log.warning("a group of %d requests failed (%s); retrying them one by one", len(jobs), e)
-                results = []
-                for job in jobs:
-                    if job.future.done():  # timed out meanwhile: its work is abandoned
-                        results.append(None)
-                        continue
-                    try:
-                        results.append((await asyncio.to_thread(self.score_jobs, [job]))[0])
-                    except Exception as e1:
-                        results.append(e1)
-        for job, res in zip(jobs, results):
-            if job.future.done():
-                continue
-            if isinstance(res, Exception):
-                job.future.set_exception(res)
-            else:
-                job.future.set_result(res)
-                self.metrics.pairs.inc(len(job.records))
-
-    def score_jobs(self, jobs: list[_Job]) -> list[np.ndarray]:
-        """(n_i, 4) probabilities per job: each job (one query) is a group of `score_groups`, packed together."""
-        return self.scorer.score_groups([job.records for job in jobs])
-
-
-def _fail(jobs: list[_Job], error: Exception) -> None:
-    for job in jobs:
-        if not job.future.done():
-            job.future.set_exception(error)
 
 
 def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
