@@ -114,7 +114,7 @@ def test_a_large_request_is_sliced_and_a_small_one_goes_first(net, tiny_splits):
 
     big = [r for r in tiny_splits["test"] if r.query == tiny_splits["test"][0].query][:3]
     big = (big * 4)[:12]
-    app = create_app(net, ServeSettings(max_batch_tokens=250))
+    app = create_app(net, ServeSettings(max_batch_tokens=100))
     service = app.state.service
     entered, release, slices = threading.Event(), threading.Event(), []
     original = service.score_jobs

@@ -139,7 +139,7 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
         except ValidationError as e:  # what the request model lets through but a record refuses
             return JSONResponse(validation_body(e.errors()), status_code=422)
         try:
-            future = service.submit(records)
+            future = await service.submit(records)
         except asyncio.QueueFull:
             return JSONResponse({"detail": f"server busy: {settings.max_queue} requests queued (max_queue); retry later"},
                                 status_code=503, headers={"Retry-After": str(settings.retry_after_s)})

@@ -1,8 +1,8 @@
 """The service's one batching worker: requests are scored in slices, small work first, so large requests
 never hold small ones up for long.
 
-A request (one query, n items) becomes a job; each item has a cost, an upper bound of its tokens
-(`item_cost`: the UTF-8 bytes of its item segment, at most the prompt's `max_item_tokens`). The
+A request (one query, n items) becomes a job; each item has a cost, its tokens (`item_costs`: the
+item segment's tokens, at most the prompt's `max_item_tokens`, counted in a thread). The
 worker repeats: move queued jobs to its active list (waiting `max_wait_ms` for more when it has
 room), then build one micro-batch of at most `max_batch_items` items and `max_batch_tokens` cost,
 taking the jobs with the least work left first, and score it in one `score_groups` call in a thread.
@@ -48,9 +48,12 @@ class Metrics:
         self.queue_depth.set_function(queue_depth)
 
 
-def item_cost(record: Record, cfg: PromptConfig) -> int:
-    """An upper bound of the item's tokens (a token is at least one byte), within the prompt's item budget."""
-    return max(1, min(len(item_segment(record, cfg).encode("utf-8", "replace")), cfg.max_item_tokens))
+def item_costs(records: list[Record], cfg: PromptConfig, tokenizer=None) -> list[int]:
+    """Each item's tokens within the prompt's item budget (without a tokenizer: its UTF-8 bytes, an upper bound)."""
+    texts = [item_segment(r, cfg) for r in records]
+    sizes = ([len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]] if tokenizer is not None
+             else [len(t.encode("utf-8", "replace")) for t in texts])
+    return [max(1, min(n, cfg.max_item_tokens)) for n in sizes]
 
 
 @dataclass
@@ -110,9 +113,11 @@ class RelevanceService:
             pending.append(self.queue.get_nowait())
         _fail(pending, RuntimeError("server shutting down"))
 
-    def submit(self, records: list[Record]) -> asyncio.Future:
+    async def submit(self, records: list[Record]) -> asyncio.Future:
         """Queue one request's records; raises asyncio.QueueFull when `max_queue` requests wait."""
-        costs = [item_cost(r, self.serving.prompt) for r in records]
+        if self.queue.full():  # before the tokenizer's work
+            raise asyncio.QueueFull
+        costs = await asyncio.to_thread(item_costs, records, self.serving.prompt, getattr(self.scorer, "tok", None))
         job = _Job(records, asyncio.get_running_loop().create_future(), costs, np.zeros((len(records), 4)))
         self.queue.put_nowait(job)
         self._arrived.set()
