@@ -57,9 +57,16 @@ def preset(name: str, model: str, run_name: str, seed: int):
                    grpo=GRPOStageConfig(max_steps=40), grpo_candidates=256, dev_checks=4, dev_limit=384)
     elif name == "gpu":
         run_upd["eval_batch_size"] = 256
-        upd.update(dpo=DPOStageConfig(max_steps=200, batch_size=32), grpo=GRPOStageConfig(max_steps=150),
-                   grpo_candidates=1024, sample_prompts={"answer_first": None, "think_first": 2048},
+        upd.update(dpo=DPOStageConfig(max_steps=150, batch_size=32), grpo=GRPOStageConfig(max_steps=100),
+                   grpo_candidates=1024, sample_prompts={"answer_first": None, "think_first": 1024},
                    dev_limit=768)
+        if model != "fresh":  # ~4x the fresh model's time per step: SFT and RL budgets cut to fit one call
+            run_upd["sft"] = base.run.sft.model_copy(update={"max_steps": 300})
+            upd.update(sft_by_order={"answer_only": {"max_steps": 300}, "think_first": {"max_steps": 300},
+                                     "answer_first": {"label_weight": 10.0}},
+                       dpo=DPOStageConfig(max_steps=80, batch_size=32), grpo=GRPOStageConfig(max_steps=60),
+                       grpo_candidates=512, sample_prompts={"answer_first": 4096, "think_first": 512},
+                       dev_checks=3, dev_limit=512)
     else:
         raise ValueError(f"unknown preset {name!r} (quick | cpu | gpu)")
     if model != "fresh":  # a pretrained model: no stage 0, smaller learning rates (full fine-tuning)
@@ -75,11 +82,11 @@ def preset(name: str, model: str, run_name: str, seed: int):
     return cfg.model_copy(update={"run": cfg.run.model_copy(update=run_upd)})
 
 
-def run_seed(args, seed: int) -> None:
-    """One seed's whole table; its rows (with test predictions) land in <run>/rows.json."""
+def seed_demo(args, seed: int):
+    """The Demo of one seed, its data split and base model shared with the first seed's."""
     from rich.console import Console
 
-    from taosr.demo import Demo, run_stages
+    from taosr.demo import Demo
     from taosr.pipeline import prepare_data, save_config, write_json
 
     cfg = preset(args.preset, args.model, f"{args.name}/seed{seed}", seed)
@@ -94,12 +101,25 @@ def run_seed(args, seed: int) -> None:
     write_json(cfg.run.dir / "demo_config.json", cfg.model_dump())
     d = Demo(cfg, Console())
     d.splits = prepare_data(cfg.run)
+    return d
+
+
+def run_seed(args, seed: int) -> None:
+    """One seed's whole table; its rows (with test predictions) land in <run>/rows.json after every stage."""
+    from taosr.demo import run_stages
+    from taosr.pipeline import write_json
+
+    d = seed_demo(args, seed)
+
+    def save_rows() -> None:
+        write_json(d.run.dir / "rows.json", [{"name": n, **meta, "macro_f1": m["macro_f1"], "pred": m.get("pred"),
+                                              "pass_at_k": m.get("pass_at_k"), "pass_at_k_prior": m.get("pass_at_k_prior"),
+                                              "hallucination": m.get("hallucination"), "train": m.get("train"),
+                                              "beta": m.get("beta"), "stage_wall_s": m.get("stage_wall_s")}
+                                             for n, m, meta in d.rows])
+
+    d.on_row = save_rows
     run_stages(d, think_first_grpo=args.think_first_grpo)
-    write_json(cfg.run.dir / "rows.json", [{"name": n, **meta, "macro_f1": m["macro_f1"], "pred": m.get("pred"),
-                                            "pass_at_k": m.get("pass_at_k"), "pass_at_k_prior": m.get("pass_at_k_prior"),
-                                            "hallucination": m.get("hallucination"), "train": m.get("train"),
-                                            "beta": m.get("beta"), "stage_wall_s": m.get("stage_wall_s")}
-                                           for n, m, meta in d.rows])
 
 
 def aggregate(args, wall_s: float) -> dict:
@@ -110,12 +130,13 @@ def aggregate(args, wall_s: float) -> dict:
     runs = ROOT / "runs" / args.name
     test = read_split(runs / f"seed{args.seeds[0]}" / "data" / "test.jsonl")
     gold, qids = [r.label for r in test], [r.query for r in test]
-    per_seed = {s: json.loads((runs / f"seed{s}" / "rows.json").read_text()) for s in args.seeds}
-    first = per_seed[args.seeds[0]]
+    per_seed = {s: json.loads((runs / f"seed{s}" / "rows.json").read_text()) for s in args.seeds
+                if (runs / f"seed{s}" / "rows.json").exists()}  # a seed cut off by the deadline gives what it has
+    first = max(per_seed.values(), key=len)
     names = {r["key"]: r["name"] for r in first}
     rows = []
     for r0 in first:
-        found = [(s, next(r for r in per_seed[s] if r["key"] == r0["key"])) for s in args.seeds
+        found = [(s, next(r for r in per_seed[s] if r["key"] == r0["key"])) for s in sorted(per_seed)
                  if any(r["key"] == r0["key"] for r in per_seed[s])]
         seeds = [s for s, _ in found]
         if r0["pred"] is None:  # rows without stored predictions (the encoder baseline): the point value only
@@ -130,10 +151,11 @@ def aggregate(args, wall_s: float) -> dict:
                          for s, r in found}}
         for rel in ("control", "parent"):
             other = r0.get(rel)
-            if other and r0["pred"] is not None:
-                a = [r["pred"] for _, r in found]
-                b = [next(x for x in per_seed[s] if x["key"] == other)["pred"] for s in seeds]
-                row[f"delta_vs_{rel}"] = paired_delta(gold, a, b, qids, n_boot=args.boot)
+            both = [(r, next((x for x in per_seed[s] if x["key"] == other), None)) for s, r in found]
+            both = [(a, b) for a, b in both if b is not None and b.get("pred") is not None]
+            if other and r0["pred"] is not None and both:
+                row[f"delta_vs_{rel}"] = paired_delta(gold, [a["pred"] for a, _ in both], [b["pred"] for _, b in both],
+                                                      qids, n_boot=args.boot) | {"seeds": len(both)}
         rows.append(row)
     return {"benchmark": "taosr synthetic (default split)", "model": args.model, "preset": args.preset,
             "rows": rows, "machine": machine(), "wall_s": round(wall_s, 1), "command": " ".join(sys.argv),
@@ -193,6 +215,8 @@ def main() -> None:
                                                           "seed's data and base model exist).")
     ap.add_argument("--think-first-grpo", action="store_true", help="Also run GRPO (and its control) on think-first.")
     ap.add_argument("--boot", type=int, default=1000, help="Bootstrap replicates.")
+    ap.add_argument("--deadline-s", type=float, default=float("inf"), help="Stop the seeds after this many seconds "
+                    "and write the table of the stages that finished (a later run resumes them).")
     ap.add_argument("--name", default=None, help="Run folder under runs/ (default method-<preset>-<model>).")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default docs/results/method.json for the "
                                                            "fresh model, docs/results/<model>.json otherwise).")
@@ -216,14 +240,23 @@ def main() -> None:
         "grpo_group": cfg.grpo.num_generations, "grpo_candidates": cfg.grpo_candidates,
         "dev_checks": cfg.dev_checks, "dev_limit": cfg.dev_limit}), flush=True)
     t0 = time.perf_counter()
-    run_seed(args, args.seeds[0])  # also makes the shared data split and base model
-    rest = args.seeds[1:]
+    seed_demo(args, args.seeds[0]).base()  # the shared data split and base model, before the seeds fork
+    rest = list(args.seeds)
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    while rest:
+    while rest and time.perf_counter() - t0 < args.deadline_s:
         batch, rest = rest[: args.jobs], rest[args.jobs:]
         procs = [subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--only-seed", str(s)], env=env)
                  for s in batch]
-        if any(p.wait() != 0 for p in procs):
+        for p in procs:
+            try:
+                p.wait(timeout=max(1.0, args.deadline_s - (time.perf_counter() - t0)))
+            except subprocess.TimeoutExpired:
+                print(f"deadline of {args.deadline_s} s reached: stopping the seeds; the table keeps what finished")
+                for q in procs:
+                    q.kill()
+                rest = []
+                break
+        if any(p.returncode not in (0, None, -9) for p in procs):
             sys.exit(f"a seed process failed: {[p.returncode for p in procs]}")
     result = aggregate(args, time.perf_counter() - t0)
     out = args.out or ROOT / "docs" / "results" / ("method.json" if args.model == "fresh" else f"{Path(args.model).name}.json")

@@ -113,6 +113,7 @@ class Demo:
         self.cfg, self.run, self.console = cfg, cfg.run, console
         self.teacher = RuleTeacher()
         self.rows: list[tuple[str, dict, dict]] = []
+        self.on_row: Callable[[], None] | None = None  # called after every row (the bench saves them)
 
     def stage(self, name: str, row: str | None, fn: Callable[[], dict], **meta) -> dict:
         """Run one stage unless its metrics exist; add its table row."""
@@ -129,6 +130,8 @@ class Demo:
                                f"({m['stage_wall_s']} s)")
         if row:
             self.rows.append((row, m, {"key": name, **meta}))
+            if self.on_row:
+                self.on_row()
         return m
 
     def evaluate(self, model, tok, order: str, stage: str) -> tuple[dict, dict]:

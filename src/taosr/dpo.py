@@ -127,7 +127,7 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
         bf16=resolve_bf16(cfg.bf16), logging_steps=max(1, cfg.max_steps // 20),
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                         peft_config=cfg.lora.peft_config(), callbacks=callbacks)
+                         peft_config=cfg.lora.peft_config(model, tokenizer), callbacks=callbacks)
     wall = train_and_save(trainer, tokenizer, out_dir, "dpo")
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {

@@ -244,7 +244,7 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
     )
     trainer = DynamicSamplingGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tokenizer, group_eps=cfg.eps, online_mask=cfg.online_mask,
-        peft_config=cfg.lora.peft_config(), callbacks=callbacks,
+        peft_config=cfg.lora.peft_config(model, tokenizer), callbacks=callbacks,
     )
     wall = train_and_save(trainer, tokenizer, out_dir, "grpo")
     logs = [h for h in trainer.state.log_history if "reward" in h]

@@ -182,7 +182,7 @@ def run_sft(model, tokenizer, train: list[Record], cfg: SFTStageConfig, out_dir:
         args=train_args(cfg, out_dir, completion_only_loss=True, max_length=None),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=cfg.lora.peft_config(),
+        peft_config=cfg.lora.peft_config(model, tokenizer),
         label_ids=label_token_ids(tokenizer), label_weight=cfg.label_weight, callbacks=callbacks,
     )
     n_train, n_total = trainable_params(trainer.model)
