@@ -4,10 +4,10 @@ never hold small ones up for long.
 A request (one query, n items) becomes a job; each item has a cost, its tokens (`item_costs`: the
 item segment's tokens, at most the prompt's `max_item_tokens`, counted in a thread). The
 worker repeats: move queued jobs to its active list (waiting `max_wait_ms` for more when it has
-room), then build one micro-batch of at most `max_batch_items` items and `max_batch_tokens` cost,
-taking the jobs with the least work left first, and score it in one `score_groups` call in a thread.
-A large request is thus scored over several micro-batches, and a small one that arrives meanwhile
-waits for at most the micro-batch in flight. A job whose request has timed out (504) or gone is
+room), then build one micro-batch of at most `max_batch_items` items and `max_batch_tokens` cost:
+whole jobs, least work left first, or else the next slice of the job with the least work left,
+alone; and score it in one `score_groups` call in a thread. A large request is thus scored over
+several micro-batches, and a small one that arrives meanwhile waits for the slice in flight only. A job whose request has timed out (504) or gone is
 dropped before its next slice, so its remaining work is abandoned. A micro-batch that fails is
 retried piece by piece, so one bad request never fails the others.
 """
@@ -143,9 +143,11 @@ class RelevanceService:
                 break
 
     def _slice(self) -> list[_Piece]:
-        """One micro-batch: items of the jobs with the least work left first, within both budgets."""
+        """One micro-batch within both budgets: whole jobs, least work first, or one slice of a large job alone."""
         items, tokens, pieces = self.settings.max_batch_items, self.settings.max_batch_tokens, []
         for job in sorted(self._active, key=lambda j: j.work_left):
+            if pieces and (job.work_left > tokens or len(job.records) - job.next > items):
+                break  # a job that cannot finish here gets a micro-batch of its own, not one with small jobs
             start = end = job.next
             while end < len(job.records) and items > 0 and (job.costs[end] <= tokens or not pieces and end == start):
                 tokens, items, end = tokens - job.costs[end], items - 1, end + 1
