@@ -96,7 +96,7 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(4_000_000, ge=1, description="Largest request body in bytes, by Content-Length or "
                                 "as read (chunked bodies too; larger -> 413).")
     max_batch_items: int = Field(256, ge=1, description="Most pairs the worker gathers into one micro-batch.")
-    max_batch_tokens: int = Field(512, ge=1, description="Most item tokens (each at most the prompt's max_item_tokens) "
+    max_batch_tokens: int = Field(1024, ge=1, description="Most item tokens (each at most the prompt's max_item_tokens) "
                                   "in one micro-batch; a larger request is scored over several, requests with less "
                                   "work first, so small ones are not held up behind it.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long the worker waits for more requests after the first.")
