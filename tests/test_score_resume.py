@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -103,3 +104,16 @@ def test_output_equal_to_input_is_refused(setup, tmp_path):
     with pytest.raises(bs.ResumeError, match="rejects file"):
         bs.score_file(root / "model", named, tmp_path / "in.parquet")  # would write its rejects over the input
     assert named.read_text() == text
+
+
+def test_a_huge_row_is_cut_not_fatal(setup, tmp_path):
+    """One row with a 10 MB title is scored within the prompt budgets, like any other."""
+    root, rows, full = setup
+    src = tmp_path / "huge.jsonl"
+    huge = dict(rows[0]) | {"id": "huge", "title": "lamp " * 2_000_000}
+    src.write_text("".join(json.dumps(r) + "\n" for r in [huge] + rows[1:5]))
+    out = tmp_path / "huge.parquet"
+    info = bs.score_file(root / "model", src, out)
+    table = pq.read_table(out)
+    assert info["rows"] == 5 and table.num_rows == 5 and table["id"][0].as_py() == "huge"
+    np.testing.assert_allclose(table["p1"].to_pylist()[1:], full["p1"].to_pylist()[1:5], atol=1e-5)
