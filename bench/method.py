@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def preset(name: str, model: str, run_name: str, seed: int):
     """DemoConfig of one seed. quick: tiny smoke run; cpu: sized for ~75 min on 2 AVX2 cores; gpu: the demo's
     SFT budgets with larger RL budgets."""
+    from taosr.baseline import BaselineConfig
     from taosr.demo import DemoConfig, make_preset
     from taosr.dpo import DPOStageConfig
     from taosr.grpo import GRPOStageConfig
@@ -55,11 +56,16 @@ def preset(name: str, model: str, run_name: str, seed: int):
                    pretrain=PretrainConfig(max_steps=300), dpo=DPOStageConfig(max_steps=60),
                    sample_prompts={"answer_first": 4096, "think_first": 512},
                    grpo=GRPOStageConfig(max_steps=40), grpo_candidates=256, dev_checks=4, dev_limit=384)
-    elif name == "gpu":
-        run_upd["eval_batch_size"] = 256
-        upd.update(dpo=DPOStageConfig(max_steps=150, batch_size=32), grpo=GRPOStageConfig(max_steps=100),
+    elif name == "gpu":  # the SFT budgets measured for the demo on 2 cores before it was cut to fit AVX2 CPUs
+        run_upd.update(eval_batch_size=256, max_new_tokens=128,
+                       sft=base.run.sft.model_copy(update={"max_steps": 500}))
+        upd.update(sft_by_order={"answer_only": {"learning_rate": 1e-3, "max_steps": 600},
+                                 "think_first": {"max_steps": 400},
+                                 "answer_first": {"learning_rate": 1e-3, "label_weight": 10.0}},
+                   pretrain=PretrainConfig(max_steps=400), baseline=BaselineConfig(),
+                   dpo=DPOStageConfig(max_steps=150, batch_size=32), grpo=GRPOStageConfig(max_steps=100),
                    grpo_candidates=1024, sample_prompts={"answer_first": None, "think_first": 1024},
-                   dev_limit=768)
+                   dev_checks=5, dev_limit=768)
         if model != "fresh":  # ~4x the fresh model's time per step: SFT and RL budgets cut to fit one call
             run_upd["sft"] = base.run.sft.model_copy(update={"max_steps": 300})
             upd.update(sft_by_order={"answer_only": {"max_steps": 300}, "think_first": {"max_steps": 300},
