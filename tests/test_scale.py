@@ -287,3 +287,41 @@ def test_dpo_and_grpo_commands_run_unchanged_on_two_processes(tiny_tokenizer, ti
     for stage in ("dpo", "grpo"):
         assert json.loads((tmp_path / stage / "summary.json").read_text())["steps"] == 2
         load_model(tmp_path / stage / "model")  # a plain, loadable model folder
+
+
+AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+AVX512_BF16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+
+
+def test_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
+    import taosr.scale as scale
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert scale.bf16_native(AVX2_ONLY) is False
+    assert scale.bf16_native(AVX512_BF16) is True
+    monkeypatch.setattr(scale, "bf16_native", lambda cpuinfo=None: False)
+    assert scale.resolve_bf16(None) is False and scale.resolve_bf16(True) is True
+
+
+def test_no_stage_of_the_demo_or_the_bench_hard_codes_a_precision():
+    """Every training config of the demo presets leaves bf16 unset, so the hardware decides (an AVX2-only CPU
+    runs bf16 autocast about 20x slower than fp32)."""
+    from taosr.demo import make_preset
+
+    for name in ("default", "tiny"):
+        cfg = make_preset(name, "t")
+        stages = [cfg.run.sft, cfg.pretrain, cfg.dpo, cfg.grpo]
+        assert [s.bf16 for s in stages] == [None] * 4, name
+        assert all("bf16" not in over for over in cfg.sft_by_order.values())
+        assert cfg.baseline.bf16 is None
+
+
+def test_a_training_summary_records_the_precision_it_ran_in(tiny_splits, tiny_tokenizer, tiny_model, tmp_path):
+    from taosr.prompts import PromptConfig
+    from taosr.sft import SFTStageConfig, run_sft
+    from taosr.teacher import RuleTeacher
+
+    s = run_sft(tiny_model, tiny_tokenizer, tiny_splits["train"][:16],
+                SFTStageConfig(order="answer_only", max_steps=1, batch_size=4, bf16=False, save_steps=100),
+                tmp_path, RuleTeacher(), PromptConfig())
+    assert s["bf16"] is False

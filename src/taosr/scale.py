@@ -123,17 +123,22 @@ BF16_HELP = ("bf16 autocast; unset = where the hardware runs bf16 natively (a CU
              "AVX512_BF16 or AMX), fp32 elsewhere (bf16 on an AVX2-only CPU is ~20x slower than fp32).")
 
 
-def bf16_native() -> bool:
-    """True on a CUDA GPU with bf16, or a CPU whose flags include avx512_bf16 or amx_bf16."""
+def bf16_native(cpuinfo: str | None = None) -> bool:
+    """True on a CUDA GPU with bf16, or a CPU whose flags include avx512_bf16 or amx_bf16.
+
+    `cpuinfo`: the text of /proc/cpuinfo (read from the machine when None).
+    """
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_bf16(bf16: bool | None) -> bool:
