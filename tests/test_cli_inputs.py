@@ -52,6 +52,9 @@ def test_eval_reports_rejects_and_keeps_the_stage_metrics(files):
     ["cot", "{data}", "--out", "{root}/cot.jsonl"],
     ["data", "inspect", "{data}", "--rejects", "{root}/r.jsonl"],
     ["sft", "--data", "{root}/sftdata", "--out", "{root}/sftout", "--max-steps", "1"],
+    ["sample", "--model", "{root}/stage/model", "--data", "{data}", "--out", "{root}/samples", "--n", "1"],
+    ["dpo", "--model", "{root}/stage/model", "--data", "{data}", "--samples", "{root}/samples", "--out", "{root}/dpo"],
+    ["grpo", "--model", "{root}/stage/model", "--data", "{data}", "--out", "{root}/grpo", "--max-steps", "1"],
 ])
 @pytest.mark.parametrize("name, text", [("allbad.jsonl", "no usable row"), ("binary.jsonl", "binary"),
                                         ("missing.jsonl", "no such file")])

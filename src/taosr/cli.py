@@ -108,6 +108,7 @@ def eval_cmd(
 
 
 @app.command()
+@input_errors
 def sample(
     model: Path = typer.Option(..., help="Model folder to sample from (e.g. runs/demo/sft_think_first/model)."),
     data: Path = typer.Option(..., help="Labelled prompts (train split)."),
@@ -124,14 +125,13 @@ def sample(
 ):
     """Stage 2a: pass@N offline sampling; prints the pass@k curve (unbiased estimator)."""
     from .modeling import load_model
-    from .pipeline import read_split
     from .prompts import PromptConfig
     from .sample import SampleConfig, pass_at_k_report, run_sampling
     from .scale import resolve_engine
 
     engine = resolve_engine(engine)  # vLLM takes the GPU itself: the transformers copy (its tokenizer) stays on the CPU
     m, tok = load_model(model, dtype, device if engine == "transformers" else None)
-    records = read_split(data)[:limit]
+    records = load_input(data, rejects=data.with_suffix(".rejects.jsonl"), require_label=True)[:limit]
     cfg = SampleConfig(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, engine=engine)
     df = run_sampling(m, tok, records, cfg, out, PromptConfig(), model_dir=model)
     passk = pass_at_k_report(df)
@@ -141,6 +141,7 @@ def sample(
 
 
 @app.command()
+@input_errors
 def dpo(
     model: Path = typer.Option(..., help="SFT model folder (also the frozen reference)."),
     data: Path = typer.Option(..., help="The labelled prompts that were sampled."),
@@ -159,7 +160,6 @@ def dpo(
     from .dpo import DPOStageConfig, make_pairs, run_dpo
     from .modeling import load_model
     from .pairs import PairPolicy
-    from .pipeline import read_split
     from .prompts import PromptConfig
     from .sample import read_samples
     from .scale import LoraSwitch, is_main_process
@@ -167,7 +167,7 @@ def dpo(
 
     cfg = DPOStageConfig(beta=beta, learning_rate=learning_rate, max_steps=max_steps, sft_weight=sft_weight,
                          pairs=PairPolicy(pairs_per_prompt=pairs_per_prompt), bf16=bf16, lora=LoraSwitch(r=lora_r))
-    records = read_split(data)
+    records = load_input(data, rejects=data.with_suffix(".rejects.jsonl"), require_label=True)
     pairs, counts = make_pairs(read_samples(samples), records, RuleTeacher(), order, PromptConfig(), cfg.pairs)
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():
@@ -180,6 +180,7 @@ def dpo(
 
 
 @app.command()
+@input_errors
 def grpo(
     model: Path = typer.Option(..., help="Policy to start from (DPO or SFT model folder)."),
     data: Path = typer.Option(..., help="Labelled RL prompts."),
@@ -198,7 +199,6 @@ def grpo(
     """Stage 3: GRPO with accuracy reward and difficulty-based dynamic sampling."""
     from .grpo import GRPOStageConfig, run_grpo, select_prompts
     from .modeling import load_model
-    from .pipeline import read_split
     from .prompts import PromptConfig
     from .sample import read_samples
     from .scale import LoraSwitch
@@ -206,7 +206,7 @@ def grpo(
     cfg = GRPOStageConfig(max_steps=max_steps, num_generations=num_generations, gamma=gamma,
                           online_mask=online_mask, balance_classes=balance, offline_filter=samples is not None,
                           bf16=bf16, lora=LoraSwitch(r=lora_r), use_vllm=vllm)
-    prompts, stats = select_prompts(read_split(data)[:limit], read_samples(samples) if samples else None, cfg)
+    prompts, stats = select_prompts(load_input(data, rejects=data.with_suffix(".rejects.jsonl"), require_label=True)[:limit], read_samples(samples) if samples else None, cfg)
     console.print(f"prompt selection: {stats}")
     m, tok = load_model(model)
     summary = run_grpo(m, tok, prompts, cfg, out, PromptConfig())
@@ -233,6 +233,7 @@ def calibrate(
 
 
 @app.command()
+@input_errors
 def baseline(
     data: Path = typer.Option(..., help="Folder with train.jsonl and test.jsonl (e.g. runs/demo/data)."),
     out: Path = typer.Option(..., help="Output folder (OUT/model, summary/metrics/samples.json)."),
@@ -244,9 +245,9 @@ def baseline(
     """The paper's BERT row: a 4-class cross-encoder fine-tuned from all-MiniLM-L6-v2."""
     from .baseline import BaselineConfig, run_baseline
     from .evaluate import majority_baseline, query_type_table, stage_table
-    from .pipeline import read_split
 
-    train, test = read_split(data / "train.jsonl"), read_split(data / "test.jsonl")
+    train = load_input(data / "train.jsonl", rejects=data / "train.rejects.jsonl", require_label=True)
+    test = load_input(data / "test.jsonl", rejects=data / "test.rejects.jsonl", require_label=True)
     cfg = BaselineConfig(epochs=epochs, max_steps=max_steps, lr=lr, **({"model_dir": model_dir} if model_dir else {}))
     rows = [("majority class", majority_baseline(train, test)),
             ("BERT-style cross-encoder (MiniLM-L6)", run_baseline(train, test, cfg, out))]
