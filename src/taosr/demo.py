@@ -91,15 +91,16 @@ def make_preset(name: str, run_name: str) -> DemoConfig:
         # 2e-3 stayed on the label-prior plateau; at 1e-3 it leaves it. answer_first with plain loss sat on the
         # prior: its label is 1 of ~40 response tokens, so the label token weighs 10x. think_first learns its
         # reasoning faster at 2e-3.
-        sft = SFTStageConfig(max_steps=250, learning_rate=2e-3)
+        # Measured there: 250 answer-only and 200 think-first steps on a 200-step base stayed at the majority class.
+        sft = SFTStageConfig(max_steps=300, learning_rate=2e-3)
         return DemoConfig(
-            run=RunConfig(name=run_name, sft=sft, max_new_tokens=96), pretrain=PretrainConfig(max_steps=200),
-            sft_by_order={"answer_only": {"learning_rate": 1e-3, "max_steps": 250},
-                          "think_first": {"max_steps": 200},
+            run=RunConfig(name=run_name, sft=sft, max_new_tokens=96), pretrain=PretrainConfig(max_steps=400),
+            sft_by_order={"answer_only": {"learning_rate": 1e-3, "max_steps": 450},
+                          "think_first": {"max_steps": 250},
                           "answer_first": {"learning_rate": 1e-3, "label_weight": 10.0}},
             sample_prompts={"answer_first": 2048, "think_first": 256},
             dpo=DPOStageConfig(max_steps=60), grpo=GRPOStageConfig(max_steps=40), grpo_candidates=256,
-            baseline=BaselineConfig(max_steps=120), dev_checks=3, dev_limit=256,
+            baseline=BaselineConfig(max_steps=100), dev_checks=3, dev_limit=256,
         )
     raise ValueError(f"unknown preset {name!r} (default | tiny)")
 
