@@ -92,3 +92,18 @@ def test_cot_reports_rejects_and_fails_when_every_pair_fails(files):
     r = runner.invoke(app, ["cot", str(files / "mixed.jsonl"), "--out", str(files / "cot_dead.jsonl"), "--teacher",
                             "openai", "--base-url", dead, "--max-retries", "0", "--timeout-s", "1"])
     _one_line_error(r, "every pair failed (18)", code=1)
+
+
+def test_reasoning_file_lines_that_cannot_be_used_are_listed_not_fatal(tmp_path):
+    from taosr.teacher import FileTeacher
+
+    rows = ['{"id": "a", "status": "ok", "reasoning": "fine.", "label": 4}', "not json",
+            '{"id": "b", "status": "ok", "reasoning": "' + "x" * 5000 + '", "label": 2}',
+            '{"id": "c", "status": "ok", "reasoning": "r", "label": "seven"}', "[1, 2]",
+            '{"id": "d", "status": "failed"}', ""]
+    path = tmp_path / "cot.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    t = FileTeacher(path, max_chars=4000)
+    assert list(t.by_id) == ["a"] and t.by_id["a"].level == 4
+    assert [(r["row"], r["reason"][:20]) for r in t.rejects] == [
+        (2, "Expecting value: lin"), (3, "reasoning of 5000 ch"), (4, "not a relevance labe"), (5, "not a JSON object")]

@@ -75,7 +75,11 @@ def sft(
     m, tok = fresh_model(cfg, train)
     from .teacher import FileTeacher
 
-    summary = run_sft(m, tok, train, cfg.sft, out, FileTeacher(cot) if cot else RuleTeacher(), cfg.prompt)
+    teacher = FileTeacher(cot) if cot else RuleTeacher()
+    if cot:
+        typer.echo(f"{cot}: {len(teacher.by_id)} reasoning rows used, {len(teacher.rejects)} unusable lines "
+                   f"(first: {teacher.rejects[0] if teacher.rejects else '-'})", err=True)
+    summary = run_sft(m, tok, train, cfg.sft, out, teacher, cfg.prompt)
     console.print({k: v for k, v in summary.items() if k != "loss_curve"})
 
 

@@ -76,17 +76,35 @@ class FileTeacher:
     """Reasoning written earlier by `taosr cot` (any teacher), read from its JSONL output by pair id.
 
     Only rows with status "ok" are used; a pair without one gets None (and SFT lists it as a reject).
+    Lines that cannot be used (not JSON, no valid label, reasoning longer than `max_chars`) are listed
+    in `rejects` with their line number and reason, never read into memory whole beyond one line.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, max_chars: int = 4000):
         import json
         from pathlib import Path
 
+        from .labels import to_level
+
         self.by_id: dict[str, Reasoning] = {}
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            row = json.loads(line) if line.strip() else {}
-            if row.get("status") == "ok" and row.get("reasoning"):
-                self.by_id[str(row["id"])] = Reasoning(row["reasoning"], int(row["label"]), tuple(row.get("rule_ids") or ()))
+        self.rejects: list[dict] = []
+        with Path(path).open(encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError("not a JSON object")
+                    if row.get("status") != "ok" or not row.get("reasoning"):
+                        continue
+                    text = str(row["reasoning"])
+                    if len(text) > max_chars:
+                        raise ValueError(f"reasoning of {len(text)} characters (limit {max_chars})")
+                    self.by_id[str(row["id"])] = Reasoning(text, to_level(row.get("label")),
+                                                           tuple(row.get("rule_ids") or ()))
+                except (ValueError, KeyError, RecursionError) as e:
+                    self.rejects.append({"file": str(path), "row": n, "reason": " ".join(str(e).split())[:200]})
 
     def reason(self, record: Record) -> Reasoning | None:
         return self.by_id.get(record.id)
