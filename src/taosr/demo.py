@@ -28,7 +28,7 @@ from .dpo import DPOStageConfig, cuts_to_answer, make_pairs, run_dpo
 from .evaluate import discriminative_hallucination, evaluate, majority_baseline, metrics, query_type_table, stage_table
 from .labels import parse_response
 from .prefix import PrefixScorer
-from .prompts import encode_prompt
+from .prompts import answer_span_length, encode_prompt
 from .scoring import generate_texts
 from .grpo import GRPOStageConfig, completion_budget, label_stratified, run_grpo, select_prompts
 from .modeling import ModelConfig, load_model, save
@@ -103,6 +103,11 @@ def make_preset(name: str, run_name: str) -> DemoConfig:
             baseline=BaselineConfig(max_steps=100), dev_checks=3, dev_limit=256,
         )
     raise ValueError(f"unknown preset {name!r} (default | tiny)")
+
+
+def train_summary(summary: dict, callbacks: list) -> dict:
+    """A stage's training summary without its curves, plus the dev selection's choice when there was one."""
+    return {k: v for k, v in summary.items() if not k.endswith("curve")} | (callbacks[0].summary() if callbacks else {})
 
 
 class Demo:
@@ -217,7 +222,7 @@ class Demo:
             model, tok = load_model(src, device="auto")  # sampling only; DPO below trains a fresh copy
             sample_cfg = self.cfg.sample.model_copy(update={"seed": self.cfg.seed})
             if cuts_to_answer(order, dpo_cfg.span):
-                sample_cfg = sample_cfg.model_copy(update={"max_new_tokens": completion_budget(tok, self.cfg.grpo, order)})
+                sample_cfg = sample_cfg.model_copy(update={"max_new_tokens": answer_span_length(tok)})
             samples = run_sampling(model, tok, prompts, sample_cfg, self.run.dir / f"samples_{order}", self.run.prompt)
             passk = pass_at_k_report(samples)
             pairs, counts = make_pairs(samples, prompts, self.teacher, order, self.run.prompt, dpo_cfg.pairs, dpo_cfg.span)
@@ -231,8 +236,7 @@ class Demo:
             cbs = self.dev_select(model, tok, order, dpo_cfg.max_steps)
             s = run_dpo(model, tok, pairs, dpo_cfg, self.run.dir / f"dpo_{order}", order, cbs)
             m, _ = self.evaluate(model, tok, order, f"dpo_{order}")
-            m.update(pass_at_k=passk, pass_at_k_prior=floor, pair_counts=counts,
-                     train={k: v for k, v in s.items() if not k.endswith("curve")} | (cbs[0].summary() if cbs else {}))
+            m.update(pass_at_k=passk, pass_at_k_prior=floor, pair_counts=counts, train=train_summary(s, cbs))
             return m
 
         control = f"control_dpo_{order}" if self.cfg.controls and control_row else None
@@ -251,7 +255,7 @@ class Demo:
             cbs = self.dev_select(model, tok, order, steps)
             s = run_sft(model, tok, records, cfg, self.run.dir / name, self.teacher, self.run.prompt, cbs)
             m, _ = self.evaluate(model, tok, order, name)
-            m["train"] = {k: v for k, v in s.items() if k != "loss_curve"} | (cbs[0].summary() if cbs else {})
+            m["train"] = train_summary(s, cbs)
             return m
 
         self.stage(name, row, fn, stage="control", order=order, parent=parent)
@@ -260,8 +264,7 @@ class Demo:
         name = "grpo" if order == "answer_first" else f"grpo_{order}"
         grpo_cfg = self.cfg.grpo.model_copy(update={"seed": self.cfg.seed})
         src = self.run.dir / f"dpo_{order}" / "model"
-        pool = self.splits["train"]
-        cands = label_stratified(pool, self.cfg.grpo_candidates, 2000 + self.cfg.seed)
+        cands = label_stratified(self.splits["train"], self.cfg.grpo_candidates, 2000 + self.cfg.seed)
         sel_path = self.run.dir / name / "selection.json"
 
         def fn() -> dict:
@@ -277,8 +280,7 @@ class Demo:
             cbs = self.dev_select(model, tok, order, grpo_cfg.max_steps)
             s = run_grpo(model, tok, prompts, grpo_cfg, self.run.dir / name, self.run.prompt, order, cbs)
             m, out = self.evaluate(model, tok, order, name)
-            m.update(selection=sel, train={k: v for k, v in s.items() if not k.endswith("curve")}
-                     | (cbs[0].summary() if cbs else {}))
+            m.update(selection=sel, train=train_summary(s, cbs))
             return m
 
         control = f"control_{name}" if self.cfg.controls and control_row else None

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from trl import DPOConfig, DPOTrainer
 
 from .pairs import PairPolicy, Sample, build_pairs
-from .labels import ANSWER_CLOSE
+from .labels import ANSWER_CLOSE, format_answer
 from .prompts import PromptConfig, item_segment, query_segment, response_text
 from .records import Record
 from .scale import BF16_HELP, LoraSwitch, resolve_bf16, write_summary
@@ -71,19 +71,19 @@ def make_pairs(samples: pd.DataFrame, records: list[Record], teacher: Teacher, o
     DPOStageConfig.span); the teacher's response is then the gold answer alone.
     """
     by_id = {r.id: r for r in records}
-    cut = answer_span if cuts_to_answer(order, span) else (lambda t: t)
+    short = cuts_to_answer(order, span)
 
     def oracle(prompt_id: str) -> str | None:
         r = by_id[prompt_id]
-        if cut is answer_span:
-            return response_text(r.label, None, "answer_only")
+        if short:
+            return format_answer(r.label)
         reasoning = teacher.reason(r)
         if reasoning is None or reasoning.level != r.label:
             return None
         return response_text(r.label, reasoning.text, order)
 
     items = [Sample(prompt_id=s.prompt_id, prompt=prompt_text(by_id[s.prompt_id], prompt_cfg),
-                    sample_index=int(s.sample_index), text=cut(s.text),
+                    sample_index=int(s.sample_index), text=answer_span(s.text) if short else s.text,
                     parsed=None if pd.isna(s.parsed) else int(s.parsed), gold=int(s.gold), correct=bool(s.correct))
              for s in samples.itertuples()]
     result = build_pairs(items, oracle, policy)

@@ -28,8 +28,8 @@ from datasets import Dataset
 from pydantic import BaseModel, Field
 from trl import GRPOConfig, GRPOTrainer
 
-from .labels import format_answer, parse_response
-from .prompts import PromptConfig
+from .labels import parse_response
+from .prompts import PromptConfig, answer_span_length
 from .records import Record
 from .scale import BF16_HELP, LoraSwitch, resolve_bf16, write_summary
 from .sft import common_args, guard_resume, train_and_save
@@ -217,7 +217,7 @@ def vllm_args(cfg: GRPOStageConfig) -> dict:
 def completion_budget(tokenizer, cfg: GRPOStageConfig, order: str) -> int:
     """Rollout length: the answer span's token count when label_only applies, else max_completion_length."""
     if cfg.label_only and order != "think_first":
-        return len(tokenizer(format_answer(4), add_special_tokens=False)["input_ids"])
+        return answer_span_length(tokenizer)
     return cfg.max_completion_length
 
 

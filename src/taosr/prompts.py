@@ -179,6 +179,11 @@ def encode_segments(tokenizer, segments: list[str]) -> list[int]:
     return ids
 
 
+def answer_span_length(tokenizer) -> int:
+    """Tokens of an answer span, <answer>LABEL</answer>: what a label-only rollout or sample generates."""
+    return len(tokenizer(format_answer(4), add_special_tokens=False)["input_ids"])
+
+
 def answer_prefix_ids(tokenizer) -> list[int]:
     """Ids appended to a prompt so that the next token is the label (answer-first scoring)."""
     return tokenizer(ANSWER_OPEN, add_special_tokens=False)["input_ids"]
