@@ -107,3 +107,19 @@ def test_reasoning_file_lines_that_cannot_be_used_are_listed_not_fatal(tmp_path)
     assert list(t.by_id) == ["a"] and t.by_id["a"].level == 4
     assert [(r["row"], r["reason"][:20]) for r in t.rejects] == [
         (2, "Expecting value: lin"), (3, "reasoning of 5000 ch"), (4, "not a relevance labe"), (5, "not a JSON object")]
+
+
+@pytest.mark.parametrize("span, cut", [("answer", True), ("full", False)])
+def test_dpo_command_builds_the_pairs_its_span_asks_for(files, tmp_path, span, cut):
+    samples = tmp_path / "samples"
+    r = runner.invoke(app, ["sample", "--model", str(files / "stage/model"), "--data", str(files / "mixed.jsonl"),
+                            "--out", str(samples), "--n", "2", "--max-new-tokens", "12"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["dpo", "--model", str(files / "stage/model"), "--data", str(files / "mixed.jsonl"),
+                            "--samples", str(samples), "--out", str(tmp_path / "dpo"), "--span", span,
+                            "--max-steps", "1", "--order", "answer_first"])
+    pairs = [json.loads(line) for line in (tmp_path / "dpo" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs, r.output
+    assert all(p["chosen"].endswith("</answer>") == cut for p in pairs)
+    if cut:
+        assert json.loads((tmp_path / "dpo" / "summary.json").read_text())["sft_weight"] == 0.0

@@ -154,7 +154,12 @@ def dpo(
     order: str = typer.Option("answer_first", help="Output order of the model (for the teacher's oracle responses)."),
     beta: float = typer.Option(0.1, help="DPO beta."),
     learning_rate: float = typer.Option(5e-5, help="Peak learning rate."),
-    sft_weight: float = typer.Option(1.0, help="NLL term on the chosen response (0 = plain DPO)."),
+    span: str = typer.Option("answer", help="answer: answer-first responses cut after </answer> (the preference on "
+                             "the label alone) | full: whole responses."),
+    chosen: str = typer.Option("sample", help="sample: a correct sample is the chosen response | teacher: the "
+                               "teacher's verified response."),
+    sft_weight: Optional[float] = typer.Option(None, help="NLL term on the chosen response (0 = plain DPO); default 1 "
+                                               "on whole responses, 0 on answer spans."),
     max_steps: int = typer.Option(120, help="Optimiser steps."),
     pairs_per_prompt: int = typer.Option(1, help="Self-correction pairs per prompt."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help=BF16_HELP),
@@ -169,17 +174,18 @@ def dpo(
     from .scale import LoraSwitch, is_main_process
     from .teacher import RuleTeacher
 
-    cfg = DPOStageConfig(beta=beta, learning_rate=learning_rate, max_steps=max_steps, sft_weight=sft_weight,
-                         pairs=PairPolicy(pairs_per_prompt=pairs_per_prompt), bf16=bf16, lora=LoraSwitch(r=lora_r))
+    cfg = DPOStageConfig(beta=beta, learning_rate=learning_rate, max_steps=max_steps, sft_weight=sft_weight, span=span,
+                         pairs=PairPolicy(pairs_per_prompt=pairs_per_prompt, chosen=chosen), bf16=bf16,
+                         lora=LoraSwitch(r=lora_r))
     records = load_input(data, rejects=data.with_suffix(".rejects.jsonl"), require_label=True)
-    pairs, counts = make_pairs(read_samples(samples), records, RuleTeacher(), order, PromptConfig(), cfg.pairs)
+    pairs, counts = make_pairs(read_samples(samples), records, RuleTeacher(), order, PromptConfig(), cfg.pairs, cfg.span)
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         with (out / "pairs.jsonl").open("w") as f:
             f.writelines(json.dumps(p) + "\n" for p in pairs)
     console.print(f"pairs: {counts}")
     m, tok = load_model(model)
-    summary = run_dpo(m, tok, pairs, cfg, out)
+    summary = run_dpo(m, tok, pairs, cfg, out, order)
     console.print({k: v for k, v in summary.items() if not k.endswith("curve")})
 
 
@@ -191,7 +197,11 @@ def grpo(
     out: Path = typer.Option(..., help="Output folder."),
     samples: Optional[Path] = typer.Option(None, help="pass@N samples of THIS policy for the difficulty filter."),
     max_steps: int = typer.Option(60, help="Optimiser steps."),
-    num_generations: int = typer.Option(4, help="Group size G."),
+    order: str = typer.Option("answer_first", help="Output order of the policy (answer-first rolls out the answer "
+                              "span alone unless --no-label-only)."),
+    num_generations: int = typer.Option(8, help="Group size G."),
+    loss_type: str = typer.Option("grpo", help="grpo (each rollout averaged over its own tokens) | dapo | dr_grpo | bnpo."),
+    label_only: bool = typer.Option(True, help="Answer-first: roll out <answer>label</answer> only."),
     gamma: Optional[int] = typer.Option(None, help="Keep prompts with 0 < correct < gamma (default N)."),
     online_mask: bool = typer.Option(True, help="Mask zero-spread groups."),
     balance: bool = typer.Option(True, help="Balance the label mix of the RL prompts."),
@@ -207,13 +217,14 @@ def grpo(
     from .sample import read_samples
     from .scale import LoraSwitch
 
-    cfg = GRPOStageConfig(max_steps=max_steps, num_generations=num_generations, gamma=gamma,
+    cfg = GRPOStageConfig(max_steps=max_steps, num_generations=num_generations, gamma=gamma, loss_type=loss_type,
+                          label_only=label_only,
                           online_mask=online_mask, balance_classes=balance, offline_filter=samples is not None,
                           bf16=bf16, lora=LoraSwitch(r=lora_r), use_vllm=vllm)
     prompts, stats = select_prompts(load_input(data, rejects=data.with_suffix(".rejects.jsonl"), require_label=True)[:limit], read_samples(samples) if samples else None, cfg)
     console.print(f"prompt selection: {stats}")
     m, tok = load_model(model)
-    summary = run_grpo(m, tok, prompts, cfg, out, PromptConfig())
+    summary = run_grpo(m, tok, prompts, cfg, out, PromptConfig(), order)
     console.print({k: v for k, v in summary.items() if not k.endswith("curve")})
 
 
