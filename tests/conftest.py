@@ -10,7 +10,7 @@ import torch
 os.environ.setdefault("TAOSR_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))  # 2 unless the caller asks for fewer
 
 from taosr.progress import quiet_libraries  # noqa: E402
 
@@ -19,7 +19,7 @@ quiet_libraries()
 
 @pytest.fixture(scope="session")
 def tiny_splits():
-    from taosr.synth import SynthConfig, generate
+    from taosr.data.synth import SynthConfig, generate
 
     return generate(SynthConfig(n_queries=150, items_per_query=3, seed=7))
 
@@ -27,8 +27,8 @@ def tiny_splits():
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_splits):
     from taosr.modeling import train_tokenizer
-    from taosr.pipeline import corpus
     from taosr.prompts import PromptConfig
+    from taosr.train.base import corpus
 
     return train_tokenizer(corpus(tiny_splits["train"], PromptConfig()), vocab_size=400)
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from trl import SFTTrainer
 
+from taosr.data.splits import read_split
 from taosr.modeling import load_model
-from taosr.pipeline import read_split
 from taosr.prompts import PromptConfig
-from taosr.sft import SFTStageConfig, run_sft
-from taosr.teacher import RuleTeacher
+from taosr.teacher.reasoning import RuleTeacher
+from taosr.train.sft import SFTStageConfig, run_sft
 
 torch.set_num_threads(1)
 base, data, out, per_device = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])

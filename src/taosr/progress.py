@@ -1,4 +1,7 @@
-"""Rich progress bars for long loops and for HF/TRL trainers (their tqdm bars are turned off)."""
+"""Rich progress bars for long loops and for HF/TRL trainers (their tqdm bars are turned off).
+
+Bars show on the main process only: under `accelerate launch` the other ranks run silently.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,14 @@ from contextlib import contextmanager
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
 
+from .runtime import is_main_process
+
 
 def _enabled() -> bool:
-    """TAOSR_PROGRESS=0 / 1 forces bars off / on; by default they show on a terminal only."""
+    """TAOSR_PROGRESS=0 / 1 forces bars off / on; by default they show on a terminal only. Main process only."""
     flag = os.environ.get("TAOSR_PROGRESS")
-    return sys.stderr.isatty() if flag is None else flag == "1"
+    wanted = sys.stderr.isatty() if flag is None else flag == "1"
+    return wanted and is_main_process()
 
 
 def _progress() -> Progress:

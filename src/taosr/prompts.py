@@ -53,7 +53,8 @@ class PromptConfig(BaseModel):
                                   "first tokens (see the module doc for the rule).")
     max_item_tokens: int = Field(288, ge=8, description="Item segment budget in tokens (title, details, description); "
                                  "longer items keep their first tokens.")
-    max_prompt_tokens: int = Field(384, ge=16, description="Whole prompt budget (instructions + query + item) in tokens; "
+    max_prompt_tokens: int = Field(384, ge=16,
+                                   description="Whole prompt budget (instructions + query + item) in tokens; "
                                    "the item is cut further to fit it. With the response it should fit the model's "
                                    "positions (512 for the fresh model: 384 leaves 128 for the response).")
 
@@ -65,7 +66,8 @@ _DEFAULT = PromptConfig()
 _TAG_RE = re.compile(r"<[^>]+>")
 
 
-def _clean(text: str) -> str:
+def plain_text(text: str) -> str:
+    """Text without HTML tags and entities, on one line with single spaces."""
     return " ".join(html.unescape(_TAG_RE.sub(" ", text)).split())
 
 
@@ -76,12 +78,12 @@ def _cut(text: str, limit: int) -> str:
 
 def query_segment(record: Record, cfg: PromptConfig | None = None) -> str:
     limit = CHARS_PER_TOKEN * (cfg or _DEFAULT).max_query_tokens
-    return _cut(f"query: {_clean(record.query[:limit])}\n", limit)
+    return _cut(f"query: {plain_text(record.query[:limit])}\n", limit)
 
 
 def item_segment(record: Record, cfg: PromptConfig) -> str:
     limit = CHARS_PER_TOKEN * cfg.max_item_tokens
-    title = _clean(record.title[:limit])
+    title = plain_text(record.title[:limit])
     low = title.lower()
     details = []
     if record.category:
@@ -101,7 +103,7 @@ def item_segment(record: Record, cfg: PromptConfig) -> str:
     if details:
         text += "details: " + ", ".join(details) + "\n"
     if record.description and cfg.max_description_chars > 0:
-        text += f"about: {_clean(record.description[:limit])[: cfg.max_description_chars]}\n"
+        text += f"about: {plain_text(record.description[:limit])[: cfg.max_description_chars]}\n"
     return _cut(text, limit)
 
 
@@ -163,6 +165,11 @@ def response_text(level: int, reasoning: str | None, order: str) -> str:
     if order == "answer_first":
         return answer + think
     raise ValueError(f"unknown output order {order!r}; expected one of {ORDERS}")
+
+
+def prompt_text(record: Record, cfg: PromptConfig) -> str:
+    """The prompt as text: instructions, query segment, item segment (what TRL's DPO and GRPO trainers tokenize)."""
+    return cfg.instructions + query_segment(record, cfg) + item_segment(record, cfg)
 
 
 def encode_prompt(tokenizer, record: Record, cfg: PromptConfig) -> list[int]:

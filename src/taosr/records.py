@@ -29,7 +29,8 @@ class Record(BaseModel):
     price: float | None = Field(None, ge=0, allow_inf_nan=False, description="Item price (finite, >= 0).")
     description: str | None = Field(None, description="Free-text item description (HTML allowed).")
     label: int | None = Field(None, description="Gold level 1-4 (names and ESCI letters accepted).")
-    query_type: str | None = Field(None, description="plain / attribute / negation / alternative / qa / knowledge / ...")
+    query_type: str | None = Field(None,
+                                   description="plain / attribute / negation / alternative / qa / knowledge / ...")
 
     @field_validator("label", mode="before")
     @classmethod

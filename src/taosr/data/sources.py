@@ -1,14 +1,18 @@
 """Official dataset layouts: ESCI's two-parquet release and WANDS' three tab-separated files.
 
-Both produce the same `LoadResult` as `taosr.loaders.load_records`, with every row either loaded,
+Both produce the same `LoadResult` as `taosr.data.loaders.load_records`, with every row either loaded,
 rejected with a reason, or counted as skipped by a filter (`large_version`, split, locale).
 """
 
 from __future__ import annotations
+
 from pathlib import Path
 
-from .loaders import (LARGE_VERSION_REASON, WANDS_LABELS, DataError, LoadResult, _build, _esci_fields, _id_str, _read_delimited,
-                      _read_parquet, _Reject, clean_text)
+from .readers import read_delimited, read_parquet
+from .result import DataError, LoadResult
+from .rows import LARGE_VERSION_REASON, RowReject, build_records, clean_text, esci_fields, id_str
+
+WANDS_LABELS = {"exact": 4, "partial": 3, "irrelevant": 1}  # WANDS has nothing for level 2
 
 EXAMPLE_COLUMNS = ("query", "query_id", "product_id", "product_locale", "esci_label", "large_version")
 PRODUCT_COLUMNS = ("product_id", "product_locale", "product_title", "product_description",
@@ -28,14 +32,14 @@ def load_esci_official(examples_parquet: str | Path, products_parquet: str | Pat
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    ex, pr = _read_parquet(Path(examples_parquet)), _read_parquet(Path(products_parquet))
+    ex, pr = read_parquet(Path(examples_parquet)), read_parquet(Path(products_parquet))
     for table, need, name in ((ex, EXAMPLE_COLUMNS + ("split",) * bool(split), examples_parquet),
                               (pr, PRODUCT_COLUMNS, products_parquet)):
         if missing := [c for c in need if c not in table.column_names]:
             raise DataError(f"{name}: missing ESCI column(s) {', '.join(missing)}")
     sources: dict[str, str] = {}
     if sources_csv is not None:
-        header, rows = _read_delimited(Path(sources_csv))
+        header, rows = read_delimited(Path(sources_csv))
         if not {"query_id", "source"} <= set(header):
             raise DataError(f"{sources_csv}: expected columns query_id, source (got {', '.join(header)})")
         sources = {r["query_id"].strip(): r["source"] for _, r, error in rows if not error}
@@ -60,8 +64,8 @@ def load_esci_official(examples_parquet: str | Path, products_parquet: str | Pat
 
     def joined(raw: dict, default_id: str) -> dict:
         if "product_title" not in raw:
-            raise _Reject("product_id", "no product row for (product_locale, product_id) in the products file")
-        return _esci_fields(raw, default_id)
+            raise RowReject("product_id", "no product row for (product_locale, product_id) in the products file")
+        return esci_fields(raw, default_id)
 
     pr = pr.select(list(PRODUCT_COLUMNS))
     for batch in ex.to_batches(max_chunksize=50_000):
@@ -69,9 +73,9 @@ def load_esci_official(examples_parquet: str | Path, products_parquet: str | Pat
         where = [index.get((e["product_locale"], e["product_id"])) for e in examples]
         products = iter(pr.take([i for i in where if i is not None]).to_pylist())
         rows = [(e.pop("_row"), e if i is None else e | next(products)
-                 | {"query_source": sources.get(_id_str(e["query_id"]) or "")}, None) for e, i in zip(examples, where)]
-        _build(res, file, rows, joined, require_label=False)
-    stats = res._stats(file)
+                 | {"query_source": sources.get(id_str(e["query_id"]) or "")}, None) for e, i in zip(examples, where)]
+        build_records(res, file, rows, joined, require_label=False)
+    stats = res.stats_of(file)
     stats["skipped"] = sum(res.skipped.values())
     stats["rows"] += stats["skipped"]
     if rejects_path is not None:
@@ -93,7 +97,7 @@ def load_wands(folder: str | Path, *, rejects_path: Path | None = None) -> LoadR
     for name, cols in need.items():
         if not (folder / f"{name}.csv").is_file():
             raise DataError(f"{folder}: not a WANDS folder (no {name}.csv)")
-        header, tables[name] = _read_delimited(folder / f"{name}.csv", "\t")
+        header, tables[name] = read_delimited(folder / f"{name}.csv", "\t")
         if missing := [c for c in cols if c not in header]:
             raise DataError(f"{folder / f'{name}.csv'}: missing WANDS column(s) {', '.join(missing)}")
     queries = {r["query_id"].strip(): (r, error) for _, r, error in tables["query"]}
@@ -104,13 +108,13 @@ def load_wands(folder: str | Path, *, rejects_path: Path | None = None) -> LoadR
         for fld, key, found, name in (("query", f"query_id {qid}", queries.get(qid), "query.csv"),
                                       ("title", f"product_id {pid}", products.get(pid), "product.csv")):
             if found is None or found[1]:
-                raise _Reject(fld, f"{key} has a bad row in {name}: {found[1]}" if found else f"{key} not in {name}")
+                raise RowReject(fld, f"{key} has a bad row in {name}: {found[1]}" if found else f"{key} not in {name}")
         if label.lower() not in WANDS_LABELS:
-            raise _Reject("label", f"not a WANDS label: {label!r} (expected Exact, Partial or Irrelevant)")
+            raise RowReject("label", f"not a WANDS label: {label!r} (expected Exact, Partial or Irrelevant)")
         q, p = queries[qid][0], products[pid][0]
         features = (part.split(":", 1) for part in (p.get("product_features") or "").split("|") if ":" in part)
         return {
-            "id": _id_str(raw.get("id")) or f"{qid}:{pid}",
+            "id": id_str(raw.get("id")) or f"{qid}:{pid}",
             "query": clean_text(q["query"]),
             "title": clean_text(p["product_name"]),
             "category": clean_text((p.get("category hierarchy") or "").split("/")[-1] or p.get("product_class")),
@@ -120,7 +124,7 @@ def load_wands(folder: str | Path, *, rejects_path: Path | None = None) -> LoadR
         }
 
     res = LoadResult()
-    _build(res, str(folder / "label.csv"), tables["label"], fields, require_label=False)
+    build_records(res, str(folder / "label.csv"), tables["label"], fields, require_label=False)
     if rejects_path is not None:
         res.write_rejects(rejects_path)
     return res

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from .loaders import DataError, LoadResult, load_records
+from .loaders import load_records
+from .result import DataError, LoadResult
 
 
 def inspect_files(paths: Iterable[str | Path], rejects_path: Path | None = None) -> dict:

@@ -3,29 +3,26 @@
 Queries come in six types (plain, attribute, negation, affordable alternative, Q&A, knowledge) over a
 catalogue with a category tree, brands in price tiers and a small knowledge base (`kb/rules.yaml`).
 For every query we draw items aimed at a target level from the label mix, and keep an item only
-when the rule engine (`taosr.rules.judge`) gives it exactly that level: gold labels always come from
+when the rule engine (`taosr.kb.rules.judge`) gives it exactly that level: gold labels always come from
 the written rules, never from the generator's intent. Splits share no query string.
 """
 
 from __future__ import annotations
 
-import json
 import random
-from collections import Counter
-from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from .records import Record
-from .rules import KnowledgeBase, default_kb, judge
+from ..kb.rules import KnowledgeBase, QuerySpec, default_kb, judge
+from ..records import Record
+from .splits import SplitConfig, split_by_query
 
 QUERY_TYPES = ("plain", "attribute", "negation", "alternative", "qa", "knowledge")
 
 
-class SynthConfig(BaseModel):
-    """Size and shape of the synthetic benchmark."""
+class SynthConfig(SplitConfig):
+    """Size and shape of the synthetic benchmark, and its split (`seed` seeds both)."""
 
-    seed: int = Field(0, description="Random seed: the same seed gives the same benchmark.")
     n_queries: int = Field(3000, ge=3, description="Number of generated queries (before splitting).")
     items_per_query: int = Field(4, ge=1, description="Items judged per query.")
     label_mix: dict[int, float] = Field(
@@ -37,8 +34,6 @@ class SynthConfig(BaseModel):
                                  "alternative": 0.15, "qa": 0.15, "knowledge": 0.15},
         description="Share of each query type.",
     )
-    dev_frac: float = Field(0.1, ge=0, lt=1, description="Share of query strings in the dev split.")
-    test_frac: float = Field(0.15, ge=0, lt=1, description="Share of query strings in the test split.")
     max_tries: int = Field(200, description="Item proposals per target level before giving up on that level.")
 
 
@@ -67,7 +62,8 @@ def _make_query(rng: random.Random, qtype: str, kb: KnowledgeBase) -> str:
         return f"{cat} {rng.choice(['not', 'without'])} {val}"
     if qtype == "alternative":
         brand = rng.choice(kb.brands[parent]["premium"])
-        return rng.choice(["cheaper alternative to {b} {c}", "{b} {c} dupe", "affordable {c} like {b}"]).format(b=brand, c=cat)
+        return rng.choice(["cheaper alternative to {b} {c}", "{b} {c} dupe",
+                           "affordable {c} like {b}"]).format(b=brand, c=cat)
     if qtype == "qa":
         occ = rng.choice(list(kb.occasions))
         return rng.choice(["what to wear for {o}", "what should i wear for a {o}"]).format(o=occ)
@@ -122,8 +118,6 @@ def _propose_item(rng: random.Random, query: str, target: int, kb: KnowledgeBase
 
 
 def judge_spec(query: str, kb: KnowledgeBase):
-    from .rules import QuerySpec
-
     spec = QuerySpec.parse(query, kb)
     if spec is None:
         raise ValueError(f"generator produced a query outside the rule grammar: {query!r}")
@@ -158,42 +152,3 @@ def generate(cfg: SynthConfig, kb: KnowledgeBase | None = None) -> dict[str, lis
                     allowed.remove(target)
             pairs.append(item.model_copy(update={"id": f"q{qi}-{j}", "label": verdict.level, "query_type": qtype}))
     return split_by_query(pairs, cfg.dev_frac, cfg.test_frac, seed=cfg.seed)
-
-
-def split_by_query(pairs: list[Record], dev_frac: float, test_frac: float, seed: int = 0) -> dict[str, list[Record]]:
-    """Assign whole query strings to splits (no query in two splits), stratified by query type so that
-    rare types (there are only a few Q&A query strings) still reach the dev and test splits."""
-    by_type: dict[str, set[str]] = {}
-    for p in pairs:
-        by_type.setdefault(p.query_type or "", set()).add(p.query)
-    rng = random.Random(seed + 1)
-    where: dict[str, str] = {}
-    for qtype in sorted(by_type):
-        queries = sorted(by_type[qtype] - where.keys())
-        rng.shuffle(queries)
-        n_test = max(1, round(len(queries) * test_frac)) if test_frac > 0 and len(queries) >= 3 else round(len(queries) * test_frac)
-        n_dev = max(1, round(len(queries) * dev_frac)) if dev_frac > 0 and len(queries) >= 3 else round(len(queries) * dev_frac)
-        where.update({q: "test" for q in queries[:n_test]})
-        where.update({q: "dev" for q in queries[n_test:n_test + n_dev]})
-        where.update({q: "train" for q in queries[n_test + n_dev:]})
-    out: dict[str, list[Record]] = {"train": [], "dev": [], "test": []}
-    for p in pairs:
-        out[where[p.query]].append(p)
-    return out
-
-
-def write_splits(splits: dict[str, list[Record]], out_dir: Path) -> dict[str, dict]:
-    """Write `<split>.jsonl` files and return per-split label / query-type counts."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stats = {}
-    for name, records in splits.items():
-        with (out_dir / f"{name}.jsonl").open("w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r.model_dump(exclude_none=True), ensure_ascii=False) + "\n")
-        stats[name] = {
-            "pairs": len(records),
-            "queries": len({r.query for r in records}),
-            "labels": dict(sorted(Counter(r.label for r in records).items())),
-            "query_types": dict(sorted(Counter(r.query_type for r in records).items())),
-        }
-    return stats

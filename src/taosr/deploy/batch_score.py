@@ -1,6 +1,6 @@
 """`taosr score`: score a file of (query, item) pairs offline into Parquet, resumably.
 
-Reading: the input (JSONL / CSV / Parquet, any layout `taosr.loaders` reads) is validated row by
+Reading: the input (JSONL / CSV / Parquet, any layout `taosr.data.loaders` reads) is validated row by
 row; rejected rows go to `<output stem>.rejects.jsonl` with reasons. The loaders read a file whole,
 so the *records* are held in memory (grouping by query needs them anyway); the scores are not.
 
@@ -18,7 +18,8 @@ Resuming: a killed run leaves finished parts (and maybe a `.tmp`, deleted on res
 with the same input, model and settings reads the row numbers already written and scores only the
 rest, so no pair is lost or written twice; a rerun with anything in the manifest changed is refused
 (`ResumeError`, naming what differs) unless `fresh`. An unreadable (truncated) part is deleted and
-its rows scored again. Labels are not read (scoring does not use them), so a bad label rejects nothing. When every row is scored, the parts are merged into `output`
+its rows scored again. Labels are not read (scoring does not use them), so a bad label rejects
+nothing. When every row is scored, the parts are merged into `output`
 (input order, row groups of `ROW_GROUP` rows) and the parts folder is removed. Output columns:
 id, query, title, p1..p4 (P(level 1..4)), level (CumPT with the beta of `taosr_serving.json`),
 tier (Good / Mid / Bad).
@@ -29,21 +30,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
 
-from .calibrate import check_label_ids, load_serving_config
+from ..data.loaders import DataError, load_records
+from ..io import atomic_write, write_json
+from ..progress import progress_bar
+from ..records import Record
+from ..runtime import resolve_engine
+from .calibrate import ITEMS_PER_FORWARD
 from .cumpt import cumpt_levels, tiers_of
-from .loaders import DataError, load_records
-from .progress import progress_bar
-from .records import Record
+from .schema import load_serving_config
+from .scorer import make_scorer
 
 log = logging.getLogger(__name__)
 ROW_GROUP = 65_536
@@ -51,6 +57,23 @@ SCHEMA = pa.schema([("id", pa.string()), ("query", pa.string()), ("title", pa.st
                     ("p1", pa.float64()), ("p2", pa.float64()), ("p3", pa.float64()), ("p4", pa.float64()),
                     ("level", pa.int8()), ("tier", pa.string())])
 PART_SCHEMA = SCHEMA.append(pa.field("_seq", pa.int64()))  # input row number, for resume and order
+
+
+class ScoreConfig(BaseModel):
+    """How `taosr score` runs: engine, batching, resume, and the Ray actor pool (`--engine ray`)."""
+
+    engine: Literal["auto", "transformers", "vllm", "ray"] = Field(
+        "auto", description="auto (vLLM when it and a GPU are present, else transformers) | transformers | vllm "
+        "(GPU; batching is vLLM's own, batch_size and prefix_sharing do not apply) | ray (a Ray Data actor pool).")
+    batch_queries: int = Field(64, ge=1, description="Queries per part file (the unit of resume).")
+    batch_size: int = Field(32, ge=1, description=ITEMS_PER_FORWARD)
+    prefix_sharing: bool = Field(True, description="Share the instructions' and the query's KV cache between items.")
+    fresh: bool = Field(False, description="Discard an interrupted run's parts instead of resuming.")
+    actors: int = Field(2, ge=1, description="engine ray: actors (one model each).")
+    ray_address: str | None = Field(None, description="engine ray: cluster address (default: RAY_ADDRESS or a "
+                                    "local instance).")
+    ray_gpus: float = Field(0.0, ge=0.0, description="engine ray without vLLM: GPUs per actor (0.5: two actors share "
+                            "one; 0: CPU actors). vLLM actors take one GPU each.")
 
 
 def parts_dir_of(output: Path) -> Path:
@@ -76,9 +99,9 @@ def _fingerprint(records: list[Record]) -> str:
 def check_paths(input_path: str | Path, output: Path) -> None:
     """Refuse an output (or its rejects file) that is the input: scoring would overwrite what it reads."""
     source = Path(input_path).resolve()
-    for target, what in ((output, "--output"), (rejects_path_of(output), "the rejects file of --output")):
+    for target, what in ((output, "--out"), (rejects_path_of(output), "the rejects file of --out")):
         if target.resolve() == source:
-            raise ResumeError(f"{what} ({target}) is the input file {input_path}: choose another --output")
+            raise ResumeError(f"{what} ({target}) is the input file {input_path}: choose another --out")
 
 
 def _groups(records: list[Record]) -> list[list[int]]:
@@ -106,7 +129,7 @@ def _open_parts(parts: Path, manifest: dict, fresh: bool) -> tuple[set[int], int
             raise ResumeError(f"{parts} holds an interrupted run with a different {'; '.join(diff)}: rerun with its "
                               "settings to resume it, or pass --fresh (fresh=True) to discard it and start over")
     else:
-        mpath.write_text(json.dumps(manifest, indent=1))
+        write_json(mpath, manifest)
     for tmp in parts.glob("*.tmp"):  # a part killed mid-write
         tmp.unlink()
     done: set[int] = set()
@@ -142,24 +165,18 @@ def _table(records: list[Record], seqs: list[int], probs: np.ndarray, beta: floa
 
 def _write_part(parts: Path, number: int, table: pa.Table) -> Path:
     """Write one part atomically (tests patch this to simulate a crash)."""
-    final = parts / f"part-{number:05d}.parquet"
-    tmp = final.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, final)
-    return final
+    return atomic_write(parts / f"part-{number:05d}.parquet", lambda tmp: pq.write_table(table, tmp))
 
 
 def _merge(parts: Path, output: Path, n_rows: int) -> None:
     """Merge the parts into `output` in input order; checks that every row is there exactly once."""
     files = sorted(parts.glob("part-*.parquet"))
-    table = pa.concat_tables([pq.read_table(f, schema=PART_SCHEMA) for f in files]) if files else PART_SCHEMA.empty_table()
+    tables = [pq.read_table(f, schema=PART_SCHEMA) for f in files]
+    table = pa.concat_tables(tables) if tables else PART_SCHEMA.empty_table()
     table = table.sort_by("_seq")
     if table["_seq"].to_pylist() != list(range(n_rows)):
         raise RuntimeError(f"{parts}: parts hold {table.num_rows} rows, expected each of {n_rows} exactly once")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    pq.write_table(table.drop_columns(["_seq"]), tmp, row_group_size=ROW_GROUP)
-    os.replace(tmp, output)
+    atomic_write(output, lambda tmp: pq.write_table(table.drop_columns(["_seq"]), tmp, row_group_size=ROW_GROUP))
     shutil.rmtree(parts)
 
 
@@ -170,16 +187,13 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
 
     `batch_queries` queries go into each part file (the unit of resume), packed into shared forwards
     by `PrefixScorer.score_groups`; `batch_size` items per forward pass where items are batched instead.
-    `engine`: transformers (on `device` in `dtype`, see `modeling.load_model`), or vllm (GPU; `taosr.vllm_engine`),
-    or auto. Returns counts, timing and where things went. `taosr.ray_score` runs the same job on a Ray actor pool.
+    `engine`: transformers (on `device` in `dtype`, see `modeling.load_model`), or vllm (GPU; `taosr.deploy.scorer`),
+    or auto. Returns counts, timing and where things went. `taosr.deploy.ray_score` runs the same job on a Ray
+    actor pool.
     """
-    from .scale import resolve_engine
+    from ..modeling import pick_device
 
     engine = resolve_engine(engine)
-    from .modeling import load_model, pick_device
-    from .prefix import PrefixScorer
-    from .scoring import score_records
-
     t0 = time.perf_counter()
     if batch_queries < 1:
         raise ValueError("batch_queries must be >= 1")
@@ -188,7 +202,8 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
     loaded = load_records([input_path], rejects_path=rejects_path_of(output), read_labels=False)
     records = loaded.records
     if not records:
-        raise DataError(f"{input_path}: no usable row ({len(loaded.rejects)} rejected; reasons in {rejects_path_of(output)})")
+        raise DataError(f"{input_path}: no usable row ({len(loaded.rejects)} rejected; reasons in "
+                        f"{rejects_path_of(output)})")
     serving = load_serving_config(model_dir)
     parts = parts_dir_of(output)
     manifest = {"input": str(Path(input_path).resolve()), "fingerprint": _fingerprint(records),
@@ -201,23 +216,13 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
 
     scored = 0
     if todo:
-        if engine == "vllm":
-            from .vllm_engine import VLLMScorer
-
-            scorer = VLLMScorer(model_dir, serving)
-        else:
-            model, tok = load_model(model_dir, dtype, device)
-            check_label_ids(serving, tok)
-            scorer = PrefixScorer(model, tok, serving.prompt, batch_size) if prefix_sharing else None
+        scorer = make_scorer(model_dir, serving, engine, device, dtype, batch_size, prefix_sharing)
         with progress_bar(len(records), "scoring") as advance:
             advance(len(done))
             for start in range(0, len(todo), batch_queries):
                 chunk = todo[start:start + batch_queries]
                 seqs = [i for grp in chunk for i in grp]
-                if scorer is not None:
-                    probs = np.vstack(scorer.score_groups([[records[i] for i in grp] for grp in chunk]))
-                else:
-                    probs = score_records(model, tok, [records[i] for i in seqs], serving.prompt, batch_size)
+                probs = np.vstack(scorer.score_groups([[records[i] for i in grp] for grp in chunk]))
                 _write_part(parts, number, _table(records, seqs, probs, serving.beta))
                 number += 1
                 scored += len(seqs)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
-from .labels import LEVELS, TIERS
+from ..labels import LEVELS, TIERS
 
 #: Absolute slack on the cumulative sums, so that beta = 1 still matches a row summing to 1 - 1e-16.
 TOL = 1e-9

@@ -2,7 +2,7 @@
 
     read (Parquet / JSONL / CSV, Ray Data readers, streamed)
       -> map_batches(_ScoreActor)   actor pool: one model per actor; each batch is validated with the
-                                    same row builder as `taosr.loaders`, grouped by query and scored
+                                    same row builder as `taosr.data.loaders`, grouped by query and scored
                                     with `PrefixScorer` (or vLLM, per actor, where it is available)
       -> streamed back in input order (preserve_order) and written to one Parquet file with the
          columns of `taosr.batch_score` (id, query, title, p1..p4, level, tier); rejected rows go to
@@ -27,7 +27,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..data.loaders import DataError, LoadResult
+from ..data.rows import build_records, builder_for
+from ..io import atomic_write, write_jsonl
+from ..progress import progress_bar
 from .batch_score import ROW_GROUP, SCHEMA, rejects_path_of
+from .cumpt import cumpt_levels, tiers_of
+from .schema import load_serving_config
+from .scorer import make_scorer
 
 OUT_SCHEMA = (SCHEMA.append(pa.field("_local", pa.int64())).append(pa.field("_reject", pa.string()))
               .append(pa.field("_made_id", pa.bool_())))  # id made up from the (batch-local) row number
@@ -38,30 +45,15 @@ class _ScoreActor:
 
     def __init__(self, model_dir: str, file: str, columns: list[str], batch_size: int, engine: str,
                  dtype: str = "float32"):
-        from .calibrate import check_label_ids, load_serving_config
-        from .loaders import _schema
-
         self.serving = load_serving_config(model_dir)
-        self.builder, self.file = _schema(columns, Path(file)), file
-        if engine == "vllm":
-            from .vllm_engine import VLLMScorer
-
-            self.scorer = VLLMScorer(model_dir, self.serving)
-        else:
-            from .modeling import load_model
-            from .prefix import PrefixScorer
-
-            model, tok = load_model(model_dir, dtype, device="auto")  # the actor's GPU if it asked for one, else the CPU
-            check_label_ids(self.serving, tok)
-            self.scorer = PrefixScorer(model, tok, self.serving.prompt, batch_size)
+        self.builder, self.file = builder_for(columns, Path(file)), file
+        # device "auto": the actor's GPU if it asked for one, else the CPU
+        self.scorer = make_scorer(model_dir, self.serving, engine, "auto", dtype, batch_size)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from .cumpt import cumpt_levels, tiers_of
-        from .loaders import LoadResult, _build
-
         raw = batch.to_pylist()
         res = LoadResult()
-        _build(res, self.file, [(i, r, None) for i, r in enumerate(raw)], self.builder, require_label=False,
+        build_records(res, self.file, [(i, r, None) for i, r in enumerate(raw)], self.builder, require_label=False,
                read_labels=False)
         rejected = {x["row"] for x in res.rejects}
         good = [i for i in range(len(raw)) if i not in rejected]
@@ -90,8 +82,6 @@ def _reader(path: Path):
         return ray.data.read_json(str(path), lines=True)
     if suffix == ".csv":
         return ray.data.read_csv(str(path))
-    from .loaders import DataError
-
     raise DataError(f"{path}: --engine ray reads .parquet, .jsonl or .csv files (got {path.suffix!r})")
 
 
@@ -109,14 +99,9 @@ def score_file_ray(model_dir: str | Path, input_path: str | Path, output_path: s
     import ray
     import ray.data
 
-    from .loaders import _schema
-    from .progress import progress_bar
-
     t0 = time.perf_counter()
     model_dir, input_path, output = Path(model_dir).resolve(), Path(input_path).resolve(), Path(output_path)
     if not input_path.is_file():
-        from .loaders import DataError
-
         raise DataError(f"{input_path}: no such file")
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
@@ -126,7 +111,7 @@ def score_file_ray(model_dir: str | Path, input_path: str | Path, output_path: s
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = _reader(input_path)
     columns = ds.schema().names
-    _schema(columns, input_path)  # a file that is not a relevance file fails here, with its name, not in an actor
+    builder_for(columns, input_path)  # a file that is not a relevance file fails here, with its name, not in an actor
     num_gpus, have = 1 if engine == "vllm" else gpus_per_actor, ray.cluster_resources().get("GPU", 0)
     if num_gpus > have:  # the actors would wait for GPUs forever
         raise ValueError(f"each actor asks for {num_gpus} GPU(s) but the Ray cluster has {have:g}; "
@@ -139,38 +124,43 @@ def score_file_ray(model_dir: str | Path, input_path: str | Path, output_path: s
     )
     parquet = input_path.suffix.lower() in (".parquet", ".pq")
     n_rows = ds.count() if parquet else None  # from Parquet metadata; JSON/CSV would be read twice for it
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    rows = written = 0
+    counts = {"rows": 0, "written": 0}
     rejects: list[dict] = []
-    stem = input_path.stem
-    with pq.ParquetWriter(tmp, SCHEMA) as writer, progress_bar(n_rows, f"ray scoring ({num_actors} actors)") as advance:
-        base = -1  # input rows before the current actor batch; each actor batch restarts _local at 0
-        for batch in scored.iter_batches(batch_format="pyarrow", batch_size=None):
-            line = []  # 1-based input row of each output row (output batches may join actor batches)
-            for loc in batch.column("_local").to_pylist():
-                if loc == 0:
-                    base = rows + len(line)
-                line.append(base + loc + 1)
-            line = pa.array(line, pa.int64())
-            bad = batch.column("_reject").is_valid()
-            for x, row in zip(batch.filter(bad).column("_reject").to_pylist(), line.filter(bad).to_pylist()):
-                rejects.append(json.loads(x) | {"row": row})
-            good, good_line = batch.filter(pa.compute.invert(bad)), line.filter(pa.compute.invert(bad))
-            if any(good.column("_made_id").to_pylist()):  # ids the loader makes up use the file's row number
-                ids = [f"{stem}:{n}" if made else i for i, n, made in
-                       zip(good.column("id").to_pylist(), good_line.to_pylist(), good.column("_made_id").to_pylist())]
-                good = good.set_column(good.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
-            good = good.select(SCHEMA.names).cast(SCHEMA)
-            if good.num_rows:
-                writer.write_table(good, row_group_size=ROW_GROUP)
-            rows += batch.num_rows
-            written += good.num_rows
-            advance(batch.num_rows)
-    os.replace(tmp, output)
+
+    def write(tmp: Path) -> None:
+        """Stream the actors' batches into `tmp`: scored rows in input order, rejects collected with their row."""
+        stem, rows = input_path.stem, 0
+        bar = progress_bar(n_rows, f"ray scoring ({num_actors} actors)")
+        with pq.ParquetWriter(tmp, SCHEMA) as writer, bar as advance:
+            base = -1  # input rows before the current actor batch; each actor batch restarts _local at 0
+            for batch in scored.iter_batches(batch_format="pyarrow", batch_size=None):
+                line = []  # 1-based input row of each output row (output batches may join actor batches)
+                for loc in batch.column("_local").to_pylist():
+                    if loc == 0:
+                        base = rows + len(line)
+                    line.append(base + loc + 1)
+                line = pa.array(line, pa.int64())
+                bad = batch.column("_reject").is_valid()
+                for x, row in zip(batch.filter(bad).column("_reject").to_pylist(), line.filter(bad).to_pylist()):
+                    rejects.append(json.loads(x) | {"row": row})
+                good, good_line = batch.filter(pa.compute.invert(bad)), line.filter(pa.compute.invert(bad))
+                if any(good.column("_made_id").to_pylist()):  # ids the loader makes up use the file's row number
+                    ids = [f"{stem}:{n}" if made else i for i, n, made in
+                           zip(good.column("id").to_pylist(), good_line.to_pylist(),
+                               good.column("_made_id").to_pylist())]
+                    good = good.set_column(good.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+                good = good.select(SCHEMA.names).cast(SCHEMA)
+                if good.num_rows:
+                    writer.write_table(good, row_group_size=ROW_GROUP)
+                rows += batch.num_rows
+                counts["written"] += good.num_rows
+                advance(batch.num_rows)
+        counts["rows"] = rows
+
+    atomic_write(output, write)
+    rows, written = counts["rows"], counts["written"]
     rejects.sort(key=lambda r: r["row"])
-    with rejects_path_of(output).open("w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rejects)
+    write_jsonl(rejects_path_of(output), rejects)
     seconds = time.perf_counter() - t0
     return {"output": str(output), "engine": "ray", "actors": num_actors, "rows": written, "rejects": len(rejects),
             "rejects_path": str(rejects_path_of(output)), "input_rows": rows, "seconds": round(seconds, 3),

@@ -15,7 +15,7 @@ Request flow: a request is validated before any work (422 for wrong or missing f
 JSON or UTF-8, NaN, lone surrogates; 413 for too many items, an over-long text or a body over
 `max_body_bytes`, chunked or not; each message names the field, and never echoes the input) and
 put on a bounded `asyncio.Queue` (full -> 503 with Retry-After). Each text is cut to the prompt's
-token budgets by the rule of `taosr.prompts`. One worker task (`taosr.serve_worker`) scores the
+token budgets by the rule of `taosr.prompts`. One worker task (`taosr.deploy.serve_worker`) scores the
 requests in micro-batches of at most `max_batch_items` pairs and `max_batch_tokens` tokens, least
 work first, in a thread (`asyncio.to_thread`, so the event loop keeps accepting requests), each
 micro-batch in one call (`PrefixScorer.score_groups` packs its requests into shared forwards over
@@ -39,13 +39,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .calibrate import ServingConfig, load_serving_config
+from ..records import Record
+from ..runtime import resolve_engine
 from .cumpt import cumpt_levels, tiers_of
-from .records import Record
-from .scale import resolve_engine
-from .serve_worker import Metrics, RelevanceService  # noqa: F401
-from .serve_api import (ItemIn, ItemResult, RelevanceRequest, RelevanceResponse, ServeSettings,  # noqa: F401
-                        StrictJSONRoute, too_long, validation_body)
+from .schema import ServingConfig, check_label_ids, load_serving_config
+from .scorer import make_scorer
+from .serve_api import (
+    ItemResult,
+    RelevanceRequest,
+    RelevanceResponse,
+    ServeSettings,
+    StrictJSONRoute,
+    too_long,
+    validation_body,
+)
+from .serve_worker import RelevanceService
+
+__all__ = ["RELEVANCE_PATH", "ServeSettings", "create_app", "run"]
 
 log = logging.getLogger(__name__)
 RELEVANCE_PATH = "/v1/relevance"
@@ -58,26 +68,23 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
     `serving` defaults to the folder's `taosr_serving.json` (beta 0.5 without it).
     """
     settings = settings or ServeSettings()
-    scorer = None
     if isinstance(model, tuple):
+        from ..infer.prefix import PrefixScorer
+
         (net, tok), name = model, settings.model_name or "in-memory"
+        serving = serving or ServingConfig()
+        check_label_ids(serving, tok)
+        scorer = PrefixScorer(net, tok, serving.prompt, settings.batch_size)
     else:
         serving = serving or load_serving_config(model)
         name = settings.model_name or Path(model).resolve().name
-        if resolve_engine(settings.engine) == "vllm":
-            from .vllm_engine import VLLMScorer
-
-            scorer, net, tok = VLLMScorer(model, serving), None, None
-        else:
-            from .modeling import load_model
-
-            net, tok = load_model(model, settings.dtype, settings.device)
-    serving = serving or ServingConfig()
+        scorer = make_scorer(model, serving, resolve_engine(settings.engine), settings.device, settings.dtype,
+                             settings.batch_size)
     if settings.torch_threads:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    service = RelevanceService(net, tok, serving, settings, scorer)
+    service = RelevanceService(scorer, serving, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -128,7 +135,8 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
     async def relevance(body: RelevanceRequest):
         """Judge every item against the query: P(level 1..4), CumPT level and tier."""
         if len(body.items) > settings.max_items:
-            raise HTTPException(413, f"items: {len(body.items)} items, over the limit of {settings.max_items} (max_items)")
+            raise HTTPException(413,
+                                f"items: {len(body.items)} items, over the limit of {settings.max_items} (max_items)")
         if message := too_long(body, settings.max_text_chars):
             raise HTTPException(413, message)
         ids = [it.id if it.id is not None else str(i) for i, it in enumerate(body.items)]
@@ -141,8 +149,8 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
         try:
             future = await service.submit(records)
         except asyncio.QueueFull:
-            return JSONResponse({"detail": f"server busy: {settings.max_queue} requests queued (max_queue); retry later"},
-                                status_code=503, headers={"Retry-After": str(settings.retry_after_s)})
+            busy = f"server busy: {settings.max_queue} requests queued (max_queue); retry later"
+            return JSONResponse({"detail": busy}, status_code=503, headers={"Retry-After": str(settings.retry_after_s)})
         try:
             probs = await asyncio.wait_for(future, settings.request_timeout_s)
         except TimeoutError:

@@ -7,9 +7,10 @@ worker repeats: move queued jobs to its active list (waiting `max_wait_ms` for m
 room), then build one micro-batch of at most `max_batch_items` items and `max_batch_tokens` cost:
 whole jobs, least work left first, or else the next slice of the job with the least work left,
 alone; and score it in one `score_groups` call in a thread. A large request is thus scored over
-several micro-batches, and a small one that arrives meanwhile waits for the slice in flight only. A job whose request has timed out (504) or gone is
-dropped before its next slice, so its remaining work is abandoned. A micro-batch that fails is
-retried piece by piece, so one bad request never fails the others.
+several micro-batches, and a small one that arrives meanwhile waits for the slice in flight only.
+A job whose request has timed out (504) or gone is dropped before its next slice, so its remaining
+work is abandoned. A micro-batch that fails is retried piece by piece, so one bad request never
+fails the others.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .calibrate import ServingConfig, check_label_ids
-from .prefix import PrefixScorer
-from .prompts import PromptConfig, item_segment
-from .records import Record
+from ..prompts import PromptConfig, item_segment
+from ..records import Record
+from .schema import ServingConfig
 from .serve_api import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -82,11 +82,8 @@ class _Piece:
 class RelevanceService:
     """The model, the request queue and the one worker task that micro-batches it."""
 
-    def __init__(self, model, tokenizer, serving: ServingConfig, settings: ServeSettings, scorer=None):
+    def __init__(self, scorer, serving: ServingConfig, settings: ServeSettings):
         self.serving, self.settings = serving, settings
-        if scorer is None:
-            check_label_ids(serving, tokenizer)
-            scorer = PrefixScorer(model, tokenizer, serving.prompt, settings.batch_size)
         self.scorer = scorer  # anything with score_groups([[records of one query], ...]) -> [(n_i, 4), ...]
         self.queue: asyncio.Queue[_Job] | None = None
         self.worker: asyncio.Task | None = None
@@ -134,7 +131,8 @@ class RelevanceService:
                 self._active.append(self.queue.get_nowait())
                 continue
             left = deadline - time.monotonic()
-            if carried or left <= 0 or sum(len(j.records) - j.next for j in self._active) >= self.settings.max_batch_items:
+            waiting = sum(len(j.records) - j.next for j in self._active)
+            if carried or left <= 0 or waiting >= self.settings.max_batch_items:
                 break
             self._arrived.clear()
             try:

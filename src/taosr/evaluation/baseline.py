@@ -12,7 +12,6 @@ The item side is the same text the LLM judges read (`prompts.item_segment`), on 
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -23,11 +22,13 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from ..io import write_json
+from ..progress import attach, progress_bar
+from ..prompts import PromptConfig, item_segment
+from ..records import Record
+from ..runtime import BF16_HELP, gpu_available, is_main_process, resolve_bf16
+from ..train.common import write_summary
 from .evaluate import metrics
-from .progress import attach, progress_bar
-from .prompts import PromptConfig, item_segment
-from .records import Record
-from .scale import gpu_available, is_main_process, resolve_bf16, write_summary
 
 CLASS_NAMES = {0: "irrelevant", 1: "mismatch", 2: "related", 3: "excellent"}  # class = level - 1
 
@@ -49,20 +50,21 @@ class BaselineConfig(BaseModel):
                            description="Pre-trained encoder folder (default: the bundled all-MiniLM-L6-v2).")
     pooling: Literal["mean", "cls"] = Field(
         "mean", description="Pair representation under the 4-way head: 'mean' of the token states (what MiniLM was "
-                            "trained for) or 'cls' (the stock BertForSequenceClassification pooler; learns far slower here).")
+                            "trained for) or 'cls' (the stock BertForSequenceClassification pooler, whose CLS "
+                            "MiniLM never trained).")
     epochs: float = Field(1.0, description="Passes over the training pairs (ignored when max_steps > 0).")
     max_steps: int = Field(-1, description="Optimiser steps; > 0 overrides epochs.")
     batch_size: int = Field(32, description="Pairs per optimiser step.")
-    lr: float = Field(1e-4, description="Peak learning rate (linear decay after warm-up); 5e-4 diverged to the majority class.")
+    learning_rate: float = Field(1e-4, description="Peak learning rate (linear decay after warm-up).")
     warmup_ratio: float = Field(0.1, description="Share of the steps spent warming up.")
     weight_decay: float = Field(0.01, description="AdamW weight decay.")
     max_length: int = Field(128, description="Max tokens of query + item text (longer pairs are truncated).")
     class_weighted: bool = Field(False, description="Weight the loss by inverse class frequency (favours rare levels).")
-    freeze_embeddings: bool = Field(True, description="Keep the word-embedding matrix fixed (about half the weights; faster optimiser steps).")
-    bf16: bool | None = Field(None, description="bf16 autocast; None = on where the hardware has it (GPU, or CPU with "
-                                                "AVX512_BF16 / AMX: about 1.7x faster here).")
-    threads: int = Field(1, description="torch CPU threads while training/scoring (0 = leave as is). 1 is the safe choice "
-                                        "on a shared 2-core box: 2 threads under contention were 5-10x slower per step.")
+    freeze_embeddings: bool = Field(True, description="Keep the word-embedding matrix fixed (about half the weights; "
+                                    "faster optimiser steps).")
+    bf16: bool | None = Field(None, description=BF16_HELP)
+    threads: int = Field(1, description="torch CPU threads while training/scoring (0 = leave as is); 1 suits a small "
+                                        "shared CPU, where threads contending for cores slow each step down.")
     logging_steps: int = Field(10, description="Record the training loss every this many steps.")
     seed: int = Field(0, description="Head initialisation, data order and dropout seed.")
 
@@ -96,7 +98,8 @@ def build_cross_encoder(cfg: BaselineConfig):
 
     device = None if gpu_available() else "cpu"
     if cfg.pooling == "cls":
-        return CrossEncoder(cfg.model_dir, num_labels=4, max_length=cfg.max_length, local_files_only=True, device=device)
+        return CrossEncoder(cfg.model_dir, num_labels=4, max_length=cfg.max_length, local_files_only=True,
+                            device=device)
     from sentence_transformers.base.modules import Dense, Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
 
@@ -149,7 +152,7 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
         output_dir=str(out_dir / "checkpoints"),
         max_steps=total,
         per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.lr,
+        learning_rate=cfg.learning_rate,
         lr_scheduler_type="linear",
         warmup_steps=max(1, int(cfg.warmup_ratio * total)),
         weight_decay=cfg.weight_decay,
@@ -215,7 +218,8 @@ def predict_baseline(model_dir, records: Sequence[Record], batch_size: int = 64,
     return (probs.argmax(1) + 1).tolist(), probs
 
 
-def samples(records: Sequence[Record], pred: Sequence[int], probs: np.ndarray, n: int = 20, seed: int = 0) -> list[dict]:
+def samples(records: Sequence[Record], pred: Sequence[int], probs: np.ndarray, n: int = 20,
+            seed: int = 0) -> list[dict]:
     """A few scored pairs for the HTML report (errors first, then a random rest)."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(records))
@@ -236,6 +240,6 @@ def run_baseline(train: Sequence[Record], test: Sequence[Record], cfg: BaselineC
     m = metrics([r.label for r in test], pred, [r.query_type for r in test])
     m["train_wall_s"], m["predict_wall_s"] = summary["wall_s"], round(time.perf_counter() - t0, 1)
     if is_main_process():
-        (out_dir / "metrics.json").write_text(json.dumps(m, indent=1))
-        (out_dir / "samples.json").write_text(json.dumps(samples(test, pred, probs), indent=1))
+        write_json(out_dir / "metrics.json", m)
+        write_json(out_dir / "samples.json", samples(test, pred, probs))
     return m

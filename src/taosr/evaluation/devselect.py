@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from transformers import TrainerCallback
 
+from ..prompts import PromptConfig
+from ..records import Record
 from .evaluate import metrics, predict
-from .prompts import PromptConfig
-from .records import Record
 
 
 class DevSelect(TrainerCallback):

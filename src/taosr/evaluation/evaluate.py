@@ -11,15 +11,29 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import BaseModel, Field
 from rich.table import Table
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from .labels import parse_response
-from .prompts import PromptConfig, encode_prompt
-from .records import Record
-from .scoring import generate_texts, score_records
+from ..generation import generate_texts
+from ..infer.scoring import score_records
+from ..labels import THINK_CLOSE, THINK_OPEN, conclusion_of, parse_response
+from ..prompts import PromptConfig, encode_prompt
+from ..records import Record
 
 LEVELS = [1, 2, 3, 4]
+
+
+class EvalConfig(BaseModel):
+    """How `taosr eval` reads a model on a labelled file."""
+
+    batch_size: int = Field(64, ge=1, description="Scoring / generation batch size.")
+    max_new_tokens: int = Field(128, ge=1, description="Generation budget of a think-first model's reasoning.")
+
+
+def macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:
+    """Macro-F1 over levels 1-4 (a prediction 0, unparseable, is wrong for every level)."""
+    return float(f1_score(gold, pred, labels=LEVELS, average="macro", zero_division=0))
 
 
 def metrics(gold: Sequence[int], pred: Sequence[int], query_types: Sequence[str | None] | None = None) -> dict:
@@ -28,7 +42,7 @@ def metrics(gold: Sequence[int], pred: Sequence[int], query_types: Sequence[str 
     p, r, f, s = precision_recall_fscore_support(gold, pred, labels=LEVELS, zero_division=0)
     out = {
         "n": int(len(gold)),
-        "macro_f1": float(f1_score(gold, pred, labels=LEVELS, average="macro", zero_division=0)),
+        "macro_f1": macro_f1(gold, pred),
         "accuracy": float(accuracy_score(gold, pred)),
         "per_class": {lv: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
                       for i, lv in enumerate(LEVELS)},
@@ -40,7 +54,7 @@ def metrics(gold: Sequence[int], pred: Sequence[int], query_types: Sequence[str 
         for i, qt in enumerate(query_types):
             groups[qt or "unknown"].append(i)
         out["per_query_type"] = {
-            qt: {"n": len(ix), "macro_f1": float(f1_score(gold[ix], pred[ix], labels=LEVELS, average="macro", zero_division=0)),
+            qt: {"n": len(ix), "macro_f1": macro_f1(gold[ix], pred[ix]),
                  "accuracy": float(accuracy_score(gold[ix], pred[ix]))}
             for qt, ix in sorted(groups.items())
         }
@@ -53,9 +67,6 @@ def discriminative_hallucination(texts: Sequence[str]) -> dict:
     Counted over responses that have both a parseable answer and a reasoning ending in
     "judgement: <level>." (TaoSR1: sound reasoning, wrong final label).
     """
-    from .labels import THINK_CLOSE, THINK_OPEN
-    from .teacher import conclusion_of
-
     both = disagree = 0
     for t in texts:
         answer = parse_response(t).level
@@ -79,14 +90,16 @@ def predict(model, tokenizer, records: Sequence[Record], order: str, prompt_cfg:
     """Predictions of one model: `pred` levels, plus `probs` (answer-first) or `texts` (think-first)."""
     if order == "think_first":
         prompts = [encode_prompt(tokenizer, r, prompt_cfg) for r in records]
-        texts = [t[0] for t in generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size, desc="eval: generating")]
+        outs = generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size, desc="eval: generating")
+        texts = [t[0] for t in outs]
         parsed = [parse_response(t) for t in texts]
         return {"pred": [p.level or 0 for p in parsed], "texts": texts}
     probs = score_records(model, tokenizer, records, prompt_cfg, batch_size, desc="eval: scoring")
     return {"pred": (probs.argmax(1) + 1).tolist(), "probs": probs}
 
 
-def evaluate(model, tokenizer, records: Sequence[Record], order: str, prompt_cfg: PromptConfig, **kw) -> tuple[dict, dict]:
+def evaluate(model, tokenizer, records: Sequence[Record], order: str, prompt_cfg: PromptConfig,
+             **kw) -> tuple[dict, dict]:
     out = predict(model, tokenizer, records, order, prompt_cfg, **kw)
     m = metrics([r.label for r in records], out["pred"], [r.query_type for r in records])
     if "texts" in out:

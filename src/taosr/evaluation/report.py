@@ -24,12 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .labels import LEVEL_NAMES
+from ..io import write_text
+from ..labels import LEVEL_NAMES
 
 STAGE_ORDER = ["base", "baseline", "sft_answer_only", "sft_think_first", "sft_answer_first",
                "dpo_think_first", "dpo_answer_first", "grpo"]
 PAPER_TABLE = [("BERT (24-layer)", 61.33, 33.87, 69.36), ("Qwen3-0.6B SFT", 52.95, 23.50, 70.29),
-               ("LLM base, answer-only SFT", 62.22, 32.91, 75.04), ("TaoSR1 CoT (think-first SFT)", 51.54, 19.68, 68.22),
+               ("LLM base, answer-only SFT", 62.22, 32.91, 75.04),
+               ("TaoSR1 CoT (think-first SFT)", 51.54, 19.68, 68.22),
                ("+ DPO", 63.58, 37.96, 75.54), ("full (+GRPO, post-CoT)", 67.12, 44.94, 76.86)]
 
 NAV = [("config", "config"), ("table", "stage table"), ("qtypes", "query types"), ("confusion", "confusion"),
@@ -38,19 +40,22 @@ NAV = [("config", "config"), ("table", "stage table"), ("qtypes", "query types")
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
 main{max-width:1280px;margin:0 auto;padding:24px 32px 60px}
-h1{margin:0 0 4px;font-size:26px} h2{margin:36px 0 10px;padding-bottom:4px;border-bottom:2px solid #d5dae3;font-size:20px}
+h1{margin:0 0 4px;font-size:26px}
+h2{margin:36px 0 10px;padding-bottom:4px;border-bottom:2px solid #d5dae3;font-size:20px}
 h3{margin:14px 0 6px;font-size:15px} .sub{color:#5b6475;font-size:13px}
 .note{color:#7a8394;font-style:italic;font-size:13px;margin:6px 0}
 table{border-collapse:collapse;background:#fff;font-size:13px;margin:6px 0}
 th,td{border:1px solid #dde2ea;padding:4px 8px;text-align:right;vertical-align:top}
 th{background:#eef1f6} td.l,th.l{text-align:left} tr.best td{font-weight:600;background:#f0f8ee}
-.grid{display:flex;flex-wrap:wrap;gap:12px} .card{background:#fff;border:1px solid #dde2ea;border-radius:6px;padding:8px}
+.grid{display:flex;flex-wrap:wrap;gap:12px}
+.card{background:#fff;border:1px solid #dde2ea;border-radius:6px;padding:8px}
 .card .cap{font-size:12px;color:#3b4350;text-align:center;margin-top:2px;max-width:320px}
 .kv{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:2px 16px;font-size:13px;background:#fff;
  border:1px solid #dde2ea;border-radius:6px;padding:10px 14px} .kv span.k{color:#5b6475}
 pre{background:#fff;border:1px solid #dde2ea;padding:8px;font-size:12px;max-height:360px;overflow:auto}
 img{display:block;max-width:100%} .ok{color:#1f7a36;font-weight:600} .bad{color:#b3261e;font-weight:600}
-table.samples td{text-align:left;max-width:420px} td.reason{font-size:12px;color:#333;white-space:pre-wrap;min-width:320px}
+table.samples td{text-align:left;max-width:420px}
+td.reason{font-size:12px;color:#333;white-space:pre-wrap;min-width:320px}
 nav{margin-top:8px} nav a{margin-right:14px;font-size:13px;color:#2b6cb0}
 """
 
@@ -89,7 +94,8 @@ def _pct(x) -> str:
 
 
 def _stage_dirs(run: Path) -> list[Path]:
-    dirs = [d for d in run.iterdir() if d.is_dir() and any((d / f).exists() for f in ("summary.json", "metrics.json", "samples.json"))]
+    written = ("summary.json", "metrics.json", "samples.json")
+    dirs = [d for d in run.iterdir() if d.is_dir() and any((d / f).exists() for f in written)]
     rank = {s: i for i, s in enumerate(STAGE_ORDER)}
     return sorted(dirs, key=lambda d: (rank.get(d.name, len(rank)), d.name))
 
@@ -100,7 +106,8 @@ def _header(run: Path, results: dict | None) -> str:
     cfg = _read(run / "config.json") or (_read(run / "demo_config.json") or {}).get("run")
     out = [f"<h1>taosr run: {escape(run.name)}</h1>",
            f'<div class="sub">{escape(str(run.resolve()))} &middot; report generated {dt.datetime.now():%Y-%m-%d %H:%M}'
-           + (f" &middot; pipeline wall time {results['wall_s']:.0f} s" if results and results.get("wall_s") else "") + "</div>"]
+           + (f" &middot; pipeline wall time {results['wall_s']:.0f} s" if results and results.get("wall_s") else "")
+           + "</div>"]
     out.append("<nav>" + " ".join(f'<a href="#{a}">{t}</a>' for a, t in NAV) + "</nav>")
     out.append('<h2 id="config">Run configuration</h2>')
     if not cfg:
@@ -116,7 +123,8 @@ def _header(run: Path, results: dict | None) -> str:
             f'<div><span class="k">{escape(k)}</span> = {escape(str(v).strip())}</div>' for k, v in flat) + "</div>")
         for name in ("config.json", "demo_config.json"):
             if (run / name).exists():
-                out.append(f"<details><summary>{name} (full)</summary><pre>{escape((run / name).read_text())}</pre></details>")
+                text = escape((run / name).read_text())
+                out.append(f"<details><summary>{name} (full)</summary><pre>{text}</pre></details>")
     stats = _read(run / "data" / "stats.json")
     if stats:
         out.append("<h3>Data</h3><table><tr><th class=l>split</th><th>pairs</th><th>queries</th>"
@@ -124,8 +132,10 @@ def _header(run: Path, results: dict | None) -> str:
         for split, s in stats.items():
             if isinstance(s, dict):
                 labels = s.get("labels", {})
-                out.append(f"<tr><td class=l>{escape(split)}</td><td>{s.get('pairs', '-')}</td><td>{s.get('queries', '-')}</td>"
-                           + "".join(f"<td>{labels.get(str(lv), labels.get(lv, 0))}</td>" for lv in (4, 3, 2, 1)) + "</tr>")
+                out.append(f"<tr><td class=l>{escape(split)}</td><td>{s.get('pairs', '-')}</td>"
+                           f"<td>{s.get('queries', '-')}</td>"
+                           + "".join(f"<td>{labels.get(str(lv), labels.get(lv, 0))}</td>" for lv in (4, 3, 2, 1))
+                           + "</tr>")
         out.append("</table>")
     return "\n".join(out)
 
@@ -146,15 +156,19 @@ def _table(rows: list[dict], source: str) -> str:
     if not rows:
         return out[0] + '<p class="note">No results.json and no stage metrics.json yet.</p>'
     best = max(range(len(rows)), key=lambda i: rows[i].get("macro_f1", -1))
-    out.append(f'<p class="sub">{escape(source)}; best macro-F1 highlighted.</p><table><tr><th class=l>model / stage</th>'
-               "<th>n</th><th>macro-F1</th><th>F1-4</th><th>F1-3</th><th>F1-2</th><th>F1-1</th><th>accuracy</th><th>unparsed</th></tr>")
+    out.append(f'<p class="sub">{escape(source)}; best macro-F1 highlighted.</p>'
+               "<table><tr><th class=l>model / stage</th><th>n</th><th>macro-F1</th>"
+               "<th>F1-4</th><th>F1-3</th><th>F1-2</th><th>F1-1</th><th>accuracy</th>"
+               "<th>unparsed</th></tr>")
     for i, m in enumerate(rows):
-        out.append(f'<tr{" class=best" if i == best else ""}><td class=l>{escape(str(m.get("name", "?")))}</td><td>{m.get("n", "-")}</td>'
-                   f'<td>{_pct(m.get("macro_f1"))}</td>' + "".join(f"<td>{_pct(_pc(m, lv).get('f1'))}</td>" for lv in (4, 3, 2, 1))
+        out.append(f'<tr{" class=best" if i == best else ""}><td class=l>{escape(str(m.get("name", "?")))}</td>'
+                   f'<td>{m.get("n", "-")}</td><td>{_pct(m.get("macro_f1"))}</td>'
+                   + "".join(f"<td>{_pct(_pc(m, lv).get('f1'))}</td>" for lv in (4, 3, 2, 1))
                    + f'<td>{_pct(m.get("accuracy"))}</td><td>{m.get("unparseable", 0)}</td></tr>')
     out.append("</table><details><summary>the paper's table, for the shape (macro-F1 / class-3 F1 / accuracy)</summary>"
                "<table><tr><th class=l>model</th><th>macro-F1</th><th>F1-3</th><th>accuracy</th></tr>"
-               + "".join(f"<tr><td class=l>{escape(n)}</td><td>{a:.2f}</td><td>{b:.2f}</td><td>{c:.2f}</td></tr>" for n, a, b, c in PAPER_TABLE)
+               + "".join(f"<tr><td class=l>{escape(n)}</td><td>{a:.2f}</td><td>{b:.2f}</td><td>{c:.2f}</td></tr>"
+                         for n, a, b, c in PAPER_TABLE)
                + "</table></details>")
     return "\n".join(out)
 
@@ -170,7 +184,8 @@ def _query_types(rows: list[dict]) -> str:
     cmap = __import__("matplotlib").colormaps["tab10"]
     for i, m in enumerate(rows):
         vals = [100 * m["per_query_type"].get(qt, {}).get("macro_f1", np.nan) for qt in qts]
-        ax.bar(np.arange(len(qts)) + (i - (len(rows) - 1) / 2) * w, vals, w, label=str(m.get("name")), color=cmap(i % 10))
+        ax.bar(np.arange(len(qts)) + (i - (len(rows) - 1) / 2) * w, vals, w, label=str(m.get("name")),
+               color=cmap(i % 10))
     ns = {qt: max(m["per_query_type"].get(qt, {}).get("n", 0) for m in rows) for qt in qts}
     ax.set_xticks(np.arange(len(qts)), [f"{qt}\n(n={ns[qt]})" for qt in qts])
     ax.set_ylabel("macro-F1 (%)")
@@ -223,7 +238,8 @@ def _training(run: Path) -> str:
         s = _read(d / "summary.json")
         if not isinstance(s, dict):
             continue
-        extra = [(k, lab) for k, lab in (("margin_curve", "reward margin"), ("reward_curve", "accuracy reward")) if s.get(k)]
+        curves = (("margin_curve", "reward margin"), ("reward_curve", "accuracy reward"))
+        extra = [(k, lab) for k, lab in curves if s.get(k)]
         panels = ([("loss_curve", "loss")] if s.get("loss_curve") else []) + extra
         if not panels:
             continue
@@ -231,7 +247,8 @@ def _training(run: Path) -> str:
         for ax, (key, lab), color in zip(axes, panels, ["#2b6cb0", "#c05621", "#2f855a"]):
             _curve(ax, s[key], lab, color)
         fig.suptitle(d.name, fontsize=10)
-        info = " &middot; ".join(f"{k} {escape(str(s[k]))}" for k in ("steps", "wall_s", "examples", "pairs", "prompts") if k in s)
+        shown = ("steps", "wall_s", "examples", "pairs", "prompts")
+        info = " &middot; ".join(f"{k} {escape(str(s[k]))}" for k in shown if k in s)
         cards.append(f'<div class="card">{_png(fig)}<div class="cap">{info}</div></div>')
     if not cards:
         return out[0] + '<p class="note">No stage summary.json with a loss / margin / reward curve.</p>'
@@ -258,7 +275,8 @@ def _pass_at_k(run: Path) -> str:
     ax.legend(fontsize=9)
     counts = "".join(f"<div>{escape(n)} DPO pairs: " + escape(", ".join(f"{k} {v}" for k, v in c.items())) + "</div>"
                      for n, _, c in curves if isinstance(c, dict))
-    return out[0] + f'<div class="card" style="display:inline-block">{_png(fig)}<div class="cap" style="text-align:left">{counts}</div></div>'
+    return (out[0] + f'<div class="card" style="display:inline-block">{_png(fig)}'
+            f'<div class="cap" style="text-align:left">{counts}</div></div>')
 
 
 def _calibration(run: Path) -> str:
@@ -332,13 +350,11 @@ def render_html(run_dir: str | Path, max_samples: int = 20) -> str:
     rows, source = _rows(run, results)
     body = [_header(run, results), _table(rows, source), _query_types(rows), _confusions(rows),
             _training(run), _pass_at_k(run), _calibration(run), _samples(run, max_samples)]
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>taosr report: {escape(run.name)}</title>'
-            f"<style>{CSS}</style></head><body><main>\n" + "\n".join(body) + "\n</main></body></html>\n")
+    return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>taosr report: {escape(run.name)}</title><style>{CSS}</style></head><body><main>\n"
+            + "\n".join(body) + "\n</main></body></html>\n")
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, max_samples: int = 20) -> Path:
     """Write `runs/<name>/report.html` (or `out`) and return its path."""
-    path = Path(out) if out else Path(run_dir) / "report.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(run_dir, max_samples), encoding="utf-8")
-    return path
+    return write_text(Path(out) if out else Path(run_dir) / "report.html", render_html(run_dir, max_samples))

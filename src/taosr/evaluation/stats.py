@@ -81,7 +81,8 @@ def paired_delta(gold: Sequence[int], preds_a: Sequence[Sequence[int]], preds_b:
     q, s = _draws(int(qix.max()) + 1, len(pa), n_boot, seed)
     reps = 100 * (_per_replicate(gold_a, pa, qix, q, s) - _per_replicate(gold_a, pb, qix, q, s))
     ones = np.ones(len(gold_a))
-    point = 100 * np.mean([weighted_macro_f1(gold_a, a, ones) - weighted_macro_f1(gold_a, b, ones) for a, b in zip(pa, pb)])
+    point = 100 * np.mean([weighted_macro_f1(gold_a, a, ones) - weighted_macro_f1(gold_a, b, ones)
+                           for a, b in zip(pa, pb)])
     lo, hi = np.percentile(reps, [2.5, 97.5])
     return {"delta": round(float(point), 3), "ci95": [round(float(lo), 3), round(float(hi), 3)]}
 

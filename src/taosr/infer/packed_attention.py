@@ -1,6 +1,6 @@
 """Attention of a packed forward: [query][item_1][item_2]... in one row, no padding, no cache copies.
 
-`PrefixScorer` (taosr.prefix) packs the query and all items of a request (or several requests) end to
+`PrefixScorer` (taosr.infer.prefix) packs the query and all items of a request (or several requests) end to
 end in one row. This module registers `cascade_attention` as an attention implementation: plain sdpa,
 except inside the scorer's own packed forwards (a per-thread `Pack` context), where every token
 attends to the shared keys ([instructions][query], the query's own rows causally), and an item's tokens
@@ -188,10 +188,10 @@ def trim_last_layer(model) -> int:
 
     After the last layer only the answer positions are read (their logits), so its query projection,
     attention, output projection and MLP are needed there alone; its keys and values still come from
-    every row. With the default 4 layers that is a fifth of the forward's FLOPs (measured 1.16-1.31x in
-    pairs/s). Returns the layer's index, or -1 for a model type outside `PLAIN_ATTENTION` or layers not
-    of the Llama/Qwen shape (then nothing changes). The hooks act only inside packed forwards (the `Pack`
-    context), so training, generation and other threads are untouched.
+    every row. With the default 4 layers that is a fifth of the forward's FLOPs. Returns the layer's
+    index, or -1 for a model type outside `PLAIN_ATTENTION` or layers not of the Llama/Qwen shape (then
+    nothing changes). The hooks act only inside packed forwards (the `Pack` context), so training,
+    generation and other threads are untouched.
     """
     if model.config.model_type not in PLAIN_ATTENTION:
         return -1

@@ -11,7 +11,7 @@ sit at the same positions after the same prefix in every prompt of the request, 
 
 Packed layout (the default for the models `can_pack` knows): the query and all items of a request go
 end to end in *one* row, [query][item_1][item_2]...[item_n], with no padding and no per-item copy of the
-shared cache; `taosr.cascade` makes each item see only the shared keys and itself, and runs the last
+shared cache; `taosr.infer.packed_attention` makes each item see only the shared keys and itself, and runs the last
 layer on the answer rows alone.
 Several requests share one forward up to `pack_tokens` tokens (`plan_packs`); a request longer than
 that is split over several forwards, each running its query again.
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from .cascade import CASCADE, PLAIN_ATTENTION, make_pack, packed_forward, trim_last_layer
-from .modeling import label_token_ids
-from .prompts import PromptConfig, answer_prefix_ids, encode_groups, encode_segments
-from .records import Record
+from ..modeling import label_token_ids
+from ..prompts import PromptConfig, answer_prefix_ids, encode_groups, encode_segments
+from ..records import Record
+from .packed_attention import CASCADE, PLAIN_ATTENTION, make_pack, packed_forward, trim_last_layer
 
 
 def fork_cache(cache: DynamicCache, batch: int, config=None) -> DynamicCache:

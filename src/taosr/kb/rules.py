@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from .records import Record
+from ..records import Record
 
-DEFAULT_KB = "kb/rules.yaml"
+DEFAULT_KB = "rules.yaml"  # next to this module, in the taosr.kb package
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class KnowledgeBase:
 def load_kb(path: str | Path | None = None) -> KnowledgeBase:
     """Load a knowledge base (the packaged one by default). Always `yaml.safe_load`."""
     if path is None:
-        text = resources.files("taosr").joinpath(DEFAULT_KB).read_text(encoding="utf-8")
+        text = resources.files(__package__).joinpath(DEFAULT_KB).read_text(encoding="utf-8")
     else:
         text = Path(path).read_text(encoding="utf-8")
     return _parse_kb(text)
@@ -97,7 +97,7 @@ class QuerySpec:
     task: str | None = None
 
     @staticmethod
-    def parse(query: str, kb: KnowledgeBase | None = None) -> "QuerySpec | None":
+    def parse(query: str, kb: KnowledgeBase | None = None) -> QuerySpec | None:
         return _parse_query(query.strip().lower(), kb or default_kb())
 
 
@@ -155,7 +155,8 @@ def _parse_query(q: str, kb: KnowledgeBase) -> QuerySpec | None:
     if m := p["best"].match(q):
         return QuerySpec("plain", {m["cat"]})
     if m := p["attribute"].match(q):
-        wants = {k: m[g] for k, g in (("brand", "brand"), ("color", "color"), ("material", "mat"), ("gender", "gender")) if m[g]}
+        groups = (("brand", "brand"), ("color", "color"), ("material", "mat"), ("gender", "gender"))
+        wants = {k: m[g] for k, g in groups if m[g]}
         if m["plain"] and wants:
             return None
         return QuerySpec("attribute" if wants else "plain", {m["cat"]}, wants=wants)

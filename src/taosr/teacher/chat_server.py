@@ -26,9 +26,11 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from .llm_teacher import chat_prompt_text
-from .teacher_prompt import extract_pair
-from .teacher import RuleTeacher
+from ..generation import generate_texts
+from ..modeling import load_model
+from .llm import chat_prompt_text
+from .prompt import extract_pair
+from .reasoning import RuleTeacher
 
 
 @dataclass
@@ -81,8 +83,6 @@ class TransformersBackend:
     """A local HF causal LM behind the chat endpoint. One generation at a time (a lock)."""
 
     def __init__(self, model_dir: str | Path, max_new_tokens: int = 256, model=None, tokenizer=None):
-        from .modeling import load_model
-
         if model is None or tokenizer is None:
             model, tokenizer = load_model(model_dir, device="auto")
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
@@ -91,8 +91,6 @@ class TransformersBackend:
 
     def complete(self, messages: list[dict], temperature: float = 0.0, max_tokens: int = 256,
                  seed: int | None = None) -> Completion:
-        from .scoring import generate_texts
-
         ids = self.tokenizer(chat_prompt_text(self.tokenizer, messages), add_special_tokens=False)["input_ids"]
         n_new = max(1, min(max_tokens or self.max_new_tokens, self.max_new_tokens))
         sample = temperature is not None and temperature > 0

@@ -15,20 +15,66 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
-from .teacher_prompt import Outcome, check
-from .progress import progress_bar
-from .records import Record
-from .teacher import Teacher
+from pydantic import BaseModel, Field
+
+from ..io import to_json, write_jsonl
+from ..progress import progress_bar
+from ..records import Record
+from .prompt import Outcome, check
+from .reasoning import Teacher
 
 STATUSES = ("ok", "inconsistent", "failed")
+
+
+class TeacherConfig(BaseModel):
+    """Which teacher `taosr cot` asks, and how (the HTTP settings apply to teacher=openai)."""
+
+    teacher: Literal["rules", "openai", "local"] = Field(
+        "rules", description="rules (the rule engine, no model) | openai (an OpenAI-compatible server) | local (a "
+        "local transformers model, --model).")
+    base_url: str = Field("http://127.0.0.1:8001", description="teacher=openai: the server's address.")
+    server_model: str = Field("taosr-rules", description="teacher=openai: the model name sent to the server.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="teacher=openai: environment variable holding the API key.")
+    concurrency: int = Field(4, ge=1, description="teacher=openai: requests in flight.")
+    timeout_s: float = Field(30.0, gt=0, description="teacher=openai: deadline in seconds for each request's whole "
+                             "answer (then retried).")
+    max_retries: int = Field(3, ge=0,
+                             description="teacher=openai: retries on errors and timeouts (exponential backoff).")
+    max_attempts: int = Field(2, ge=1, description="Asks per pair until the reasoning concludes the gold label.")
+    k: int = Field(3, ge=0, description="Rules retrieved per pair.")
+    embeddings: bool = Field(False, description="Fuse MiniLM embeddings into rule retrieval.")
+
+
+def make_teacher(cfg: TeacherConfig, model: Path | None = None, cache: Path | None = None):
+    """The teacher `cfg` names: rule-based, over HTTP (answers cached in the SQLite file `cache`), or the local
+    model folder `model`."""
+    if cfg.teacher == "rules":
+        from .reasoning import RuleTeacher
+
+        return RuleTeacher()
+    from .retrieval import RuleRetriever
+
+    retriever = RuleRetriever(use_embeddings=cfg.embeddings)
+    if cfg.teacher == "openai":
+        from .http import OpenAITeacher
+
+        return OpenAITeacher(cfg.base_url, cfg.server_model, api_key=os.environ.get(cfg.api_key_env),
+                             concurrency=cfg.concurrency, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
+                             max_attempts=cfg.max_attempts, k=cfg.k, retriever=retriever, cache_path=cache)
+    from .llm import LocalTeacher
+
+    if model is None:
+        raise ValueError("teacher=local needs a model folder (--model)")
+    return LocalTeacher(model, retriever=retriever, k=cfg.k, max_attempts=cfg.max_attempts)
 
 
 def pair_id(record: Record) -> str:
     """The record's id, or a stable hash of (query, title) when it has none."""
     if record.id:
         return record.id
-    return "h" + hashlib.sha1(f"{record.query}\t{record.title}".encode("utf-8")).hexdigest()[:12]
+    return "h" + hashlib.sha1(f"{record.query}\t{record.title}".encode()).hexdigest()[:12]
 
 
 def teacher_name(teacher) -> str:
@@ -87,13 +133,6 @@ def parse_rows(text: str) -> list[dict]:
     return rows
 
 
-def _rewrite(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    os.replace(tmp, path)
-
-
 def run_cot(records: list[Record], teacher: Teacher, out_path: Path, retry_failed: bool = True,
             chunk_size: int = 32, verbose: bool = True) -> dict:
     """Write teacher reasoning for `records` to `out_path` (JSONL); return the counts (see module doc)."""
@@ -102,9 +141,9 @@ def run_cot(records: list[Record], teacher: Teacher, out_path: Path, retry_faile
     raw = out_path.read_text(encoding="utf-8") if out_path.exists() else ""  # the one read of the file
     existing = parse_rows(raw)
     kept = [r for r in existing if not (retry_failed and r.get("status") == "failed")]
-    clean = raw == "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in existing)
+    clean = raw == "".join(to_json(r, None) + "\n" for r in existing)
     if len(kept) != len(existing) or not clean:
-        _rewrite(out_path, kept)  # drop failed rows to redo, and any half-written line
+        write_jsonl(out_path, kept)  # drop failed rows to redo, and any half-written line
     done = {r["id"] for r in kept}
 
     counts: Counter[str] = Counter()
@@ -128,7 +167,7 @@ def run_cot(records: list[Record], teacher: Teacher, out_path: Path, retry_faile
             chunk = todo[start:start + chunk_size]
             outcomes = _outcomes(teacher, [rec for _, rec in chunk])
             for (rid, rec), outcome in zip(chunk, outcomes):
-                f.write(json.dumps(row_for(rec, rid, outcome, name), ensure_ascii=False) + "\n")
+                f.write(to_json(row_for(rec, rid, outcome, name), None) + "\n")
                 counts[outcome.status] += 1
             f.flush()
             advance(len(chunk), info=" ".join(f"{s}={counts[s]}" for s in STATUSES))

@@ -1,4 +1,4 @@
-"""The teacher's prompt and the checks on its answer (used by `taosr.llm_teacher` and `taosr.cot`).
+"""The teacher's prompt and the checks on its answer (used by `taosr.teacher.llm` and `taosr.teacher.cot`).
 
 The prompt gives the pair as one JSON line, the retrieved atomic rules and the gold level, and asks
 for the five reasoning steps; `clean_reasoning` strips markup and think blocks from the answer, and
@@ -7,15 +7,15 @@ for the five reasoning steps; `clean_reasoning` strips markup and think blocks f
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from dataclasses import dataclass
 
-from .labels import LEVEL_NAMES, SPECIAL_TOKENS
-from .records import Record
-from .rules import Rule
-from .teacher import Reasoning, conclusion_of
+from ..kb.rules import Rule, default_kb
+from ..labels import LEVEL_NAMES, SPECIAL_TOKENS, conclusion_of
+from ..prompts import plain_text
+from ..records import Record
+from .reasoning import Reasoning
 
 STEPS = (  # (line prefix, step) -- the prefixes are the rule-based teacher's, so both read alike
     ("query:", "query understanding: what the query asks for (category, required and excluded values, occasion, task)"),
@@ -26,7 +26,6 @@ STEPS = (  # (line prefix, step) -- the prefixes are the rule-based teacher's, s
 )
 PAIR_FENCE = "```json"
 _PAIR_RE = re.compile(r"```json[ \t]*\r?\n(\{.*\})[ \t]*\r?\n```")  # json.dumps writes one line
-_TAG_RE = re.compile(r"<[^>]+>")
 _VERDICT_RE = re.compile(r"[*_]*judge?ment[*_ ]*:[*_ ]*(excellent|related|mismatch|irrelevant)\b[*_]*\.?", re.I)
 _THINK_BLOCK_RE = re.compile(r"<think>.*?</think>", re.S)
 
@@ -39,7 +38,7 @@ def pair_json(record: Record, max_description_chars: int = 600) -> dict:
     """The pair as the teacher sees it (no label); the description is de-HTMLed and cut."""
     d = record.model_dump(exclude_none=True, exclude={"label"})
     if "description" in d:
-        text = " ".join(html.unescape(_TAG_RE.sub(" ", d["description"])).split())[:max_description_chars]
+        text = plain_text(d["description"])[:max_description_chars]
         if text:
             d["description"] = text
         else:
@@ -64,9 +63,10 @@ def build_teacher_prompt(record: Record, rules: list[Rule], gold: int,
         "Cite the ids of the rules you apply. Be brief and factual; no markdown, no other text."
     )
     rule_lines = "\n".join(f"- {r.id} (-> {_level_word(r.level)}): {r.text}" for r in rules) or "- (none retrieved)"
+    pair_line = json.dumps(pair_json(record, max_description_chars), ensure_ascii=False, sort_keys=True)
     user = (
         f"Rules:\n{rule_lines}\n\n"
-        f"Pair:\n{PAIR_FENCE}\n{json.dumps(pair_json(record, max_description_chars), ensure_ascii=False, sort_keys=True)}\n```\n\n"
+        f"Pair:\n{PAIR_FENCE}\n{pair_line}\n```\n\n"
         f"The gold level is {_level_word(gold)}. Explain it in the five steps; "
         f"end with `judgement: {_level_word(gold)}.`"
     )
@@ -122,8 +122,6 @@ _RULE_ID_RE = re.compile(r"\b[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+\b")
 def cited_rules(text: str, known: set[str] | None = None) -> tuple[str, ...]:
     """Rule ids written in `text`, in order of first mention (only ids of the knowledge base)."""
     if known is None:
-        from .rules import default_kb
-
         known = set(default_kb().rules)
     return tuple(dict.fromkeys(m for m in _RULE_ID_RE.findall(text) if m in known))
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .labels import LEVEL_NAMES
-from .records import Record
-from .rules import KnowledgeBase, default_kb, judge
+from ..kb.rules import KnowledgeBase, default_kb, judge
+from ..labels import LEVEL_NAMES, to_level
+from ..records import Record
 
 
 @dataclass(frozen=True)
@@ -28,20 +28,8 @@ class Teacher(Protocol):
     def reason(self, record: Record) -> Reasoning | None: ...
 
 
-def conclusion_of(text: str) -> int | None:
-    """The level a reasoning text concludes ("... judgement: mismatch."), or None."""
-    tail = text.rsplit("judgement:", 1)
-    if len(tail) < 2:
-        return None
-    word = tail[1].strip().split()[0].strip(".,;").lower() if tail[1].strip() else ""
-    for lvl, name in LEVEL_NAMES.items():
-        if name.lower() == word:
-            return lvl
-    return None
-
-
 class RuleTeacher:
-    """Reasoning verbalised from `taosr.rules.judge`; consistent with the gold label by construction."""
+    """Reasoning verbalised from `taosr.kb.rules.judge`; consistent with the gold label by construction."""
 
     def __init__(self, kb: KnowledgeBase | None = None):
         self.kb = kb or default_kb()
@@ -83,8 +71,6 @@ class FileTeacher:
     def __init__(self, path, max_chars: int = 4000):
         import json
         from pathlib import Path
-
-        from .labels import to_level
 
         self.by_id: dict[str, Reasoning] = {}
         self.rejects: list[dict] = []

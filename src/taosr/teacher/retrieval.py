@@ -16,8 +16,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from .records import Record
-from .rules import KnowledgeBase, QuerySpec, default_kb
+from ..kb.rules import KnowledgeBase, QuerySpec, default_kb
+from ..records import Record
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+")
 # Kept small on purpose: negation words ("not", "without") and "for" in knowledge queries matter.

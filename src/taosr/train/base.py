@@ -1,8 +1,13 @@
-"""Stage 0 (small models only): a short causal-LM pre-training of a fresh model on catalogue text.
+"""Stage 0, the base model: a pretrained checkpoint, or a fresh small model with a short pre-training.
+
+`start_model` loads a local checkpoint (or the `smollm2-135m` weights), or builds a fresh small
+model with a byte-level BPE tokenizer trained on the run's own text (`corpus`).
+
+`run_pretrain` (small models only) is a short causal-LM pre-training of a fresh model on catalogue text.
 
 TaoSR1 starts from a pretrained LLM. A model built from a config knows no language at all, and a
-small one learns to *compare* a query with an item only after a long plateau (measured: 1000 SFT
-steps stuck at the label prior). A few hundred steps of next-token loss on the unlabeled prompts
+small one learns to *compare* a query with an item only after a long plateau at the label prior.
+A few hundred steps of next-token loss on the unlabeled prompts
 (queries and item texts, no labels, no reasoning) gives it the copy/match circuits a real base model
 already has, and then every output order starts from the same base. Skipped for pretrained models.
 """
@@ -15,10 +20,39 @@ from datasets import Dataset
 from pydantic import BaseModel, Field
 from trl import SFTTrainer
 
-from .prompts import PromptConfig, encode_prompt
-from .records import Record
-from .scale import BF16_HELP, write_summary
-from .sft import SFTStageConfig, train_and_save, train_args
+from ..modeling import ModelConfig, build_model, load_model, train_tokenizer
+from ..prompts import PromptConfig, encode_prompt, item_segment, query_segment
+from ..records import Record
+from ..runtime import BF16_HELP, main_process_first
+from ..teacher.reasoning import RuleTeacher
+from .common import sft_arguments, train_and_save, write_summary
+from .sft import SFTStageConfig
+
+
+def corpus(records: list[Record], prompt_cfg: PromptConfig) -> list[str]:
+    """Texts the fresh tokenizer is trained on: prompts and teacher reasoning."""
+    teacher = RuleTeacher()
+    out = [prompt_cfg.instructions]
+    for r in records:
+        reasoning = teacher.reason(r)
+        out.append(query_segment(r) + item_segment(r, prompt_cfg) + (reasoning.text if reasoning else ""))
+    return out
+
+
+def start_model(model_cfg: ModelConfig, prompt_cfg: PromptConfig, tokenizer_dir: Path, train: list[Record]):
+    """(model, tokenizer) for the start of training: a local checkpoint, or a new small model whose tokenizer is
+    trained on `train` once and kept in `tokenizer_dir`."""
+    if model_cfg.name_or_path:
+        return load_model(model_cfg.name_or_path)
+    from transformers import AutoTokenizer
+
+    with main_process_first():  # under `accelerate launch`: the main process trains and saves it, the others load it
+        if (tokenizer_dir / "tokenizer.json").exists():
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        else:
+            tokenizer = train_tokenizer(corpus(train, prompt_cfg), model_cfg.vocab_size)
+            tokenizer.save_pretrained(tokenizer_dir)
+    return build_model(tokenizer, model_cfg), tokenizer
 
 
 class PretrainConfig(BaseModel):
@@ -39,7 +73,7 @@ def run_pretrain(model, tokenizer, records: list[Record], cfg: PretrainConfig, o
     stage = SFTStageConfig(max_steps=cfg.max_steps, batch_size=cfg.batch_size,
                            learning_rate=cfg.learning_rate, seed=cfg.seed, bf16=cfg.bf16,
                            save_steps=max(cfg.max_steps, 1))
-    trainer = SFTTrainer(model=model, args=train_args(stage, out_dir, max_length=None), train_dataset=dataset,
+    trainer = SFTTrainer(model=model, args=sft_arguments(stage, out_dir, max_length=None), train_dataset=dataset,
                          processing_class=tokenizer)
     wall = train_and_save(trainer, tokenizer, out_dir, "pretrain base")
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]

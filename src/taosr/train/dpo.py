@@ -1,6 +1,6 @@
 """Stage 2b, `taosr dpo`: preference optimisation on the model's own samples (TRL's DPOTrainer).
 
-Pairs come from `taosr.pairs.build_pairs` over `taosr sample` output: self-correction pairs (a
+Pairs come from `taosr.train.pairs.build_pairs` over `taosr sample` output: self-correction pairs (a
 correct vs a wrong sample of the same prompt) and oracle pairs (the teacher's correct response vs a
 wrong sample when no sample was right). The SFT model is the frozen reference; its log-probs are
 precomputed once (cheaper than a second model in memory on CPU).
@@ -16,13 +16,17 @@ from datasets import Dataset
 from pydantic import BaseModel, Field
 from trl import DPOConfig, DPOTrainer
 
+from ..io import read_jsonl, write_jsonl
+from ..labels import ANSWER_CLOSE, format_answer
+from ..prompts import PromptConfig, prompt_text, response_text
+from ..records import Record
+from ..runtime import BF16_HELP, is_main_process, main_process_first, resolve_bf16
+from ..teacher.reasoning import Teacher
+from .common import common_args, guard_resume, train_and_save, write_summary
+from .lora import LoraSwitch
 from .pairs import PairPolicy, Sample, build_pairs
-from .labels import ANSWER_CLOSE, format_answer
-from .prompts import PromptConfig, item_segment, query_segment, response_text
-from .records import Record
-from .scale import BF16_HELP, LoraSwitch, resolve_bf16, write_summary
-from .sft import common_args, guard_resume, train_and_save
-from .teacher import Teacher
+
+PAIRS_FILE = "pairs.jsonl"  # every preference pair of a DPO stage, in its output folder
 
 
 class DPOStageConfig(BaseModel):
@@ -45,12 +49,9 @@ class DPOStageConfig(BaseModel):
     pairs: PairPolicy = Field(default_factory=PairPolicy, description="How preference pairs are built.")
     bf16: bool | None = Field(None, description=BF16_HELP)
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models only).")
-    lora: LoraSwitch = Field(default_factory=LoraSwitch, description="LoRA adapters instead of full fine-tuning (r > 0); "
+    lora: LoraSwitch = Field(default_factory=LoraSwitch,
+                             description="LoRA adapters instead of full fine-tuning (r > 0); "
                              "the reference is then the base with adapters off.")
-
-
-def prompt_text(record: Record, prompt_cfg: PromptConfig) -> str:
-    return prompt_cfg.instructions + query_segment(record) + item_segment(record, prompt_cfg)
 
 
 def answer_span(text: str) -> str:
@@ -98,8 +99,6 @@ def shared_dataset(rows: list[dict], path: Path) -> Dataset:
 
     from datasets import load_from_disk
 
-    from .scale import is_main_process, main_process_first
-
     with main_process_first():
         if is_main_process():
             shutil.rmtree(path, ignore_errors=True)
@@ -131,9 +130,26 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
     wall = train_and_save(trainer, tokenizer, out_dir, "dpo")
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {
-        "pairs": len(pairs), "sft_weight": sft_weight, "steps": trainer.state.global_step, "wall_s": round(wall, 1), "bf16": bool(trainer.args.bf16),
+        "pairs": len(pairs), "sft_weight": sft_weight, "steps": trainer.state.global_step, "wall_s": round(wall, 1),
+        "bf16": bool(trainer.args.bf16),
         "loss_curve": [(h["step"], h["loss"]) for h in logs],
         "margin_curve": [(h["step"], h.get("rewards/margins")) for h in logs],
     }
     write_summary(out_dir, summary)
     return summary
+
+
+def run_dpo_stage(model, tokenizer, samples: pd.DataFrame, records: list[Record], teacher: Teacher,
+                  cfg: DPOStageConfig, out_dir: Path, order: str = "answer_first",
+                  prompt_cfg: PromptConfig | None = None, callbacks: list | None = None) -> tuple[dict, dict]:
+    """Stage 2b as `taosr dpo` and the demo run it: preference pairs from `taosr sample` output (all of them
+    written to `out_dir/pairs.jsonl`), then DPO. Returns the training summary and the pair counts."""
+    pairs, counts = make_pairs(samples, records, teacher, order, prompt_cfg or PromptConfig(), cfg.pairs, cfg.span)
+    if is_main_process():
+        write_jsonl(Path(out_dir) / PAIRS_FILE, pairs)
+    return run_dpo(model, tokenizer, pairs, cfg, out_dir, order, callbacks), counts
+
+
+def pair_prompt_ids(out_dir: Path) -> set[str]:
+    """Ids of the prompts a finished DPO stage built pairs for (read from its pairs.jsonl)."""
+    return {p["prompt_id"] for p in read_jsonl(Path(out_dir) / PAIRS_FILE)}

@@ -28,11 +28,14 @@ from datasets import Dataset
 from pydantic import BaseModel, Field
 from trl import GRPOConfig, GRPOTrainer
 
-from .labels import parse_response
-from .prompts import PromptConfig, answer_span_length
-from .records import Record
-from .scale import BF16_HELP, LoraSwitch, resolve_bf16, write_summary
-from .sft import common_args, guard_resume, train_and_save
+from ..generation import strip_special
+from ..io import write_json
+from ..labels import parse_response
+from ..prompts import PromptConfig, answer_span_length, prompt_text
+from ..records import Record
+from ..runtime import BF16_HELP, is_main_process, resolve_bf16, resolve_engine
+from .common import common_args, guard_resume, train_and_save, write_summary
+from .lora import LoraSwitch
 
 # ---------------------------------------------------------------- reward
 
@@ -57,11 +60,14 @@ class TokenReward:
     def __call__(self, completions, completion_ids=None, **kw) -> list[float]:
         if completion_ids is not None:
             texts = self.tok.batch_decode(completion_ids, skip_special_tokens=False)
-            completions = [t.split(self.tok.eos_token, 1)[0].replace(self.tok.pad_token or "\0", "") for t in texts]
+            completions = [strip_special(t, self.tok) for t in texts]
         return self.fn(completions, **kw)
 
 
 # ---------------------------------------------------------------- offline selection
+
+
+SELECTION_FILE = "selection.json"  # the RL prompts a GRPO stage trained on, and the filter's counts
 
 
 class GRPOStageConfig(BaseModel):
@@ -81,8 +87,8 @@ class GRPOStageConfig(BaseModel):
         "grpo", description="TRL's loss normalisation: 'grpo' averages each rollout over its own tokens (the "
         "paper's 1/|o_i|), 'dapo' over all tokens of the batch, 'dr_grpo' by a constant.")
     format_weight: float = Field(0.1, description="Weight of the format reward (0 disables it).")
-    gamma: int | None = Field(None, description="Offline filter keeps prompts with 0 < correct < gamma out of N samples; None means gamma = N, "
-                    "which drops only the all-right and all-wrong prompts.")
+    gamma: int | None = Field(None, description="Offline filter keeps prompts with 0 < correct < gamma out of N "
+                              "samples; None means gamma = N, which drops only the all-right and all-wrong prompts.")
     offline_filter: bool = Field(True, description="Apply the pass@N difficulty filter before training.")
     online_mask: bool = Field(True, description="Mask zero-spread groups (raw accuracy) during training.")
     balance_classes: bool = Field(True, description="Down-sample RL prompts to a balanced label mix.")
@@ -90,7 +96,8 @@ class GRPOStageConfig(BaseModel):
     seed: int = Field(0, description="Seed.")
     bf16: bool | None = Field(None, description=BF16_HELP)
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models only).")
-    lora: LoraSwitch = Field(default_factory=LoraSwitch, description="LoRA adapters instead of full fine-tuning (r > 0).")
+    lora: LoraSwitch = Field(default_factory=LoraSwitch,
+                             description="LoRA adapters instead of full fine-tuning (r > 0).")
     use_vllm: bool | None = Field(None, description="Rollouts through TRL's vLLM integration (colocate mode); "
                                   "None = when vLLM and a GPU are present.")
     vllm_gpu_memory_utilization: float = Field(0.3, description="GPU memory share of the colocated vLLM engine.")
@@ -120,7 +127,8 @@ def label_stratified(records: list[Record], n: int, seed: int = 0) -> list[Recor
     return out
 
 
-def select_prompts(records: list[Record], samples: pd.DataFrame | None, cfg: GRPOStageConfig) -> tuple[list[Record], dict]:
+def select_prompts(records: list[Record], samples: pd.DataFrame | None,
+                   cfg: GRPOStageConfig) -> tuple[list[Record], dict]:
     """Offline difficulty filter then class balancing; returns the RL prompts and the counts."""
     stats: dict = {"prompts_in": len(records), "cv_before": label_mix_cv([r.label for r in records])}
     kept = list(records)
@@ -206,8 +214,6 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
 
 def vllm_args(cfg: GRPOStageConfig) -> dict:
     """GRPOConfig arguments for rollouts on vLLM (TRL's colocate mode: the engine shares the trainer's GPU)."""
-    from .scale import resolve_engine
-
     engine = resolve_engine({None: "auto", True: "vllm", False: "transformers"}[cfg.use_vllm])
     if engine != "vllm":
         return {"use_vllm": False}
@@ -224,8 +230,6 @@ def completion_budget(tokenizer, cfg: GRPOStageConfig, order: str) -> int:
 def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_dir: Path,
              prompt_cfg: PromptConfig, order: str = "answer_first", callbacks: list | None = None) -> dict:
     """Train with GRPO on `prompts` (already selected); saves `out_dir/model`."""
-    from .dpo import prompt_text
-
     guard_resume(out_dir, cfg)
     if not prompts:
         raise ValueError("no GRPO prompts left after the difficulty filter and class balancing")
@@ -239,20 +243,24 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
         num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta,
         temperature=cfg.temperature, max_completion_length=completion_budget(tokenizer, cfg, order),
-        reward_weights=weights, loss_type=cfg.loss_type, bf16=resolve_bf16(cfg.bf16), logging_steps=1, log_completions=False,
+        reward_weights=weights, loss_type=cfg.loss_type, bf16=resolve_bf16(cfg.bf16), logging_steps=1,
+        log_completions=False,
         **vllm_args(cfg),
     )
     trainer = DynamicSamplingGRPOTrainer(
-        model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tokenizer, group_eps=cfg.eps, online_mask=cfg.online_mask,
+        model=model, reward_funcs=funcs, args=args, train_dataset=data, processing_class=tokenizer, group_eps=cfg.eps,
+        online_mask=cfg.online_mask,
         peft_config=cfg.lora.peft_config(model, tokenizer), callbacks=callbacks,
     )
     wall = train_and_save(trainer, tokenizer, out_dir, "grpo")
     logs = [h for h in trainer.state.log_history if "reward" in h]
     zero = [m["zero_spread"] / max(m["groups"], 1) for m in trainer.mask_log]
     summary = {
-        "prompts": len(prompts), "steps": trainer.state.global_step, "wall_s": round(wall, 1), "bf16": bool(trainer.args.bf16),
+        "prompts": len(prompts), "steps": trainer.state.global_step, "wall_s": round(wall, 1),
+        "bf16": bool(trainer.args.bf16),
         "reward_curve": [(h["step"], h.get("rewards/accuracy_reward/mean")) for h in logs],
-        "mean_accuracy_reward": float(np.mean([h.get("rewards/accuracy_reward/mean", 0) for h in logs])) if logs else None,
+        "mean_accuracy_reward": (float(np.mean([h.get("rewards/accuracy_reward/mean", 0) for h in logs]))
+                                 if logs else None),
         "frac_zero_spread_groups": float(np.mean(zero)) if zero else None,
         "groups_masked": int(sum(m["zero_spread"] for m in trainer.mask_log)),
         "groups_total": int(sum(m["groups"] for m in trainer.mask_log)),
@@ -261,3 +269,15 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
     }
     write_summary(out_dir, summary)
     return summary
+
+
+def run_grpo_stage(model, tokenizer, candidates: list[Record], samples: pd.DataFrame | None, cfg: GRPOStageConfig,
+                   out_dir: Path, prompt_cfg: PromptConfig, order: str = "answer_first",
+                   callbacks: list | None = None) -> tuple[dict, dict]:
+    """Stage 3 as `taosr grpo` and the demo run it: the difficulty filter and class balancing over `candidates`
+    (with pass@N `samples` of this policy, or none), the chosen prompts written to `out_dir/selection.json`,
+    then GRPO. Returns the training summary and the selection's counts."""
+    prompts, selection = select_prompts(candidates, samples, cfg)
+    if is_main_process():
+        write_json(Path(out_dir) / SELECTION_FILE, {"ids": [r.id for r in prompts], **selection})
+    return run_grpo(model, tokenizer, prompts, cfg, out_dir, prompt_cfg, order, callbacks), selection

@@ -9,18 +9,20 @@ missing shard: no prompt is sampled twice, none is lost, and the rows equal an u
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from .labels import parse_response
+from ..generation import generate_texts
+from ..io import atomic_write, write_json
+from ..labels import parse_response
+from ..prompts import PromptConfig, encode_prompt
+from ..records import Record
+from ..runtime import resolve_engine
 from .pairs import pass_at_k_curve
-from .prompts import PromptConfig, encode_prompt
-from .records import Record
-from .scoring import generate_texts
 
 
 class SampleConfig(BaseModel):
@@ -43,13 +45,12 @@ def _shard_path(out_dir: Path, k: int) -> Path:
 def run_sampling(model, tokenizer, records: list[Record], cfg: SampleConfig, out_dir: Path,
                  prompt_cfg: PromptConfig, after_shard: Callable[[int], None] | None = None,
                  model_dir: Path | None = None) -> pd.DataFrame:
-    """Sample every record's prompt `cfg.n` times; returns all rows (existing shards are reused).
+    """Sample every record's prompt `cfg.n` times; returns all rows (existing shards are reused) and writes
+    the pass@k curve to `out_dir/pass_at_k.json`.
 
     With `model_dir` given and the engine resolving to vLLM (`cfg.engine`), rollouts run on vLLM's
     offline engine; otherwise on transformers' `generate` with `model`.
     """
-    from .scale import resolve_engine
-
     engine = resolve_engine(cfg.engine) if model_dir is not None else "transformers"
     out_dir.mkdir(parents=True, exist_ok=True)
     n_shards = (len(records) + cfg.shard_prompts - 1) // cfg.shard_prompts
@@ -60,7 +61,7 @@ def run_sampling(model, tokenizer, records: list[Record], cfg: SampleConfig, out
         chunk = records[k * cfg.shard_prompts:(k + 1) * cfg.shard_prompts]
         prompts = [encode_prompt(tokenizer, r, prompt_cfg) for r in chunk]
         if engine == "vllm":
-            from .vllm_engine import vllm_generate
+            from ..infer.vllm_engine import vllm_generate
 
             texts = vllm_generate(model_dir, prompts, cfg.n, cfg.temperature, cfg.top_p, cfg.max_new_tokens,
                                   cfg.seed + k)
@@ -74,12 +75,13 @@ def run_sampling(model, tokenizer, records: list[Record], cfg: SampleConfig, out
                 p = parse_response(text)
                 rows.append({"prompt_id": r.id, "sample_index": i, "text": text, "parsed": p.level,
                              "parse_error": p.error, "gold": r.label, "correct": p.level == r.label})
-        tmp = path.with_suffix(".tmp")
-        pd.DataFrame(rows).astype({"parsed": "Int64"}).to_parquet(tmp, index=False)
-        os.replace(tmp, path)  # atomic: a shard is either complete or absent
+        frame = pd.DataFrame(rows).astype({"parsed": "Int64"})
+        atomic_write(path, partial(frame.to_parquet, index=False))  # a shard is either complete or absent
         if after_shard:
             after_shard(k)
-    return read_samples(out_dir)
+    samples = read_samples(out_dir)
+    write_json(out_dir / "pass_at_k.json", pass_at_k_report(samples))
+    return samples
 
 
 def read_samples(out_dir: Path) -> pd.DataFrame:

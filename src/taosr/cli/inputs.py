@@ -1,0 +1,60 @@
+"""The input handling every command shares, and the console it prints to.
+
+`load_input` loads, prints how many rows were rejected and where they went, and refuses a file with
+no usable row; `input_errors` turns a `DataError` (an unusable file, or a refused run) into one line
+on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ..data.result import DataError
+
+console = Console(width=None if os.isatty(1) else 140)
+INPUT_ERROR = 2  # exit status of a command refused for its input
+
+
+def input_errors(command):
+    """Decorate a command: a `DataError` prints `error: <message>` (one line, no traceback) and exits 2."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except DataError as e:
+            typer.echo(f"error: {' '.join(str(e).split())}", err=True)
+            raise typer.Exit(INPUT_ERROR) from None
+
+    return run
+
+
+def load_input(paths: Path | list[Path], rejects: Path | None = None, require_label: bool = False,
+               read_labels: bool = True):
+    """Records of `paths`; prints `<rows> rows: <n> loaded, <k> rejected -> <rejects>`; no record -> DataError.
+
+    Rejected rows go to `rejects` (default: `<first path>.rejects.jsonl`, next to the input).
+    """
+    from ..data.loaders import load_records
+
+    paths = [paths] if isinstance(paths, Path) else list(paths)
+    rejects = rejects or paths[0].with_suffix(".rejects.jsonl")
+    res = load_records(paths, require_label=require_label, rejects_path=rejects, read_labels=read_labels)
+    s, names = res.summary(), ", ".join(map(str, paths))
+    typer.echo(f"{names}: {s['rows']} rows, {s['records']} loaded, {s['rejects']} rejected -> {rejects}", err=True)
+    if not res.records:
+        raise DataError(f"{names}: no usable row ({s['rejects']} of {s['rows']} rejected; reasons in {rejects})")
+    return res.records
+
+
+MODEL_HELP = "Model folder (a stage's OUT/model), or 'smollm2-135m' (pretrained weights)."
+
+
+def model_option(help: str = MODEL_HELP, default=...):
+    """`--model`: in every command a model folder, or the name of pretrained weights."""
+    return typer.Option(default, "--model", help=help)

@@ -1,0 +1,54 @@
+"""`taosr cot | chat-serve`: teacher reasoning for labelled pairs, and a local OpenAI-compatible teacher server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..data.result import DataError
+from ..teacher.cot import TeacherConfig
+from .inputs import console, input_errors, load_input, model_option
+from .options import config_command
+
+
+def register(app: typer.Typer) -> None:
+    @config_command(app, "cot", TeacherConfig)
+    @input_errors
+    def cot(
+        cfg: TeacherConfig,
+        data: list[Path] = typer.Argument(..., help="Labelled pairs (any format `taosr data inspect` reads)."),
+        out: Path = typer.Option(Path("cot.jsonl"), "--out", help="Output JSONL; rerun to resume."),
+        model: Optional[Path] = model_option("teacher=local: the teacher's model folder.", None),
+        cache: Optional[Path] = typer.Option(None, help="teacher=openai: SQLite response cache (default "
+                                             "OUT.cache.sqlite)."),
+        limit: Optional[int] = typer.Option(None, help="Only the first N records."),
+    ):
+        """Teacher CoT for every labelled pair, from rules retrieved per pair (ok / inconsistent / failed, all
+        counted)."""
+        from ..teacher.cot import make_teacher, run_cot
+
+        if cfg.teacher == "local" and model is None:
+            raise typer.BadParameter("--teacher local needs the teacher's model folder", param_hint="--model")
+        records = load_input(data, rejects=out.with_suffix(".rejects.jsonl"))[:limit]
+        summary = run_cot(records, make_teacher(cfg, model, cache or out.with_suffix(".cache.sqlite")), out)
+        console.print_json(data=summary)
+        if summary["written"] + summary["resumed"] == 0:
+            raise DataError(f"no pair to explain: {summary['unlabelled']} unlabelled, {summary['duplicate_id']} "
+                            "repeated ids")
+        if summary["written"] and summary["failed"] == summary["written"]:
+            typer.echo(f"error: every pair failed ({summary['failed']}); reasons in {out}", err=True)
+            raise typer.Exit(1)
+
+    @app.command("chat-serve")
+    def chat_serve(
+        backend: str = typer.Option("rules", help="rules (the rule teacher) | transformers (a local model)."),
+        model: Optional[Path] = model_option("backend=transformers: the model folder.", None),
+        host: str = typer.Option("127.0.0.1", help="Bind address."),
+        port: int = typer.Option(8001, help="Port."),
+    ):
+        """An OpenAI-compatible /v1/chat/completions server for a local model (a teacher for `taosr cot`)."""
+        from ..teacher.chat_server import RuleBackend, TransformersBackend, serve_chat
+
+        serve_chat(RuleBackend() if backend == "rules" else TransformersBackend(model), host=host, port=port)

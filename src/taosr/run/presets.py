@@ -1,0 +1,75 @@
+"""The demo's budgets: `DemoConfig`, read from a YAML preset (`configs/demo/<name>.yaml`) or any YAML file.
+
+`taosr demo --preset tiny` reads configs/demo/tiny.yaml; `--config my.yaml` overrides single settings
+of the preset (a nested mapping is merged key by key). The method bench (bench/method.py) starts from
+the same presets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field
+
+from ..evaluation.baseline import BaselineConfig
+from ..train.base import PretrainConfig
+from ..train.dpo import DPOStageConfig
+from ..train.grpo import GRPOStageConfig
+from ..train.sample import SampleConfig
+from .rundir import RunConfig
+
+PRESET_DIR = Path(__file__).resolve().parents[3] / "configs" / "demo"  # in the source tree: configs/demo/
+
+
+class DemoConfig(BaseModel):
+    """Budgets of every stage the demo (and the method bench, once per seed) runs."""
+
+    run: RunConfig = Field(default_factory=RunConfig, description="Data, model, prompt and SFT settings.")
+    seed: int = Field(0, description="Seed of fine-tuning, sampling and RL (data order, rollouts); the data split "
+                      "and the base model stay fixed, so seeds differ only in what the method controls.")
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="Base-model pre-training.")
+    sample: SampleConfig = Field(default_factory=SampleConfig, description="pass@N sampling for DPO pairs.")
+    sample_prompts: dict[str, int | None] = Field(
+        default_factory=lambda: {"answer_first": None, "think_first": 1024},
+        description="Training prompts sampled for DPO pairs, per output order, drawn at random from the whole "
+                    "training split (None = all of it). Answer-first samples only the answer span, so all is cheap.")
+    dpo: DPOStageConfig = Field(default_factory=DPOStageConfig, description="DPO settings.")
+    dpo_by_order: dict[str, dict] = Field(default_factory=lambda: {"think_first": {"pairs": {"chosen": "teacher"}}},
+                                          description="Per-output-order overrides of dpo fields.")
+    grpo: GRPOStageConfig = Field(default_factory=GRPOStageConfig, description="GRPO settings.")
+    grpo_candidates: int = Field(384, description="Training prompts screened by pass@N before GRPO, drawn evenly "
+                                 "over the gold levels (grpo.label_stratified).")
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="The BERT-style baseline row.")
+    sft_by_order: dict[str, dict] = Field(default_factory=dict, description="Per-output-order overrides of run.sft "
+                                          "fields, e.g. {'answer_first': {'label_weight': 10}}.")
+    controls: bool = Field(False, description="Run a continued-SFT control beside each DPO and GRPO stage: the same "
+                           "start model trained with SFT on the same prompts for the same number of examples.")
+    dev_checks: int = Field(5, ge=0, description="Dev evaluations per DPO, GRPO and control stage; the dev-best "
+                            "step is kept (0 = keep the last step).")
+    dev_limit: int = Field(512, description="Dev pairs used for that selection (think-first generates on them).")
+
+
+def preset_path(preset: str | Path) -> Path:
+    """The YAML file of a preset: a path to a .yaml file, or the name of one in configs/demo/."""
+    path = Path(preset)
+    return path if path.suffix in (".yaml", ".yml") else PRESET_DIR / f"{preset}.yaml"
+
+
+def merge(base: dict, over: dict) -> dict:
+    """`base` with `over`'s settings on top; mappings are merged key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_preset(preset: str | Path, run_name: str, overrides: dict | None = None) -> DemoConfig:
+    """The DemoConfig of a preset (see `preset_path`), with `overrides` merged in, for the run `run_name`."""
+    path = preset_path(preset)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+        raise ValueError(f"unknown preset {str(preset)!r}: no {path} (presets: {known})")
+    data = merge(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, overrides or {})
+    cfg = DemoConfig.model_validate(data)
+    return cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": run_name})})

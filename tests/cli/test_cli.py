@@ -1,0 +1,55 @@
+"""The command line end to end on tiny settings (typer's runner, in-process)."""
+
+import json
+
+from typer.testing import CliRunner
+
+from taosr.cli import app
+
+runner = CliRunner()
+
+
+def test_synth_and_inspect(tmp_path):
+    out = tmp_path / "synth"
+    r = runner.invoke(app, ["synth", "--out", str(out), "--n-queries", "40", "--items-per-query", "2"])
+    assert r.exit_code == 0, r.output
+    stats = json.loads((out / "stats.json").read_text())
+    assert sum(s["pairs"] for s in stats.values()) == 80
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text((out / "train.jsonl").read_text() + '{"query": "x", "title": "", "label": 9}\n')
+    r = runner.invoke(app, ["data", "inspect", str(bad), "--rejects", str(tmp_path / "rej.jsonl")])
+    assert r.exit_code == 0, r.output
+    rejects = [json.loads(l) for l in (tmp_path / "rej.jsonl").read_text().splitlines()]
+    assert len(rejects) == 1 and rejects[0]["row"] == stats["train"]["pairs"] + 1
+
+
+def test_demo_tiny_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["demo", "--preset", "tiny", "--name", "t"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "runs/t/results.json").read_text())
+    names = [row["name"] for row in res["rows"]]
+    assert names[0] == "majority class" and "post-CoT + DPO + GRPO (full)" in names and len(names) == 10
+    for row in res["rows"]:
+        assert 0.0 <= row["macro_f1"] <= 1.0 and row["n"] == res["rows"][0]["n"]
+    assert (tmp_path / "runs/t/grpo/model/model.safetensors").exists()
+    assert (tmp_path / "runs/t/calibration.json").exists()
+    # a second run resumes: every stage is read back, nothing is retrained
+    r2 = runner.invoke(app, ["demo", "--preset", "tiny", "--name", "t"])
+    assert r2.exit_code == 0 and r2.output.count("done before") == 9, r2.output
+
+
+def test_data_split_by_query(tmp_path):
+    from taosr.data.splits import write_splits
+    from taosr.data.synth import SynthConfig, generate
+
+    src = tmp_path / "src"
+    recs = [r for v in generate(SynthConfig(n_queries=60, items_per_query=2)).values() for r in v]
+    write_splits({"all": recs}, src)
+    r = runner.invoke(app, ["data", "split", str(src / "all.jsonl"), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    stats = json.loads((tmp_path / "out/stats.json").read_text())
+    assert sum(stats[s]["pairs"] for s in ("train", "dev", "test")) == len(recs)
+    queries = {s: {json.loads(l)["query"] for l in (tmp_path / f"out/{s}.jsonl").read_text().splitlines()}
+               for s in ("train", "dev", "test")}
+    assert not (queries["train"] & queries["test"]) and not (queries["dev"] & queries["test"])

@@ -1,0 +1,94 @@
+"""Stage 2: resumable pass@N sampling and a DPO run that widens the preference margin."""
+
+import random
+
+import pandas as pd
+import pytest
+import torch
+
+from taosr.prompts import PromptConfig, prompt_text, response_text
+from taosr.teacher.reasoning import RuleTeacher
+from taosr.train.dpo import DPOStageConfig, make_pairs, run_dpo
+from taosr.train.pairs import PairPolicy
+from taosr.train.sample import SampleConfig, pass_at_k_report, run_sampling
+
+PC = PromptConfig()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_sampling_killed_and_resumed_equals_uninterrupted(tiny_model, tiny_tokenizer, tiny_splits, tmp_path):
+    recs = tiny_splits["train"][:10]
+    cfg = SampleConfig(n=3, max_new_tokens=6, shard_prompts=4, batch_size=4, seed=1)
+    full = run_sampling(tiny_model, tiny_tokenizer, recs, cfg, tmp_path / "a", PC)
+
+    def die(k):
+        if k == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_sampling(tiny_model, tiny_tokenizer, recs, cfg, tmp_path / "b", PC, after_shard=die)
+    assert len(list((tmp_path / "b").glob("samples-*.parquet"))) == 2  # shards 0 and 1 written, 2 missing
+    resumed = run_sampling(tiny_model, tiny_tokenizer, recs, cfg, tmp_path / "b", PC)
+    assert len(full) == 30 and resumed.equals(full)
+    assert not resumed.duplicated(["prompt_id", "sample_index"]).any()
+    assert set(resumed.prompt_id) == {r.id for r in recs}
+
+
+def test_pass_at_k_report_from_samples():
+    df = pd.DataFrame({"prompt_id": ["a"] * 4 + ["b"] * 4, "sample_index": list(range(4)) * 2,
+                       "correct": [True, False, False, False] + [False] * 4})
+    rep = pass_at_k_report(df)
+    assert rep[1] == pytest.approx((0.25 + 0) / 2)
+    assert rep[4] == pytest.approx(0.5)
+
+
+def _logp(model, tok, prompt: str, completion: str) -> float:
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    c = tok(completion, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([p + c])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(p) - 1:-1]
+    return float(torch.log_softmax(logits, -1)[torch.arange(len(c)), torch.tensor(c)].sum())
+
+
+def test_dpo_raises_the_margin(tiny_model, tiny_tokenizer, tiny_splits, tmp_path):
+    from taosr.modeling import load_model, save
+
+    save(tiny_model, tiny_tokenizer, tmp_path / "sft")  # DPO's reference is the saved SFT checkpoint
+    model, tok = load_model(tmp_path / "sft")
+    rng = random.Random(0)
+    pairs = []
+    for r in tiny_splits["train"][:24]:
+        wrong = rng.choice([lv for lv in (1, 2, 3, 4) if lv != r.label])
+        pairs.append({"prompt": prompt_text(r, PC), "chosen": response_text(r.label, None, "answer_only"),
+                      "rejected": response_text(wrong, None, "answer_only"), "kind": "oracle"})
+
+    def margin():
+        model.eval()
+        return sum(_logp(model, tok, p["prompt"], p["chosen"]) - _logp(model, tok, p["prompt"], p["rejected"])
+                   for p in pairs) / len(pairs)
+
+    before = margin()
+    s = run_dpo(model, tok, pairs, DPOStageConfig(max_steps=12, batch_size=8, learning_rate=1e-3, beta=0.1, sft_weight=0.0), tmp_path / "dpo")
+    after = margin()
+    assert after > before + 0.5, (before, after)
+    assert s["steps"] == 12 and (tmp_path / "dpo" / "model" / "model.safetensors").exists()
+
+
+def test_make_pairs_from_samples_uses_teacher_for_oracle(tiny_splits):
+    recs = tiny_splits["train"][:2]
+    a, b = recs
+    wrong_a = 1 if a.label != 1 else 2
+    rows = [  # prompt a: one right, one wrong -> self-correction; prompt b: all wrong -> oracle
+        {"prompt_id": a.id, "sample_index": 0, "text": response_text(a.label, None, "answer_only"), "parsed": a.label, "gold": a.label, "correct": True},
+        {"prompt_id": a.id, "sample_index": 1, "text": response_text(wrong_a, None, "answer_only"), "parsed": wrong_a, "gold": a.label, "correct": False},
+        {"prompt_id": b.id, "sample_index": 0, "text": "garbage", "parsed": None, "gold": b.label, "correct": False},
+    ]
+    pairs, counts = make_pairs(pd.DataFrame(rows).astype({"parsed": "Int64"}), recs, RuleTeacher(), "answer_first", PC, PairPolicy())
+    assert counts["self_correction"] == 1 and counts["oracle"] == 1
+    oracle = next(p for p in pairs if p["kind"] == "oracle")
+    assert oracle["chosen"].startswith(response_text(b.label, None, "answer_only"))  # answer first, then reasoning
+    assert "judgement:" in oracle["chosen"] and oracle["rejected"] == "garbage"
