@@ -48,10 +48,11 @@ def main() -> None:
     from taosr.run.rundir import RunConfig, fresh_model, prepare_data
     from taosr.runtime import vllm_available
     from taosr.teacher.reasoning import RuleTeacher
-    from taosr.train.dpo import DPOStageConfig, make_pairs, run_dpo
-    from taosr.train.grpo import GRPOStageConfig, run_grpo, select_prompts
-    from taosr.train.sample import SampleConfig, pass_at_k_report, run_sampling
-    from taosr.train.sft import SFTStageConfig, run_sft
+    from taosr.train.configs import DPOStageConfig, GRPOStageConfig, SampleConfig, SFTStageConfig
+    from taosr.train.dpo import make_pairs, run_dpo
+    from taosr.train.grpo import run_grpo, select_prompts
+    from taosr.train.sample import pass_at_k_report, run_sampling
+    from taosr.train.sft import run_sft
 
     gpu = torch.cuda.is_available()
     t_all = time.perf_counter()

@@ -26,7 +26,8 @@ from taosr.evaluation.evaluate import evaluate
 from taosr.modeling import load_model
 from taosr.progress import quiet_libraries
 from taosr.prompts import PromptConfig
-from taosr.train.grpo import GRPOStageConfig, label_stratified, run_grpo, select_prompts
+from taosr.train.configs import GRPOStageConfig
+from taosr.train.grpo import label_stratified, run_grpo, select_prompts
 from taosr.train.sample import read_samples
 
 VARIANTS = {

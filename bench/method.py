@@ -36,12 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def preset(name: str, model: str, run_name: str, seed: int):
     """DemoConfig of one seed. quick: tiny smoke run; cpu: sized for ~75 min on 2 AVX2 cores; gpu: the demo's
     SFT budgets with larger RL budgets."""
-    from taosr.evaluation.baseline import BaselineConfig
+    from taosr.evaluation.configs import BaselineConfig
     from taosr.modeling import ModelConfig
     from taosr.run.presets import load_preset
-    from taosr.train.base import PretrainConfig
-    from taosr.train.dpo import DPOStageConfig
-    from taosr.train.grpo import GRPOStageConfig
+    from taosr.train.configs import DPOStageConfig, GRPOStageConfig, PretrainConfig
 
     base = load_preset("tiny" if name == "quick" else "default", run_name)
     upd: dict = {"seed": seed, "controls": True}

@@ -139,13 +139,13 @@ def main() -> None:
 
     import torch
 
-    from taosr.deploy import serve_api
+    from taosr.deploy.configs import ServeSettings
     from taosr.prompts import PromptConfig
 
     result = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_name(), "affinity": len(os.sched_getaffinity(0)),
               "cores": os.cpu_count(), "torch_threads": args.threads, "torch": torch.__version__,
               "prompt_budgets": PromptConfig().model_dump(include={"max_query_tokens", "max_item_tokens", "max_prompt_tokens"}),
-              "settings": serve_api.ServeSettings(**extra).model_dump(include={"max_batch_items", "max_batch_tokens",
+              "settings": ServeSettings(**extra).model_dump(include={"max_batch_items", "max_batch_tokens",
                                                                                "max_wait_ms"}),
               "small_alone": alone, "small_with_large": loaded,
               "p99_ratio": round(loaded["small"]["p99_ms"] / alone["small"]["p99_ms"], 2)

@@ -17,7 +17,8 @@ from taosr.data.splits import read_split
 from taosr.modeling import load_model
 from taosr.prompts import PromptConfig
 from taosr.teacher.reasoning import RuleTeacher
-from taosr.train.sft import SFTStageConfig, run_sft
+from taosr.train.configs import SFTStageConfig
+from taosr.train.sft import run_sft
 
 torch.set_num_threads(1)
 base, data, out, per_device = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])

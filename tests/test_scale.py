@@ -21,8 +21,9 @@ from taosr.modeling import build_model, label_token_ids, load_model, save
 from taosr.prompts import PromptConfig, answer_prefix_ids, encode_prompt
 from taosr.runtime import resolve_engine, vllm_available
 from taosr.teacher.reasoning import RuleTeacher
+from taosr.train.configs import SFTStageConfig
 from taosr.train.lora import LoraSwitch
-from taosr.train.sft import SFTStageConfig, run_sft
+from taosr.train.sft import run_sft
 
 HERE = Path(__file__).parent
 
@@ -256,7 +257,8 @@ def test_serve_and_score_refuse_vllm_without_it(scoring_setup):
     if vllm_available():
         pytest.skip("vLLM + CUDA present")
     from taosr.deploy.batch_score import score_file
-    from taosr.deploy.serve import ServeSettings, create_app
+    from taosr.deploy.configs import ServeSettings
+    from taosr.deploy.serve import create_app
 
     root = scoring_setup
     with pytest.raises(RuntimeError, match="vllm"):
@@ -320,7 +322,8 @@ def test_no_stage_of_the_demo_or_the_bench_hard_codes_a_precision():
 def test_a_training_summary_records_the_precision_it_ran_in(tiny_splits, tiny_tokenizer, tiny_model, tmp_path):
     from taosr.prompts import PromptConfig
     from taosr.teacher.reasoning import RuleTeacher
-    from taosr.train.sft import SFTStageConfig, run_sft
+    from taosr.train.configs import SFTStageConfig
+    from taosr.train.sft import run_sft
 
     s = run_sft(tiny_model, tiny_tokenizer, tiny_splits["train"][:16],
                 SFTStageConfig(order="answer_only", max_steps=1, batch_size=4, bf16=False, save_steps=100),

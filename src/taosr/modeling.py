@@ -2,7 +2,8 @@
 
 Either way the four label strings and the think/answer tags are single tokens: a fresh byte-level
 BPE tokenizer is trained on the run's own text with them as special tokens, and a loaded tokenizer
-gets them added (embeddings resized). Checkpoints are safetensors only.
+gets them added (embeddings resized). Checkpoints are safetensors only. torch, tokenizers and
+transformers load inside the functions, so `ModelConfig` (a CLI option group) imports fast.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import BaseModel, Field
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from .labels import LABEL_TOKENS, SPECIAL_TOKENS
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
 
 log = logging.getLogger(__name__)
 PAD, EOS = "<pad>", "<eos>"
@@ -41,6 +44,9 @@ class ModelConfig(BaseModel):
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Byte-level BPE trained on `texts`; labels, tags, <pad> and <eos> are single special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -59,6 +65,10 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
 
 
 def build_model(tokenizer, cfg: ModelConfig) -> Qwen3ForCausalLM:
+    """A fresh Qwen3-architecture model of `cfg`'s size over `tokenizer`'s vocabulary, seeded by `cfg.seed`."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
     torch.manual_seed(cfg.seed)
     config = Qwen3Config(
         vocab_size=len(tokenizer),
@@ -96,6 +106,8 @@ def ensure_special_tokens(model, tokenizer) -> None:
 
 def pick_device(device: str = "auto") -> torch.device:
     """'auto': the CUDA GPU of this process (LOCAL_RANK under torchrun / accelerate) when there is one, else the CPU."""
+    import torch
+
     if device == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
@@ -113,20 +125,23 @@ def pick_device(device: str = "auto") -> torch.device:
     return out
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")  # names of the torch dtypes a model loads in
 
 
-def load_model(path: str | Path, dtype: torch.dtype | str = torch.float32, device: str | None = None):
+def load_model(path: str | Path, dtype: torch.dtype | str = "float32", device: str | None = None):
     """Load a local checkpoint (safetensors only) and its tokenizer, with the label tokens in place.
 
     `dtype`: a torch dtype or one of `DTYPES`' names. `device` (see `pick_device`) is for inference;
     None leaves the model on the CPU, where the trainers (TRL / accelerate, DeepSpeed, FSDP) pick it up
     and place it themselves.
     """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-        dtype = DTYPES[dtype]
+        dtype = getattr(torch, dtype)
     path = Path(path)
     if str(path) == "smollm2-135m":
         from .pretrained import smollm2_dir

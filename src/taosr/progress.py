@@ -5,13 +5,13 @@ Bars show on the main process only: under `accelerate launch` the other ranks ru
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from transformers import TrainerCallback
 
 from .runtime import is_main_process
 
@@ -43,30 +43,36 @@ def progress_bar(total: int | None, desc: str) -> Iterator[Callable[..., None]]:
         yield lambda k=1, info="": p.update(task, advance=k, info=info)
 
 
-class RichProgressCallback(TrainerCallback):
-    """Trainer callback: one rich bar per training run, with the latest loss."""
+@functools.cache
+def rich_progress_callback() -> type:
+    """The trainer callback class: one rich bar per training run, with the latest loss (made on first use, so
+    that importing this module does not import the trainer stack of transformers)."""
+    from transformers import TrainerCallback
 
-    def __init__(self, desc: str):
-        self.desc, self._p, self._task, self._info = desc, None, None, ""
+    class RichProgressCallback(TrainerCallback):
+        def __init__(self, desc: str):
+            self.desc, self._p, self._task, self._info = desc, None, None, ""
 
-    def on_train_begin(self, args, state, control, **kw):
-        if _enabled():
-            self._p = _progress()
-            self._p.start()
-            self._task = self._p.add_task(self.desc, total=state.max_steps, info="")
+        def on_train_begin(self, args, state, control, **kw):
+            if _enabled():
+                self._p = _progress()
+                self._p.start()
+                self._task = self._p.add_task(self.desc, total=state.max_steps, info="")
 
-    def on_step_end(self, args, state, control, **kw):
-        if self._p:
-            self._p.update(self._task, completed=state.global_step, info=self._info)
+        def on_step_end(self, args, state, control, **kw):
+            if self._p:
+                self._p.update(self._task, completed=state.global_step, info=self._info)
 
-    def on_log(self, args, state, control, logs=None, **kw):
-        if logs and "loss" in logs:
-            self._info = f"loss {logs['loss']:.3f}"
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                self._info = f"loss {logs['loss']:.3f}"
 
-    def on_train_end(self, args, state, control, **kw):
-        if self._p:
-            self._p.stop()
-            self._p = None
+        def on_train_end(self, args, state, control, **kw):
+            if self._p:
+                self._p.stop()
+                self._p = None
+
+    return RichProgressCallback
 
 
 def quiet_libraries() -> None:
@@ -85,5 +91,5 @@ def attach(trainer, desc: str):
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(RichProgressCallback(desc))
+    trainer.add_callback(rich_progress_callback()(desc))
     return trainer

@@ -12,9 +12,7 @@ from typer.testing import CliRunner
 
 from taosr.cli import app
 from taosr.cli.options import cli_type, config_command, config_flags, flag_name
-from taosr.train.dpo import DPOStageConfig
-from taosr.train.grpo import GRPOStageConfig
-from taosr.train.sft import SFTStageConfig
+from taosr.train.configs import DPOStageConfig, GRPOStageConfig, SFTStageConfig
 
 runner = CliRunner()
 

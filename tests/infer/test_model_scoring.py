@@ -10,7 +10,8 @@ from taosr.labels import LABEL_TOKENS, SPECIAL_TOKENS
 from taosr.modeling import label_token_ids
 from taosr.prompts import PromptConfig, answer_prefix_ids, encode_prompt, item_segment, query_segment
 from taosr.teacher.reasoning import RuleTeacher
-from taosr.train.sft import SFTStageConfig, run_sft
+from taosr.train.configs import SFTStageConfig
+from taosr.train.sft import run_sft
 
 PC = PromptConfig()
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from taosr.run.presets import PRESET_DIR, load_preset, merge
-from taosr.train.dpo import DPOStageConfig
-from taosr.train.sft import SFTStageConfig
+from taosr.train.configs import DPOStageConfig, SFTStageConfig
 
 
 def test_presets_are_found():

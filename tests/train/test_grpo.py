@@ -117,8 +117,9 @@ def test_masked_groups_add_no_gradient_and_leave_the_normaliser(tiny_model, tiny
 def test_short_grpo_run_raises_mean_reward(tiny_model, tiny_tokenizer, tiny_splits, tmp_path):
     """After a short SFT (format learned), GRPO on prompts whose gold is always 'Excellent' moves the reward up."""
     from taosr.prompts import PromptConfig
+    from taosr.train.configs import SFTStageConfig
     from taosr.train.grpo import run_grpo
-    from taosr.train.sft import SFTStageConfig, run_sft
+    from taosr.train.sft import run_sft
 
     pc = PromptConfig()
     run_sft(tiny_model, tiny_tokenizer, tiny_splits["train"][:160],

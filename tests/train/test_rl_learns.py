@@ -17,9 +17,10 @@ from taosr.labels import format_answer
 from taosr.modeling import ModelConfig, build_model, train_tokenizer
 from taosr.prompts import PromptConfig
 from taosr.records import Record
-from taosr.train.dpo import DPOStageConfig, make_pairs, run_dpo
-from taosr.train.grpo import GRPOStageConfig, accuracy_reward, run_grpo
-from taosr.train.sft import SFTStageConfig, run_sft
+from taosr.train.configs import DPOStageConfig, GRPOStageConfig, SFTStageConfig
+from taosr.train.dpo import make_pairs, run_dpo
+from taosr.train.grpo import accuracy_reward, run_grpo
+from taosr.train.sft import run_sft
 
 pytestmark = pytest.mark.slow  # a few minutes on 2 cores: `make test-method` (CI runs it)
 

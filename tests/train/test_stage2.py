@@ -8,9 +8,10 @@ import torch
 
 from taosr.prompts import PromptConfig, prompt_text, response_text
 from taosr.teacher.reasoning import RuleTeacher
-from taosr.train.dpo import DPOStageConfig, make_pairs, run_dpo
+from taosr.train.configs import DPOStageConfig, SampleConfig
+from taosr.train.dpo import make_pairs, run_dpo
 from taosr.train.pairs import PairPolicy
-from taosr.train.sample import SampleConfig, pass_at_k_report, run_sampling
+from taosr.train.sample import pass_at_k_report, run_sampling
 
 PC = PromptConfig()
 

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..deploy.batch_score import ScoreConfig
-from ..deploy.calibrate import CalibrateConfig
-from ..deploy.serve_api import ServeSettings
+from ..deploy.configs import CalibrateConfig, ScoreConfig, ServeSettings
 from ..runtime import DeviceConfig
 from .inputs import console, input_errors, load_input, model_option
 from .options import config_command

@@ -7,8 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..evaluation.baseline import BaselineConfig
-from ..evaluation.evaluate import EvalConfig
+from ..evaluation.configs import BaselineConfig, EvalConfig
 from ..runtime import DeviceConfig
 from .inputs import console, input_errors, load_input, model_option
 from .options import config_command

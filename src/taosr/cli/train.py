@@ -14,10 +14,7 @@ import typer
 
 from ..modeling import ModelConfig
 from ..runtime import DeviceConfig
-from ..train.dpo import DPOStageConfig
-from ..train.grpo import GRPOStageConfig
-from ..train.sample import SampleConfig
-from ..train.sft import SFTStageConfig
+from ..train.configs import DPOStageConfig, GRPOStageConfig, SampleConfig, SFTStageConfig
 from .inputs import console, input_errors, load_input, model_option
 
 ORDER_HELP = "Output order the model was trained in: answer_only | think_first | answer_first."

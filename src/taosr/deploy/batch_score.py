@@ -34,19 +34,16 @@ import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, Field
 
 from ..data.loaders import DataError, load_records
 from ..io import atomic_write, write_json
 from ..progress import progress_bar
 from ..records import Record
 from ..runtime import resolve_engine
-from .calibrate import ITEMS_PER_FORWARD
 from .cumpt import cumpt_levels, tiers_of
 from .schema import load_serving_config
 from .scorer import make_scorer
@@ -57,23 +54,6 @@ SCHEMA = pa.schema([("id", pa.string()), ("query", pa.string()), ("title", pa.st
                     ("p1", pa.float64()), ("p2", pa.float64()), ("p3", pa.float64()), ("p4", pa.float64()),
                     ("level", pa.int8()), ("tier", pa.string())])
 PART_SCHEMA = SCHEMA.append(pa.field("_seq", pa.int64()))  # input row number, for resume and order
-
-
-class ScoreConfig(BaseModel):
-    """How `taosr score` runs: engine, batching, resume, and the Ray actor pool (`--engine ray`)."""
-
-    engine: Literal["auto", "transformers", "vllm", "ray"] = Field(
-        "auto", description="auto (vLLM when it and a GPU are present, else transformers) | transformers | vllm "
-        "(GPU; batching is vLLM's own, batch_size and prefix_sharing do not apply) | ray (a Ray Data actor pool).")
-    batch_queries: int = Field(64, ge=1, description="Queries per part file (the unit of resume).")
-    batch_size: int = Field(32, ge=1, description=ITEMS_PER_FORWARD)
-    prefix_sharing: bool = Field(True, description="Share the instructions' and the query's KV cache between items.")
-    fresh: bool = Field(False, description="Discard an interrupted run's parts instead of resuming.")
-    actors: int = Field(2, ge=1, description="engine ray: actors (one model each).")
-    ray_address: str | None = Field(None, description="engine ray: cluster address (default: RAY_ADDRESS or a "
-                                    "local instance).")
-    ray_gpus: float = Field(0.0, ge=0.0, description="engine ray without vLLM: GPUs per actor (0.5: two actors share "
-                            "one; 0: CPU actors). vLLM actors take one GPU each.")
 
 
 def parts_dir_of(output: Path) -> Path:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from ..infer.prefix import PrefixScorer
 from ..io import write_text
@@ -32,16 +30,6 @@ from .cumpt import (
     score_levels,
 )
 from .schema import SERVING_FILE, ServingConfig
-
-ITEMS_PER_FORWARD = ("Items per forward pass where items are batched (no prefix sharing, or models the packed "
-                     "layout does not cover); the packed layout fills forwards of up to 1024 tokens.")
-
-
-class CalibrateConfig(BaseModel):
-    """What `taosr calibrate` tunes beta for, and how it scores the dev split."""
-
-    objective: Literal["macro_f1", "accuracy"] = Field("macro_f1", description="What beta maximises on dev.")
-    batch_size: int = Field(32, ge=1, description=ITEMS_PER_FORWARD)
 
 
 def compare_tiering(probs: np.ndarray, gold: np.ndarray, beta: float,

@@ -41,18 +41,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..records import Record
 from ..runtime import resolve_engine
+from .configs import ServeSettings
 from .cumpt import cumpt_levels, tiers_of
 from .schema import ServingConfig, check_label_ids, load_serving_config
 from .scorer import make_scorer
-from .serve_api import (
-    ItemResult,
-    RelevanceRequest,
-    RelevanceResponse,
-    ServeSettings,
-    StrictJSONRoute,
-    too_long,
-    validation_body,
-)
+from .serve_api import ItemResult, RelevanceRequest, RelevanceResponse, StrictJSONRoute, too_long, validation_body
 from .serve_worker import RelevanceService
 
 __all__ = ["RELEVANCE_PATH", "ServeSettings", "create_app", "run"]

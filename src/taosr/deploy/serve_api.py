@@ -16,8 +16,6 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from ..runtime import DeviceConfig
-
 
 def _unicode(value: str) -> str:
     try:
@@ -85,34 +83,6 @@ def validation_body(errors: list[dict]) -> dict:
 
 def _unicode_safe(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-class ServeSettings(DeviceConfig):
-    """Server and batching knobs (`taosr serve --help` shows these); `device` and `dtype` place the transformers
-    engine."""
-
-    host: str = Field("127.0.0.1", description="Interface to bind; 127.0.0.1 keeps the server local.")
-    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port).")
-    max_items: int = Field(200, ge=1, description="Most items in one request (more -> 413).")
-    max_text_chars: int = Field(2000, ge=1,
-                                description="Longest query / item text field in characters (longer -> 413).")
-    max_body_bytes: int = Field(4_000_000, ge=1, description="Largest request body in bytes, by Content-Length or "
-                                "as read (chunked bodies too; larger -> 413).")
-    max_batch_items: int = Field(256, ge=1, description="Most pairs the worker gathers into one micro-batch.")
-    max_batch_tokens: int = Field(1024, ge=1,
-                                  description="Most item tokens (each at most the prompt's max_item_tokens) "
-                                  "in one micro-batch; a larger request is scored over several, requests with less "
-                                  "work first, so small ones are not held up behind it.")
-    max_wait_ms: float = Field(5.0, ge=0, description="How long the worker waits for more requests after the first.")
-    max_queue: int = Field(64, ge=1, description="Requests waiting for the worker; beyond it -> 503 + Retry-After.")
-    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503.")
-    request_timeout_s: float = Field(60.0, gt=0, description="A request waiting longer for its scores gets 504.")
-    batch_size: int = Field(32, ge=1, description="Items per forward in the batched layout (models not packed).")
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch's default).")
-    model_name: str | None = Field(None, description="Name reported in responses (default: the model folder's name).")
-    log_level: str = Field("info", description="uvicorn log level.")
-    engine: str = Field("auto", description="auto | transformers | vllm: vLLM (taosr.deploy.scorer) when it and a "
-                        "GPU are present.")
 
 
 class ItemIn(BaseModel):

@@ -25,8 +25,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..prompts import PromptConfig, item_segment
 from ..records import Record
+from .configs import ServeSettings
 from .schema import ServingConfig
-from .serve_api import ServeSettings
 
 log = logging.getLogger(__name__)
 

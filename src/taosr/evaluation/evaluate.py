@@ -11,7 +11,6 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, Field
 from rich.table import Table
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
@@ -22,13 +21,6 @@ from ..prompts import PromptConfig, encode_prompt
 from ..records import Record
 
 LEVELS = [1, 2, 3, 4]
-
-
-class EvalConfig(BaseModel):
-    """How `taosr eval` reads a model on a labelled file."""
-
-    batch_size: int = Field(64, ge=1, description="Scoring / generation batch size.")
-    max_new_tokens: int = Field(128, ge=1, description="Generation budget of a think-first model's reasoning.")
 
 
 def macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:

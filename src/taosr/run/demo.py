@@ -40,10 +40,11 @@ from ..prompts import answer_span_length, encode_prompt
 from ..runtime import resolve_bf16
 from ..teacher.reasoning import RuleTeacher
 from ..train.base import run_pretrain
+from ..train.configs import SFTStageConfig
 from ..train.dpo import cuts_to_answer, pair_prompt_ids, run_dpo_stage
 from ..train.grpo import SELECTION_FILE, completion_budget, label_stratified, run_grpo_stage
 from ..train.sample import pass_at_k_report, run_sampling
-from ..train.sft import SFTStageConfig, run_sft
+from ..train.sft import run_sft
 from .presets import DemoConfig, load_preset
 from .rundir import fresh_model, prepare_data, save_config
 

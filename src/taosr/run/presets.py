@@ -12,11 +12,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field
 
-from ..evaluation.baseline import BaselineConfig
-from ..train.base import PretrainConfig
-from ..train.dpo import DPOStageConfig
-from ..train.grpo import GRPOStageConfig
-from ..train.sample import SampleConfig
+from ..evaluation.configs import BaselineConfig
+from ..train.configs import DPOStageConfig, GRPOStageConfig, PretrainConfig, SampleConfig
 from .rundir import RunConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[3] / "configs" / "demo"  # in the source tree: configs/demo/

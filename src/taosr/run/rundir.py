@@ -22,7 +22,7 @@ from ..modeling import ModelConfig
 from ..prompts import PromptConfig
 from ..records import Record
 from ..train.base import start_model
-from ..train.sft import SFTStageConfig
+from ..train.configs import SFTStageConfig
 
 SPLITS = ("train", "dev", "test")
 

@@ -17,16 +17,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets import Dataset
-from pydantic import BaseModel, Field
 from trl import SFTTrainer
 
 from ..modeling import ModelConfig, build_model, load_model, train_tokenizer
 from ..prompts import PromptConfig, encode_prompt, item_segment, query_segment
 from ..records import Record
-from ..runtime import BF16_HELP, main_process_first
+from ..runtime import main_process_first
 from ..teacher.reasoning import RuleTeacher
 from .common import sft_arguments, train_and_save, write_summary
-from .sft import SFTStageConfig
+from .configs import PretrainConfig, SFTStageConfig
 
 
 def corpus(records: list[Record], prompt_cfg: PromptConfig) -> list[str]:
@@ -53,16 +52,6 @@ def start_model(model_cfg: ModelConfig, prompt_cfg: PromptConfig, tokenizer_dir:
             tokenizer = train_tokenizer(corpus(train, prompt_cfg), model_cfg.vocab_size)
             tokenizer.save_pretrained(tokenizer_dir)
     return build_model(tokenizer, model_cfg), tokenizer
-
-
-class PretrainConfig(BaseModel):
-    """Budget of the base-model pre-training (fresh small models only)."""
-
-    max_steps: int = Field(400, description="Optimiser steps; 0 skips the stage.")
-    batch_size: int = Field(32, description="Sequences per step.")
-    learning_rate: float = Field(2e-3, description="Peak learning rate.")
-    bf16: bool | None = Field(None, description=BF16_HELP)
-    seed: int = Field(0, description="Data order seed.")
 
 
 def run_pretrain(model, tokenizer, records: list[Record], cfg: PretrainConfig, out_dir: Path,

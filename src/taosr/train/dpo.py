@@ -9,49 +9,22 @@ precomputed once (cheaper than a second model in memory on CPU).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 from datasets import Dataset
-from pydantic import BaseModel, Field
 from trl import DPOConfig, DPOTrainer
 
 from ..io import read_jsonl, write_jsonl
 from ..labels import ANSWER_CLOSE, format_answer
 from ..prompts import PromptConfig, prompt_text, response_text
 from ..records import Record
-from ..runtime import BF16_HELP, is_main_process, main_process_first, resolve_bf16
+from ..runtime import is_main_process, main_process_first, resolve_bf16
 from ..teacher.reasoning import Teacher
 from .common import common_args, guard_resume, train_and_save, write_summary
-from .lora import LoraSwitch
+from .configs import DPOStageConfig
 from .pairs import PairPolicy, Sample, build_pairs
 
 PAIRS_FILE = "pairs.jsonl"  # every preference pair of a DPO stage, in its output folder
-
-
-class DPOStageConfig(BaseModel):
-    """Stage-2 DPO hyper-parameters."""
-
-    beta: float = Field(0.1, description="DPO temperature: how far the policy may move from the reference.")
-    learning_rate: float = Field(5e-5, description="Peak learning rate.")
-    span: Literal["answer", "full"] = Field(
-        "answer", description="What the preference is on. 'answer': where the answer comes first (answer_first, "
-        "answer_only) every response is cut after </answer>, so chosen and rejected differ in the label alone; "
-        "think_first responses stay whole (their label comes last). 'full': whole responses everywhere, where "
-        "the ~40 reasoning tokens outweigh the one label token in the margin.")
-    sft_weight: float | None = Field(None, description="Weight of an NLL term on the chosen response (RPO-style; 0 = "
-                                     "plain DPO). None = 1 on whole responses (keeps the chosen likelihood from "
-                                     "falling), 0 on answer spans (NLL on a cut response teaches stopping there).")
-    max_steps: int = Field(120, description="Optimiser steps.")
-    batch_size: int = Field(16, description="Pairs per step.")
-    save_steps: int = Field(1000, description="Checkpoint interval (resume point).")
-    seed: int = Field(0, description="Seed.")
-    pairs: PairPolicy = Field(default_factory=PairPolicy, description="How preference pairs are built.")
-    bf16: bool | None = Field(None, description=BF16_HELP)
-    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models only).")
-    lora: LoraSwitch = Field(default_factory=LoraSwitch,
-                             description="LoRA adapters instead of full fine-tuning (r > 0); "
-                             "the reference is then the base with adapters off.")
 
 
 def answer_span(text: str) -> str:

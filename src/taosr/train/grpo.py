@@ -19,13 +19,11 @@ from __future__ import annotations
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset
-from pydantic import BaseModel, Field
 from trl import GRPOConfig, GRPOTrainer
 
 from ..generation import strip_special
@@ -33,9 +31,9 @@ from ..io import write_json
 from ..labels import parse_response
 from ..prompts import PromptConfig, answer_span_length, prompt_text
 from ..records import Record
-from ..runtime import BF16_HELP, is_main_process, resolve_bf16, resolve_engine
+from ..runtime import is_main_process, resolve_bf16, resolve_engine
 from .common import common_args, guard_resume, train_and_save, write_summary
-from .lora import LoraSwitch
+from .configs import GRPOStageConfig
 
 # ---------------------------------------------------------------- reward
 
@@ -68,39 +66,6 @@ class TokenReward:
 
 
 SELECTION_FILE = "selection.json"  # the RL prompts a GRPO stage trained on, and the filter's counts
-
-
-class GRPOStageConfig(BaseModel):
-    """Stage-3 GRPO and dynamic-sampling settings."""
-
-    num_generations: int = Field(8, ge=2, description="Rollouts per prompt (the group size G).")
-    prompts_per_step: int = Field(4, description="Prompts per optimiser step (batch = prompts x G completions).")
-    max_steps: int = Field(60, description="Optimiser steps.")
-    learning_rate: float = Field(5e-5, description="Peak learning rate.")
-    beta: float = Field(0.02, description="KL coefficient to the reference (0 disables the reference model).")
-    temperature: float = Field(1.0, description="Rollout temperature.")
-    max_completion_length: int = Field(96, description="Longest rollout, in tokens (think_first, or label_only off).")
-    label_only: bool = Field(True, description="Where the answer comes first, roll out only the answer span "
-                             "(<answer>label</answer>, 3 tokens): the reward depends on the label alone, so "
-                             "advantages applied to sampled reasoning would be noise.")
-    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
-        "grpo", description="TRL's loss normalisation: 'grpo' averages each rollout over its own tokens (the "
-        "paper's 1/|o_i|), 'dapo' over all tokens of the batch, 'dr_grpo' by a constant.")
-    format_weight: float = Field(0.1, description="Weight of the format reward (0 disables it).")
-    gamma: int | None = Field(None, description="Offline filter keeps prompts with 0 < correct < gamma out of N "
-                              "samples; None means gamma = N, which drops only the all-right and all-wrong prompts.")
-    offline_filter: bool = Field(True, description="Apply the pass@N difficulty filter before training.")
-    online_mask: bool = Field(True, description="Mask zero-spread groups (raw accuracy) during training.")
-    balance_classes: bool = Field(True, description="Down-sample RL prompts to a balanced label mix.")
-    eps: float = Field(1e-6, description="Spread below which a group counts as zero-spread.")
-    seed: int = Field(0, description="Seed.")
-    bf16: bool | None = Field(None, description=BF16_HELP)
-    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models only).")
-    lora: LoraSwitch = Field(default_factory=LoraSwitch,
-                             description="LoRA adapters instead of full fine-tuning (r > 0).")
-    use_vllm: bool | None = Field(None, description="Rollouts through TRL's vLLM integration (colocate mode); "
-                                  "None = when vLLM and a GPU are present.")
-    vllm_gpu_memory_utilization: float = Field(0.3, description="GPU memory share of the colocated vLLM engine.")
 
 
 def label_mix_cv(labels: list[int]) -> float:

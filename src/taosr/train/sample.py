@@ -14,7 +14,6 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, Field
 
 from ..generation import generate_texts
 from ..io import atomic_write, write_json
@@ -22,20 +21,8 @@ from ..labels import parse_response
 from ..prompts import PromptConfig, encode_prompt
 from ..records import Record
 from ..runtime import resolve_engine
+from .configs import SampleConfig
 from .pairs import pass_at_k_curve
-
-
-class SampleConfig(BaseModel):
-    """pass@N sampling."""
-
-    n: int = Field(4, ge=1, description="Responses drawn per prompt (the N of pass@N).")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    max_new_tokens: int = Field(128, description="Longest response.")
-    shard_prompts: int = Field(256, description="Prompts per output shard (the resume unit).")
-    batch_size: int = Field(64, description="Prompts per generate() call.")
-    seed: int = Field(0, description="Base seed; shard k uses seed + k.")
-    engine: str = Field("auto", description="auto | transformers | vllm (vllm needs a GPU and the vllm package).")
 
 
 def _shard_path(out_dir: Path, k: int) -> Path:

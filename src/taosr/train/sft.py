@@ -10,37 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets import Dataset
-from pydantic import BaseModel, Field
 from trl import SFTTrainer
 
 from ..io import write_jsonl
 from ..modeling import label_token_ids
-from ..prompts import ORDERS, OutputOrder, PromptConfig, encode_example
+from ..prompts import PromptConfig, encode_example
 from ..records import Record
-from ..runtime import BF16_HELP, is_main_process
+from ..runtime import is_main_process
 from ..teacher.reasoning import Teacher
 from .common import guard_resume, sft_arguments, train_and_save, trainable_params, write_summary
-from .lora import LoraSwitch
-
-
-class SFTStageConfig(BaseModel):
-    """Stage-1 training budget and optimiser."""
-
-    order: OutputOrder = Field("answer_first", description=f"Output order, one of {ORDERS}.")
-    max_steps: int = Field(600, description="Optimiser steps.")
-    batch_size: int = Field(32, description="Sequences per step (per process).")
-    learning_rate: float = Field(2e-3, description="Peak learning rate (cosine decay, warm-up below).")
-    warmup_ratio: float = Field(0.05, description="Share of steps spent warming up.")
-    weight_decay: float = Field(0.0, description="AdamW weight decay.")
-    bf16: bool | None = Field(None, description=BF16_HELP)
-    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models only).")
-    lora: LoraSwitch = Field(default_factory=LoraSwitch,
-                             description="LoRA adapters instead of full fine-tuning (r > 0).")
-    label_weight: float = Field(1.0, gt=0, description="Loss weight of the label token relative to the other response "
-                                "tokens (1 = plain next-token loss). In post-CoT targets the label is 1 of ~40 tokens; "
-                                "a small model then learns the reasoning but not the label.")
-    save_steps: int = Field(200, description="Checkpoint every this many steps (resume point).")
-    seed: int = Field(0, description="Data order and dropout seed.")
+from .configs import SFTStageConfig
 
 
 def weighted_response_loss(logits, labels, label_ids: list[int], label_weight: float):
