@@ -95,9 +95,10 @@ class GRPOStageConfig(BaseModel):
     beta: float = Field(0.02, description="KL coefficient to the reference (0 disables the reference model).")
     temperature: float = Field(1.0, description="Rollout temperature.")
     max_completion_length: int = Field(96, description="Longest rollout, in tokens (think_first, or label_only off).")
-    label_only: bool = Field(True, description="Where the answer comes first, roll out only the answer span "
-                             "(<answer>label</answer>, 3 tokens): the reward depends on the label alone, so "
-                             "advantages applied to sampled reasoning would be noise.")
+    label_only: bool = Field(True, description="Where the answer comes first, roll out only the label and "
+                             "</answer> after a prompt that ends in <answer> (as answer-first scoring reads it): the "
+                             "reward depends on the label alone, so advantages applied to sampled reasoning or to "
+                             "the answer tags would be noise.")
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
         "grpo", description="TRL's loss normalisation: 'grpo' averages each rollout over its own tokens (the "
         "paper's 1/|o_i|), 'dapo' over all tokens of the batch, 'dr_grpo' by a constant.")

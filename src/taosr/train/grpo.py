@@ -28,8 +28,8 @@ from trl import GRPOConfig, GRPOTrainer
 
 from ..generation import strip_special
 from ..io import write_json
-from ..labels import parse_response
-from ..prompts import PromptConfig, answer_span_length, prompt_text
+from ..labels import ANSWER_OPEN, parse_response
+from ..prompts import PromptConfig, answer_prefix_ids, answer_span_length, prompt_text
 from ..records import Record
 from ..runtime import is_main_process, resolve_bf16, resolve_engine
 from .common import common_args, guard_resume, train_and_save, write_summary
@@ -50,16 +50,17 @@ def format_reward(completions: list[str], **_) -> list[float]:
 
 class TokenReward:
     """Wraps a text reward for GRPOTrainer: TRL decodes completions with `skip_special_tokens=True`,
-    which deletes our label and tag tokens, so this re-decodes `completion_ids` keeping them."""
+    which deletes our label and tag tokens, so this re-decodes `completion_ids` keeping them. `prefix` is
+    the part of the response that sits in the prompt (see `rollout_prefix`); the reward sees it too."""
 
-    def __init__(self, fn, tokenizer):
-        self.fn, self.tok, self.__name__ = fn, tokenizer, fn.__name__
+    def __init__(self, fn, tokenizer, prefix: str = ""):
+        self.fn, self.tok, self.prefix, self.__name__ = fn, tokenizer, prefix, fn.__name__
 
     def __call__(self, completions, completion_ids=None, **kw) -> list[float]:
         if completion_ids is not None:
             texts = self.tok.batch_decode(completion_ids, skip_special_tokens=False)
             completions = [strip_special(t, self.tok) for t in texts]
-        return self.fn(completions, **kw)
+        return self.fn([self.prefix + c for c in completions], **kw)
 
 
 # ---------------------------------------------------------------- offline selection
@@ -186,10 +187,25 @@ def vllm_args(cfg: GRPOStageConfig) -> dict:
 
 
 def completion_budget(tokenizer, cfg: GRPOStageConfig, order: str) -> int:
-    """Rollout length: the answer span's token count when label_only applies, else max_completion_length."""
+    """Response length to sample from a bare prompt: the answer span's token count when label_only applies,
+    else max_completion_length (the pass@N difficulty filter samples whole answer spans)."""
     if cfg.label_only and order != "think_first":
         return answer_span_length(tokenizer)
     return cfg.max_completion_length
+
+
+def rollout_prefix(cfg: GRPOStageConfig, order: str) -> str:
+    """Text appended to every GRPO prompt. Label-only rollouts start after `<answer>`, so the first sampled
+    token is the label, conditioned as answer-first scoring conditions it. Rolling out `<answer>` as well
+    let early steps move mass off the answer format (measured: docs/results.md), after which every group
+    is all-wrong and carries no signal."""
+    return ANSWER_OPEN if cfg.label_only and order != "think_first" else ""
+
+
+def rollout_length(tokenizer, cfg: GRPOStageConfig, order: str) -> int:
+    """Tokens each rollout generates after the prompt and its prefix."""
+    prefix = len(answer_prefix_ids(tokenizer)) if rollout_prefix(cfg, order) else 0
+    return completion_budget(tokenizer, cfg, order) - prefix
 
 
 def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_dir: Path,
@@ -198,16 +214,17 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
     guard_resume(out_dir, cfg)
     if not prompts:
         raise ValueError("no GRPO prompts left after the difficulty filter and class balancing")
-    data = Dataset.from_list([{"prompt": prompt_text(r, prompt_cfg), "gold": int(r.label)} for r in prompts])
-    funcs, weights = [TokenReward(accuracy_reward, tokenizer)], [1.0]
+    prefix = rollout_prefix(cfg, order)
+    data = Dataset.from_list([{"prompt": prompt_text(r, prompt_cfg) + prefix, "gold": int(r.label)} for r in prompts])
+    funcs, weights = [TokenReward(accuracy_reward, tokenizer, prefix)], [1.0]
     if cfg.format_weight > 0:
-        funcs.append(TokenReward(format_reward, tokenizer))
+        funcs.append(TokenReward(format_reward, tokenizer, prefix))
         weights.append(cfg.format_weight)
     args = GRPOConfig(
         **common_args(out_dir, cfg.max_steps, cfg.seed, max(cfg.max_steps, 1), cfg.gradient_checkpointing),
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
         num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta,
-        temperature=cfg.temperature, max_completion_length=completion_budget(tokenizer, cfg, order),
+        temperature=cfg.temperature, max_completion_length=rollout_length(tokenizer, cfg, order),
         reward_weights=weights, loss_type=cfg.loss_type, bf16=resolve_bf16(cfg.bf16), logging_steps=1,
         log_completions=False,
         **vllm_args(cfg),
@@ -230,7 +247,7 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
         "groups_masked": int(sum(m["zero_spread"] for m in trainer.mask_log)),
         "groups_total": int(sum(m["groups"] for m in trainer.mask_log)),
         "online_mask": cfg.online_mask, "vllm": bool(args.use_vllm), "loss_type": cfg.loss_type,
-        "completion_tokens": args.max_completion_length,
+        "completion_tokens": args.max_completion_length, "rollout_prefix": prefix,
     }
     write_summary(out_dir, summary)
     return summary
