@@ -3,7 +3,9 @@
 Every `every` optimiser steps (and at the last one) the model is read on the dev records in its
 output order (first-label-token scoring for answer_only / answer_first, greedy generation for
 think_first) and its macro-F1 recorded. The weights of the best step are kept in memory and put back
-when training ends, so the stage saves the dev-best model. The test split is never looked at.
+when training ends, so the stage saves the dev-best model. With `include_start` the model as the stage
+received it is a candidate too (step 0), so a stage that does not beat its parent on dev hands the
+parent's weights on. The test split is never looked at.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ class DevSelect(TrainerCallback):
     """Keeps the weights of the dev-best step; `history` holds (step, dev macro-F1) pairs."""
 
     def __init__(self, model, tokenizer, dev: Sequence[Record], order: str, prompt_cfg: PromptConfig,
-                 every: int, batch_size: int = 64, max_new_tokens: int = 128):
+                 every: int, batch_size: int = 64, max_new_tokens: int = 128, include_start: bool = False):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.model, self.tok, self.dev, self.order, self.prompt_cfg = model, tokenizer, list(dev), order, prompt_cfg
         self.every, self.batch_size, self.max_new_tokens = every, batch_size, max_new_tokens
+        self.include_start = include_start
         self.history: list[tuple[int, float]] = []
         self.best_step, self.best_f1, self._best_state = None, -1.0, None
 
@@ -46,6 +49,10 @@ class DevSelect(TrainerCallback):
         if f1 > self.best_f1:  # ties keep the earlier (shorter) run
             self.best_step, self.best_f1 = step, f1
             self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def on_train_begin(self, args, state, control, **kw):
+        if self.include_start and state.global_step == 0:  # a resumed run no longer has its start weights
+            self._check(0)
 
     def on_step_end(self, args, state, control, **kw):
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:

@@ -108,7 +108,8 @@ class Demo:
             return []
         dev = label_stratified(self.splits["dev"], self.cfg.dev_limit, seed=0)
         return [DevSelect(model, tok, dev, order, self.run.prompt, every=max(1, steps // self.cfg.dev_checks),
-                          batch_size=self.run.eval_batch_size, max_new_tokens=self.run.max_new_tokens)]
+                          batch_size=self.run.eval_batch_size, max_new_tokens=self.run.max_new_tokens,
+                          include_start=self.cfg.dev_includes_start)]
 
     def sft_config(self, order: str) -> SFTStageConfig:
         return self.run.sft.model_copy(update={"order": order, "seed": self.cfg.seed,

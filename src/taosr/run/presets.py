@@ -44,6 +44,9 @@ class DemoConfig(BaseModel):
                            "start model trained with SFT on the same prompts for the same number of examples.")
     dev_checks: int = Field(5, ge=0, description="Dev evaluations per DPO, GRPO and control stage; the dev-best "
                             "step is kept (0 = keep the last step).")
+    dev_includes_start: bool = Field(True, description="The stage's start model is a dev candidate too (step 0): "
+                                     "a DPO, GRPO or control stage that does not beat its parent on dev keeps "
+                                     "the parent's weights, and its dev-best step says 0.")
     dev_limit: int = Field(512, description="Dev pairs used for that selection (think-first generates on them).")
 
 
