@@ -53,3 +53,16 @@ def test_data_split_by_query(tmp_path):
     queries = {s: {json.loads(l)["query"] for l in (tmp_path / f"out/{s}.jsonl").read_text().splitlines()}
                for s in ("train", "dev", "test")}
     assert not (queries["train"] & queries["test"]) and not (queries["dev"] & queries["test"])
+
+
+def test_demo_controls_continue_sft_at_the_stage_learning_rate(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "over.yaml").write_text("controls: true\ndpo: {learning_rate: 1.0e-4}\ngrpo: {learning_rate: 3.0e-4}\n")
+    r = runner.invoke(app, ["demo", "--preset", "tiny", "--name", "c", "--config", "over.yaml"])
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "runs/c"
+    lr = {name: json.loads((run / name / "stage_config.json").read_text())["learning_rate"]
+          for name in ("control_dpo_answer_first", "control_dpo_think_first", "control_grpo")}
+    assert lr == {"control_dpo_answer_first": 1e-4, "control_dpo_think_first": 1e-4, "control_grpo": 3e-4}
+    names = [row["name"] for row in json.loads((run / "results.json").read_text())["rows"]]
+    assert "post-CoT + DPO + continued SFT (GRPO control)" in names

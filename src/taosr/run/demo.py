@@ -189,14 +189,18 @@ class Demo:
         if control:
             ids = pair_prompt_ids(self.run.dir / f"dpo_{order}")
             self.control(control, control_row, f"sft_{order}", order, [r for r in prompts if r.id in ids],
-                         m["train"]["steps"], dpo_cfg.batch_size)
+                         m["train"]["steps"], dpo_cfg.batch_size, dpo_cfg.learning_rate)
 
-    def control(self, name: str, row: str, parent: str, order: str, records: list, steps: int, batch: int) -> None:
-        """Continued SFT: the parent model, SFT on the RL stage's prompts for the same number of examples."""
+    def control(self, name: str, row: str, parent: str, order: str, records: list, steps: int, batch: int,
+                stage_lr: float) -> None:
+        """Continued SFT: the parent model, SFT on the RL stage's prompts for the same number of examples, at the
+        RL stage's learning rate (or SFT's, see `DemoConfig.control_learning_rate`)."""
         def fn() -> dict:
             model, tok = load_model(self.run.dir / parent / "model")
-            cfg = self.sft_config(order).model_copy(update={"max_steps": steps, "batch_size": batch,
-                                                            "save_steps": max(steps, 1)})
+            upd = {"max_steps": steps, "batch_size": batch, "save_steps": max(steps, 1)}
+            if self.cfg.control_learning_rate == "stage":
+                upd["learning_rate"] = stage_lr
+            cfg = self.sft_config(order).model_copy(update=upd)
             cbs = self.dev_select(model, tok, order, steps)
             s = run_sft(model, tok, records, cfg, self.run.dir / name, self.teacher, self.run.prompt, cbs)
             m, _ = self.evaluate(model, tok, order, name)
@@ -232,7 +236,7 @@ class Demo:
         if control:
             ids = set(json.loads(sel_path.read_text())["ids"])
             self.control(control, control_row, f"dpo_{order}", order, [r for r in cands if r.id in ids],
-                         m["train"]["steps"], grpo_cfg.prompts_per_step)
+                         m["train"]["steps"], grpo_cfg.prompts_per_step, grpo_cfg.learning_rate)
 
     def cumpt(self, row: str, generated_row: str) -> None:
         """Deployment read-out of the final model: CumPT levels (beta tuned on dev) vs its generated labels."""

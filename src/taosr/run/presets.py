@@ -8,6 +8,7 @@ the same presets.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, Field
@@ -42,6 +43,10 @@ class DemoConfig(BaseModel):
                                           "fields, e.g. {'answer_first': {'label_weight': 10}}.")
     controls: bool = Field(False, description="Run a continued-SFT control beside each DPO and GRPO stage: the same "
                            "start model trained with SFT on the same prompts for the same number of examples.")
+    control_learning_rate: Literal["stage", "sft"] = Field(
+        "stage", description="Learning rate of a continued-SFT control: 'stage' uses the DPO or GRPO stage's own, so "
+        "the control differs from that stage in its loss alone; 'sft' restarts at the SFT stage's peak rate, which "
+        "on a few hundred prompts pulled the small model 15-25 points below its parent (docs/results.md).")
     dev_checks: int = Field(5, ge=0, description="Dev evaluations per DPO, GRPO and control stage; the dev-best "
                             "step is kept (0 = keep the last step).")
     dev_includes_start: bool = Field(True, description="The stage's start model is a dev candidate too (step 0): "
