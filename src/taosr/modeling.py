@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -40,6 +40,10 @@ class ModelConfig(BaseModel):
     intermediate_size: int = Field(768, description="MLP width.")
     max_positions: int = Field(512, description="Longest sequence the model accepts.")
     seed: int = Field(0, description="Initialisation seed.")
+    new_token_init: Literal["words", "mean"] = Field(
+        "words", description="A pretrained model's new label/tag token rows start at the embeddings of the words they "
+        "stand for ('<excellent>' at ' excellent'), or at the mean of all rows ('mean', the same for every new token)."
+    )
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -90,8 +94,36 @@ def build_model(tokenizer, cfg: ModelConfig) -> Qwen3ForCausalLM:
     return model
 
 
-def ensure_special_tokens(model, tokenizer) -> None:
-    """Add the label/tag tokens (and a pad token) to a pretrained tokenizer and resize the embeddings."""
+def token_words(token: str) -> str:
+    """The plain words a tag or label token stands for ("<excellent>" -> " excellent", "</answer>" -> " end answer")."""
+    return (" end " if token.startswith("</") else " ") + token.strip("</>").replace("_", " ")
+
+
+def init_from_words(model, tokenizer, tokens: list[str]) -> None:
+    """Start each new token's embedding row (and output row, when untied) at the mean of the rows of the words it
+    stands for, so a pretrained model reads `<excellent>` near " excellent" instead of all new tokens alike."""
+    import torch
+
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    untied = head is not None and head.weight.data_ptr() != emb.data_ptr()
+    with torch.no_grad():
+        for tok in tokens:
+            row = tokenizer.convert_tokens_to_ids(tok)
+            words = tokenizer(token_words(tok), add_special_tokens=False)["input_ids"]
+            emb[row] = emb[words].mean(0)
+            if untied:
+                head.weight[row] = head.weight[words].mean(0)
+
+
+def ensure_special_tokens(model, tokenizer, new_token_init: str = "words") -> None:
+    """Add the label/tag tokens (and a pad token) to a pretrained tokenizer and resize the embeddings.
+
+    `new_token_init`: "words" starts the new rows at the embeddings of the words they stand for
+    (`init_from_words`); "mean" leaves transformers' mean-of-all-rows start, the same for every new token.
+    """
+    if new_token_init not in ("words", "mean"):
+        raise ValueError(f"new_token_init {new_token_init!r}: expected 'words' or 'mean'")
     missing = [t for t in SPECIAL_TOKENS if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
@@ -100,6 +132,8 @@ def ensure_special_tokens(model, tokenizer) -> None:
     tokenizer.padding_side = "left"
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    if missing and new_token_init == "words":  # also where spare (untrained) rows made a resize unnecessary
+        init_from_words(model, tokenizer, missing)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
 
@@ -128,12 +162,14 @@ def pick_device(device: str = "auto") -> torch.device:
 DTYPES = ("float32", "bfloat16", "float16")  # names of the torch dtypes a model loads in
 
 
-def load_model(path: str | Path, dtype: torch.dtype | str = "float32", device: str | None = None):
+def load_model(path: str | Path, dtype: torch.dtype | str = "float32", device: str | None = None,
+               new_token_init: str = "words"):
     """Load a local checkpoint (safetensors only) and its tokenizer, with the label tokens in place.
 
     `dtype`: a torch dtype or one of `DTYPES`' names. `device` (see `pick_device`) is for inference;
     None leaves the model on the CPU, where the trainers (TRL / accelerate, DeepSpeed, FSDP) pick it up
-    and place it themselves.
+    and place it themselves. `new_token_init`: how a pretrained model's new label/tag rows start (see
+    `ensure_special_tokens`).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -151,7 +187,7 @@ def load_model(path: str | Path, dtype: torch.dtype | str = "float32", device: s
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
-    ensure_special_tokens(model, tokenizer)
+    ensure_special_tokens(model, tokenizer, new_token_init)
     if device is not None:
         model.to(pick_device(device))
     return model, tokenizer

@@ -1,10 +1,14 @@
-"""The demo's budgets are YAML presets (configs/demo/*.yaml), validated into `DemoConfig`."""
+"""The demo's budgets are YAML presets (taosr/configs/demo/*.yaml), validated into `DemoConfig`."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from taosr.run.presets import PRESET_DIR, load_preset, merge
+import pytest
+import tomllib
+
+import taosr
+from taosr.run.presets import PRESET_DIR, budgets, load_preset, merge
 from taosr.train.configs import DPOStageConfig, SFTStageConfig
 
 
@@ -12,6 +16,21 @@ def test_presets_are_found():
     assert {p.stem for p in PRESET_DIR.glob("*.yaml")} >= {"default", "tiny", "smollm2"}
     with pytest.raises(ValueError, match="unknown preset"):
         load_preset("no-such-preset", "t")
+
+
+def test_presets_ship_with_the_package():
+    """A non-editable install finds the presets only if they are package data inside taosr/."""
+    pkg = Path(taosr.__file__).resolve().parent
+    rel = PRESET_DIR.relative_to(pkg)
+    pyproject = tomllib.loads((pkg.parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["taosr"]
+    assert any(p == f"{rel.as_posix()}/*.yaml" for p in patterns)
+
+
+def test_budgets_name_every_stage():
+    b = budgets(load_preset("smollm2", "t"))
+    assert b["model"] == "smollm2-135m" and b["sft_steps"]["answer_only"] == 200 and b["sft_steps"]["think_first"] == 150
+    assert b["dpo_steps"] == 30 and b["grpo_group"] == 8
 
 
 @pytest.mark.parametrize("name", ["default", "tiny", "smollm2"])
@@ -63,3 +82,19 @@ def test_smollm2_preset_runs_every_stage(tmp_path, monkeypatch):
     names = [r["name"] for r in result["rows"]]
     assert "post-CoT + DPO + GRPO (full)" in names and "full, CumPT on first-token probs" in names
     assert all(0.0 <= r["macro_f1"] <= 1.0 for r in result["rows"])
+
+
+def test_dev_selection_keeps_the_label_mix_of_the_split():
+    """Steps are chosen on a random dev subset: a class-balanced one would reward over-predicting rare levels."""
+    from rich.console import Console
+
+    from taosr.records import Record
+    from taosr.run.demo import Demo
+
+    dev = [Record(id=f"d{i}", query=f"q{i}", title="t", label=4 if i % 10 else 3) for i in range(1000)]
+    d = Demo(load_preset("tiny", "t", {"dev_limit": 200}), Console())
+    d.splits = {"dev": dev}
+    sub = d.dev_subset()
+    assert len(sub) == 200 and len({r.id for r in sub}) == 200
+    assert 160 <= sum(r.label == 4 for r in sub) <= 196  # about 90% as in the split, not 50%
+    assert [r.id for r in sub] == [r.id for r in d.dev_subset()]  # the same subset for every stage

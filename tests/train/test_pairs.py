@@ -82,7 +82,8 @@ def counts(**kw: int) -> dict[str, int]:
 def test_self_correction_single_pair():
     res = build_pairs([mk("a", 0, 3), mk("a", 1, 2)], no_call)
     assert isinstance(res, PairResult)
-    assert res.rows == [{"prompt_id": "a", "prompt": "P[a]", "chosen": "a-0", "rejected": "a-1", "kind": "self_correction"}]
+    assert res.rows == [{"prompt_id": "a", "prompt": "P[a]", "chosen": "a-0", "rejected": "a-1", "kind": "self_correction",
+                         "chosen_level": 3, "rejected_level": 2}]
     assert res.counts == counts(prompts=1, self_correction=1)
 
 
@@ -99,7 +100,8 @@ def test_pairs_per_prompt_is_respected_with_distinct_combinations():
 
 def test_oracle_pair_uses_teacher_and_a_parseable_wrong_sample():
     res = build_pairs([mk("b", 0, None), mk("b", 1, 2)], teacher)
-    assert res.rows == [{"prompt_id": "b", "prompt": "P[b]", "chosen": "TEACHER-b", "rejected": "b-1", "kind": "oracle"}]
+    assert res.rows == [{"prompt_id": "b", "prompt": "P[b]", "chosen": "TEACHER-b", "rejected": "b-1", "kind": "oracle",
+                         "chosen_level": 3, "rejected_level": 2}]
     assert res.counts == counts(prompts=1, oracle=1)
 
 
@@ -237,3 +239,29 @@ def test_pair_invariants(parsed_lists, ppp, prefer, seed):
     assert c["self_correction"] + c["oracle"] == len(res.rows)
     assert c["all_correct_skipped"] == sum(all(v == 3 for v in vs) for vs in parsed_lists)
     assert c["oracle"] + c["no_teacher"] == sum(all(v != 3 for v in vs) for vs in parsed_lists)
+
+
+def test_symmetric_balance_leaves_every_level_chosen_as_often_as_rejected():
+    """Label-only DPO on the natural pairs shifts the prior toward the level the model confuses least; with
+    symmetric pairs each level's chosen count equals its rejected count, for every two levels."""
+    from collections import Counter
+
+    samples = []
+    for i in range(30):  # gold 4 mistaken for 2: 30 prompts; gold 2 mistaken for 4: 10; gold 3 mistaken for 2: 5
+        samples += [mk(f"x{i}", 0, 4, gold=4), mk(f"x{i}", 1, 2, gold=4)]
+    for i in range(10):
+        samples += [mk(f"y{i}", 0, 2, gold=2), mk(f"y{i}", 1, 4, gold=2)]
+    for i in range(5):
+        samples += [mk(f"z{i}", 0, 3, gold=3), mk(f"z{i}", 1, 2, gold=3)]
+    natural = build_pairs(samples, no_call)
+    assert Counter((r["chosen_level"], r["rejected_level"]) for r in natural.rows) == {(4, 2): 30, (2, 4): 10, (3, 2): 5}
+    sym = build_pairs(samples, no_call, PairPolicy(label_balance="symmetric", seed=3))
+    assert Counter((r["chosen_level"], r["rejected_level"]) for r in sym.rows) == {(4, 2): 10, (2, 4): 10}
+    assert sym.counts["dropped_by_balance"] == 25 and sym.counts["self_correction"] == 20
+    chosen = Counter(r["chosen_level"] for r in sym.rows)
+    assert chosen == Counter(r["rejected_level"] for r in sym.rows)
+    again = build_pairs(samples, no_call, PairPolicy(label_balance="symmetric", seed=3))
+    assert again.rows == sym.rows  # deterministic
+    assert {r["prompt_id"] for r in sym.rows} != {r["prompt_id"] for r in
+                                                  build_pairs(samples, no_call, PairPolicy(label_balance="symmetric",
+                                                                                           seed=4)).rows}

@@ -30,8 +30,8 @@ for stage in (data, teacher, train, evaluate, deploy):
 @app.command()
 def demo(
     name: str = typer.Option("demo", help="Run name (folder under runs/)."),
-    preset: str = typer.Option("default", help="Budgets: a preset in configs/demo/ (default: the full demo, about "
-                               "20 min on 2 cores | tiny: a 1-minute smoke run) or a YAML file of DemoConfig."),
+    preset: str = typer.Option("default", help="Budgets: a preset (taosr/configs/demo/; default: the full demo, about "
+                               "20 min on 2 cores; tiny: a 1-minute smoke run) or a YAML file of DemoConfig."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file whose settings override the preset's "
                                           "(nested mappings merged key by key)."),
     fresh: bool = typer.Option(False, help="Delete the run folder first instead of resuming it."),

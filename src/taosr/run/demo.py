@@ -45,7 +45,7 @@ from ..train.dpo import cuts_to_answer, pair_prompt_ids, run_dpo_stage
 from ..train.grpo import SELECTION_FILE, completion_budget, label_stratified, run_grpo_stage
 from ..train.sample import pass_at_k_report, run_sampling
 from ..train.sft import run_sft
-from .presets import DemoConfig, load_preset
+from .presets import DemoConfig, budgets, load_preset
 from .rundir import fresh_model, prepare_data, save_config
 
 
@@ -103,10 +103,16 @@ class Demo:
         write_json(self.run.dir / stage / "samples.json", keep)
         return m, out
 
+    def dev_subset(self) -> list:
+        """Up to `dev_limit` dev pairs drawn at random, so the label mix is the test split's: macro-F1 on a
+        class-balanced subset rewards over-predicting the rare levels, which does not carry over to test."""
+        dev = self.splits["dev"]
+        return random.Random(0).sample(dev, min(self.cfg.dev_limit, len(dev)))
+
     def dev_select(self, model, tok, order: str, steps: int) -> list:
         if self.cfg.dev_checks == 0:
             return []
-        dev = label_stratified(self.splits["dev"], self.cfg.dev_limit, seed=0)
+        dev = self.dev_subset()
         return [DevSelect(model, tok, dev, order, self.run.prompt, every=max(1, steps // self.cfg.dev_checks),
                           batch_size=self.run.eval_batch_size, max_new_tokens=self.run.max_new_tokens,
                           include_start=self.cfg.dev_includes_start)]
@@ -292,7 +298,7 @@ def run_stages(d: Demo, think_first_grpo: bool = False) -> None:
 
 def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
              console: Console | None = None, overrides: dict | None = None) -> dict:
-    """Every stage of the preset (`configs/demo/<preset>.yaml`, `overrides` merged in) under runs/<name>/."""
+    """Every stage of the preset (`taosr/configs/demo/<preset>.yaml`, `overrides` merged in) under runs/<name>/."""
     console = console or Console()
     cfg = load_preset(preset, name, overrides)
     if fresh and cfg.run.dir.exists():
@@ -301,6 +307,7 @@ def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
     write_json(cfg.run.dir / "demo_config.json", cfg.model_dump())
     console.print(f"precision: {'bf16' if resolve_bf16(None) else 'fp32'} "
                   "(bf16 only where the hardware runs it natively)")
+    console.print(f"budgets: {json.dumps(budgets(cfg))}")
     t_start = time.perf_counter()
     d = Demo(cfg, console)
     d.splits = prepare_data(cfg.run)

@@ -1,6 +1,6 @@
-"""The demo's budgets: `DemoConfig`, read from a YAML preset (`configs/demo/<name>.yaml`) or any YAML file.
+"""The demo's budgets: `DemoConfig`, read from a YAML preset (`taosr/configs/demo/<name>.yaml`) or any YAML file.
 
-`taosr demo --preset tiny` reads configs/demo/tiny.yaml; `--config my.yaml` overrides single settings
+`taosr demo --preset tiny` reads taosr/configs/demo/tiny.yaml; `--config my.yaml` overrides single settings
 of the preset (a nested mapping is merged key by key). The method bench (bench/method.py) starts from
 the same presets.
 """
@@ -17,7 +17,7 @@ from ..evaluation.configs import BaselineConfig
 from ..train.configs import DPOStageConfig, GRPOStageConfig, PretrainConfig, SampleConfig
 from .rundir import RunConfig
 
-PRESET_DIR = Path(__file__).resolve().parents[3] / "configs" / "demo"  # in the source tree: configs/demo/
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "demo"  # package data: taosr/configs/demo/
 
 
 class DemoConfig(BaseModel):
@@ -52,11 +52,12 @@ class DemoConfig(BaseModel):
     dev_includes_start: bool = Field(True, description="The stage's start model is a dev candidate too (step 0): "
                                      "a DPO, GRPO or control stage that does not beat its parent on dev keeps "
                                      "the parent's weights, and its dev-best step says 0.")
-    dev_limit: int = Field(512, description="Dev pairs used for that selection (think-first generates on them).")
+    dev_limit: int = Field(512, description="Dev pairs used for that selection, drawn at random so their label mix is "
+                           "the test split's (think-first generates on them).")
 
 
 def preset_path(preset: str | Path) -> Path:
-    """The YAML file of a preset: a path to a .yaml file, or the name of one in configs/demo/."""
+    """The YAML file of a preset: a path to a .yaml file, or the name of one in taosr/configs/demo/."""
     path = Path(preset)
     return path if path.suffix in (".yaml", ".yml") else PRESET_DIR / f"{preset}.yaml"
 
@@ -78,3 +79,20 @@ def load_preset(preset: str | Path, run_name: str, overrides: dict | None = None
     data = merge(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, overrides or {})
     cfg = DemoConfig.model_validate(data)
     return cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": run_name})})
+
+
+def budgets(cfg: DemoConfig) -> dict:
+    """Each stage's budget, as the demo and the method bench print it before they start."""
+    return {
+        "model": cfg.run.model.name_or_path or "fresh",
+        "queries": cfg.run.synth.n_queries,
+        "pretrain_steps": cfg.pretrain.max_steps,
+        "sft_steps": {o: cfg.sft_by_order.get(o, {}).get("max_steps", cfg.run.sft.max_steps)
+                      for o in ("answer_only", "think_first", "answer_first")},
+        "sft_batch": cfg.run.sft.batch_size,
+        "dpo_sampled_prompts": cfg.sample_prompts, "samples_per_prompt": cfg.sample.n,
+        "dpo_steps": cfg.dpo.max_steps, "dpo_batch": cfg.dpo.batch_size,
+        "grpo_steps": cfg.grpo.max_steps, "grpo_prompts_per_step": cfg.grpo.prompts_per_step,
+        "grpo_group": cfg.grpo.num_generations, "grpo_candidates": cfg.grpo_candidates,
+        "controls": cfg.controls, "dev_checks": cfg.dev_checks, "dev_limit": cfg.dev_limit,
+    }

@@ -42,7 +42,7 @@ def start_model(model_cfg: ModelConfig, prompt_cfg: PromptConfig, tokenizer_dir:
     """(model, tokenizer) for the start of training: a local checkpoint, or a new small model whose tokenizer is
     trained on `train` once and kept in `tokenizer_dir`."""
     if model_cfg.name_or_path:
-        return load_model(model_cfg.name_or_path)
+        return load_model(model_cfg.name_or_path, new_token_init=model_cfg.new_token_init)
     from transformers import AutoTokenizer
 
     with main_process_first():  # under `accelerate launch`: the main process trains and saves it, the others load it

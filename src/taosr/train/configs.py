@@ -1,7 +1,7 @@
 """The settings of every training stage, each field defined once with its help text.
 
 `taosr sft | sample | dpo | grpo` offer these fields as flags and in `--config FILE.yaml`
-(`taosr.cli.options`); the demo reads them from `configs/demo/*.yaml`. This module imports no
+(`taosr.cli.options`); the demo reads them from `taosr/configs/demo/*.yaml`. This module imports no
 training library, so the command line starts fast.
 """
 

@@ -113,6 +113,15 @@ class PairPolicy(BaseModel):
             "low-information pair whose large likelihood gap can dominate the DPO loss."
         ),
     )
+    label_balance: Literal["natural", "symmetric"] = Field(
+        "natural",
+        description=(
+            "'natural' keeps every pair. 'symmetric' keeps, for every two levels a and b, as many 'a over b' "
+            "pairs as 'b over a' (the surplus dropped at random), so every level is chosen as often as it is "
+            "rejected: what is left is the input-dependent preference, not a shift of the label prior toward "
+            "the levels the model confuses least (see docs/results.md, post-CoT DPO)."
+        ),
+    )
     seed: int = Field(0, description="Seed of the deterministic choice of samples (per prompt).")
 
 
@@ -120,11 +129,12 @@ class PairPolicy(BaseModel):
 class PairResult:
     """`rows`: dicts with prompt_id, prompt, chosen, rejected, kind ("self_correction" | "oracle" | "teacher").
 
-    `counts`: prompts (distinct prompt ids), self_correction and oracle (pairs made),
-    all_correct_skipped and no_teacher (prompts that gave no pair for that reason).
+    `counts`: prompts (distinct prompt ids), self_correction, oracle and teacher (pairs kept),
+    all_correct_skipped and no_teacher (prompts that gave no pair for that reason), and with
+    `label_balance="symmetric"` dropped_by_balance.
     """
 
-    rows: list[dict[str, str]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -166,8 +176,25 @@ def _rejected_tiers(wrong: list[Sample], policy: PairPolicy) -> list[list[Sample
     return [t for t in (parseable, unparseable) if t]
 
 
-def _row(s: Sample, chosen: str, rejected: str, kind: Kind) -> dict[str, str]:
-    return {"prompt_id": s.prompt_id, "prompt": s.prompt, "chosen": chosen, "rejected": rejected, "kind": kind}
+def _row(s: Sample, chosen: str, rejected: Sample, kind: Kind) -> dict[str, Any]:
+    """One pair; the chosen response always carries the gold level, the rejected one its parsed level (None =
+    unparseable)."""
+    return {"prompt_id": s.prompt_id, "prompt": s.prompt, "chosen": chosen, "rejected": rejected.text, "kind": kind,
+            "chosen_level": s.gold, "rejected_level": rejected.parsed}
+
+
+def symmetric(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """The rows with as many (a over b) as (b over a) pairs for every two levels; order kept, surplus dropped at
+    random (deterministic for `seed`). Pairs against an unparseable response have no mirror and are dropped."""
+    by_levels: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_levels.setdefault((r["chosen_level"], r["rejected_level"]), []).append(i)
+    rng = random.Random(seed)
+    keep: set[int] = set()
+    for (a, b), idx in by_levels.items():
+        n = min(len(idx), len(by_levels.get((b, a), [])))
+        keep.update(rng.sample(idx, n))
+    return [r for i, r in enumerate(rows) if i in keep]
 
 
 def build_pairs(
@@ -185,7 +212,7 @@ def build_pairs(
     """
     policy = policy or PairPolicy()
     counts = {"prompts": 0, "self_correction": 0, "oracle": 0, "teacher": 0, "all_correct_skipped": 0, "no_teacher": 0}
-    rows: list[dict[str, str]] = []
+    rows: list[dict[str, Any]] = []
     for pid, group in _group(samples).items():
         counts["prompts"] += 1
         rng = _rng(policy.seed, pid)
@@ -201,13 +228,13 @@ def build_pairs(
                 counts["no_teacher"] += 1
             else:
                 w = rng.choice(tiers[0])
-                rows.append(_row(w, teacher, w.text, "teacher"))
+                rows.append(_row(w, teacher, w, "teacher"))
         elif right:  # self-correction: distinct (correct, wrong) combos, preferred rejects first
             budget = policy.pairs_per_prompt
             for tier in tiers:
                 combos = [(c, w) for c in right for w in tier]
                 for c, w in rng.sample(combos, min(budget, len(combos))):
-                    rows.append(_row(c, c.text, w.text, "self_correction"))
+                    rows.append(_row(c, c.text, w, "self_correction"))
                     budget -= 1
                 if budget == 0:
                     break
@@ -217,7 +244,11 @@ def build_pairs(
                 counts["no_teacher"] += 1
             else:
                 w = rng.choice(tiers[0])
-                rows.append(_row(w, teacher, w.text, "oracle"))
+                rows.append(_row(w, teacher, w, "oracle"))
+    if policy.label_balance == "symmetric":
+        kept = symmetric(rows, policy.seed)
+        counts["dropped_by_balance"] = len(rows) - len(kept)
+        rows = kept
     for r in rows:
         counts[r["kind"]] += 1
     return PairResult(rows=rows, counts=counts)
