@@ -34,7 +34,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def preset(name: str, model: str, run_name: str, seed: int):
+def preset(name: str, model: str, run_name: str, seed: int, controls: bool = True):
     """DemoConfig of one seed. quick: tiny smoke run; cpu: sized for ~75 min on 2 AVX2 cores; gpu: the demo's
     SFT budgets with larger RL budgets; smollm2: the SmolLM2-135M demo preset (its model and budgets)."""
     from taosr.evaluation.configs import BaselineConfig
@@ -43,7 +43,7 @@ def preset(name: str, model: str, run_name: str, seed: int):
     from taosr.train.configs import DPOStageConfig, GRPOStageConfig, PretrainConfig
 
     base = load_preset({"quick": "tiny", "smollm2": "smollm2"}.get(name, "default"), run_name)
-    upd: dict = {"seed": seed, "controls": True}
+    upd: dict = {"seed": seed, "controls": controls}
     run_upd: dict = {"runs_dir": "runs/" + run_name.rsplit("/", 1)[0], "name": run_name.rsplit("/", 1)[1]}
     if name == "smollm2":  # `taosr demo --preset smollm2` (taosr/configs/demo/smollm2.yaml) with its controls
         cfg = base.model_copy(update=upd)
@@ -98,7 +98,7 @@ def seed_demo(args, seed: int):
     from taosr.run.demo import Demo
     from taosr.run.rundir import prepare_data, save_config
 
-    cfg = preset(args.preset, args.model, f"{args.name}/seed{seed}", seed)
+    cfg = preset(args.preset, args.model, f"{args.name}/seed{seed}", seed, args.controls)
     if seed != args.seeds[0]:  # share the split and the base model of the first seed
         first = cfg.run.dir.parent / f"seed{args.seeds[0]}"
         cfg.run.dir.mkdir(parents=True, exist_ok=True)
@@ -222,6 +222,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=1, help="Seeds run as this many parallel processes (after the first "
                                                           "seed's data and base model exist).")
+    ap.add_argument("--no-controls", dest="controls", action="store_false", help="Skip the continued-SFT controls.")
     ap.add_argument("--think-first-grpo", action="store_true", help="Also run GRPO (and its control) on think-first.")
     ap.add_argument("--boot", type=int, default=1000, help="Bootstrap replicates.")
     ap.add_argument("--deadline-s", type=float, default=float("inf"), help="Stop the seeds after this many seconds "
@@ -241,7 +242,7 @@ def main() -> None:
     from taosr.run.presets import budgets
     from taosr.runtime import resolve_bf16
 
-    cfg = preset(args.preset, args.model, f"{args.name}/seed{args.seeds[0]}", args.seeds[0])
+    cfg = preset(args.preset, args.model, f"{args.name}/seed{args.seeds[0]}", args.seeds[0], args.controls)
     print(f"method bench: preset {args.preset}, model {args.model}, seeds {args.seeds}, jobs {args.jobs}, "
           f"precision {'bf16' if resolve_bf16(None) else 'fp32'}; machine {machine()}", flush=True)
     print("budgets per seed: " + json.dumps(budgets(cfg)), flush=True)
