@@ -77,6 +77,17 @@ def test_dpo_raises_the_margin(tiny_model, tiny_tokenizer, tiny_splits, tmp_path
     after = margin()
     assert after > before + 0.5, (before, after)
     assert s["steps"] == 12 and (tmp_path / "dpo" / "model" / "model.safetensors").exists()
+    assert s["beta"] == 0.1
+
+
+@pytest.mark.parametrize(("order", "beta"), [("answer_first", 2.0), ("think_first", 0.1)])
+def test_dpo_beta_default_follows_the_span(tiny_model, tiny_tokenizer, tiny_splits, tmp_path, order, beta):
+    """Label-only (answer-span) DPO defaults to beta 2.0, whole responses to 0.1 (docs/results.md)."""
+    r = tiny_splits["train"][0]
+    pairs = [{"prompt": prompt_text(r, PC), "chosen": response_text(r.label, None, "answer_only"),
+              "rejected": response_text(1 if r.label != 1 else 2, None, "answer_only"), "kind": "oracle"}] * 2
+    s = run_dpo(tiny_model, tiny_tokenizer, pairs, DPOStageConfig(max_steps=1, batch_size=2), tmp_path, order)
+    assert s["beta"] == beta
 
 
 def test_make_pairs_from_samples_uses_teacher_for_oracle(tiny_splits):

@@ -63,7 +63,11 @@ class SampleConfig(BaseModel):
 class DPOStageConfig(BaseModel):
     """Stage-2 DPO hyper-parameters."""
 
-    beta: float = Field(0.1, description="DPO temperature: how far the policy may move from the reference.")
+    beta: float | None = Field(
+        None, gt=0, description="DPO temperature: how far the policy may move from the reference. None = 2.0 on "
+        "answer spans, 0.1 on whole responses. On a label-only preference the optimum sharpens the reference's "
+        "label odds to the power 1 + 1/beta, so 0.1 overshoots: it wiped out a whole level on the small model's "
+        "dev split, where 2.0 gained (docs/results.md, post-CoT DPO).")
     learning_rate: float = Field(5e-5, description="Peak learning rate.")
     span: Literal["answer", "full"] = Field(
         "answer", description="What the preference is on. 'answer': where the answer comes first (answer_first, "

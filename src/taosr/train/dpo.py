@@ -85,7 +85,9 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
     guard_resume(out_dir, cfg)
     if not pairs:
         raise ValueError("no preference pairs: every sampled prompt was all-correct or had no teacher response")
-    sft_weight = cfg.sft_weight if cfg.sft_weight is not None else (0.0 if cuts_to_answer(order, cfg.span) else 1.0)
+    short = cuts_to_answer(order, cfg.span)
+    sft_weight = cfg.sft_weight if cfg.sft_weight is not None else (0.0 if short else 1.0)
+    beta = cfg.beta if cfg.beta is not None else (2.0 if short else 0.1)
     eos = tokenizer.eos_token
     data = shared_dataset([{"prompt": p["prompt"], "chosen": p["chosen"] + eos, "rejected": p["rejected"] + eos}
                            for p in pairs], out_dir / "pairs_dataset")
@@ -93,7 +95,7 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
         **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps, cfg.gradient_checkpointing),
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, cfg.max_steps // 20),
-        beta=cfg.beta, precompute_ref_log_probs=True,
+        beta=beta, precompute_ref_log_probs=True,
         loss_type=["sigmoid", "sft"] if sft_weight > 0 else ["sigmoid"],
         loss_weights=[1.0, sft_weight] if sft_weight > 0 else None, max_length=None,
         bf16=resolve_bf16(cfg.bf16), logging_steps=max(1, cfg.max_steps // 20),
@@ -103,8 +105,8 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
     wall = train_and_save(trainer, tokenizer, out_dir, "dpo")
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {
-        "pairs": len(pairs), "sft_weight": sft_weight, "steps": trainer.state.global_step, "wall_s": round(wall, 1),
-        "bf16": bool(trainer.args.bf16),
+        "pairs": len(pairs), "sft_weight": sft_weight, "beta": beta, "steps": trainer.state.global_step,
+        "wall_s": round(wall, 1), "bf16": bool(trainer.args.bf16),
         "loss_curve": [(h["step"], h["loss"]) for h in logs],
         "margin_curve": [(h["step"], h.get("rewards/margins")) for h in logs],
     }
