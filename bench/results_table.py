@@ -2,8 +2,10 @@
 
     python bench/results_table.py docs/results/method_gpu_h200.json            # print the markdown
     python bench/results_table.py docs/results/method_gpu_h200.json --readme   # rewrite README's block
+    python bench/results_table.py docs/results/smollm2.json --readme --block smollm2-table
 
-The README block sits between `<!-- method-table:start -->` and `<!-- method-table:end -->`.
+A README block sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` (NAME: `--block`, default
+method-table).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-START, END = "<!-- method-table:start -->", "<!-- method-table:end -->"
 
 
 def delta(d: dict | None) -> str:
@@ -45,17 +46,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("json", type=Path)
     ap.add_argument("--readme", action="store_true", help="Rewrite the README block instead of printing.")
+    ap.add_argument("--block", default="method-table", help="Name of the README block to rewrite.")
     args = ap.parse_args()
     path = args.json.resolve()
     table = markdown(json.loads(path.read_text()), str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path))
     if not args.readme:
         print(table)
         return
+    start, end = f"<!-- {args.block}:start -->", f"<!-- {args.block}:end -->"
     readme = ROOT / "README.md"
     text = readme.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{readme}: no {START} ... {END} block")
-    readme.write_text(re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: f"{START}\n{table}\n{END}", text,
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme}: no {start} ... {end} block")
+    readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{table}\n{end}", text,
                              flags=re.S))
     print(f"rewrote the table in {readme}")
 
