@@ -45,7 +45,7 @@ def preset(name: str, model: str, run_name: str, seed: int, controls: bool = Tru
     base = load_preset({"quick": "tiny", "smollm2": "smollm2"}.get(name, "default"), run_name)
     upd: dict = {"seed": seed, "controls": controls}
     run_upd: dict = {"runs_dir": "runs/" + run_name.rsplit("/", 1)[0], "name": run_name.rsplit("/", 1)[1]}
-    if name == "smollm2":  # `taosr demo --preset smollm2` (taosr/configs/demo/smollm2.yaml) with its controls
+    if name == "smollm2":  # `taosr demo --preset smollm2` (taosr/configs/demo/smollm2.yaml), its model and budgets
         cfg = base.model_copy(update=upd)
         return cfg.model_copy(update={"run": cfg.run.model_copy(update=run_upd)})
     if name == "quick":

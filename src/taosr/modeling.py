@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 PAD, EOS = "<pad>", "<eos>"
 
 
+NewTokenInit = Literal["words", "mean"]  # how a pretrained model's new label/tag rows start (ensure_special_tokens)
+
+
 class ModelConfig(BaseModel):
     """A small decoder-only LM (Qwen3 architecture) trained from scratch, or a local checkpoint."""
 
@@ -40,7 +43,7 @@ class ModelConfig(BaseModel):
     intermediate_size: int = Field(768, description="MLP width.")
     max_positions: int = Field(512, description="Longest sequence the model accepts.")
     seed: int = Field(0, description="Initialisation seed.")
-    new_token_init: Literal["words", "mean"] = Field(
+    new_token_init: NewTokenInit = Field(
         "words", description="A pretrained model's new label/tag token rows start at the embeddings of the words they "
         "stand for ('<excellent>' at ' excellent'), or at the mean of all rows ('mean', the same for every new token)."
     )
@@ -96,7 +99,7 @@ def build_model(tokenizer, cfg: ModelConfig) -> Qwen3ForCausalLM:
 
 def token_words(token: str) -> str:
     """The plain words a tag or label token stands for ("<excellent>" -> " excellent", "</answer>" -> " end answer")."""
-    return (" end " if token.startswith("</") else " ") + token.strip("</>").replace("_", " ")
+    return (" end " if token.startswith("</") else " ") + token.strip("</>")
 
 
 def init_from_words(model, tokenizer, tokens: list[str]) -> None:
@@ -116,7 +119,7 @@ def init_from_words(model, tokenizer, tokens: list[str]) -> None:
                 head.weight[row] = head.weight[words].mean(0)
 
 
-def ensure_special_tokens(model, tokenizer, new_token_init: str = "words") -> None:
+def ensure_special_tokens(model, tokenizer, new_token_init: NewTokenInit = "words") -> None:
     """Add the label/tag tokens (and a pad token) to a pretrained tokenizer and resize the embeddings.
 
     `new_token_init`: "words" starts the new rows at the embeddings of the words they stand for
@@ -163,7 +166,7 @@ DTYPES = ("float32", "bfloat16", "float16")  # names of the torch dtypes a model
 
 
 def load_model(path: str | Path, dtype: torch.dtype | str = "float32", device: str | None = None,
-               new_token_init: str = "words"):
+               new_token_init: NewTokenInit = "words"):
     """Load a local checkpoint (safetensors only) and its tokenizer, with the label tokens in place.
 
     `dtype`: a torch dtype or one of `DTYPES`' names. `device` (see `pick_device`) is for inference;
