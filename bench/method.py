@@ -171,6 +171,12 @@ def aggregate(args, wall_s: float) -> dict:
             "commit": git_commit()}
 
 
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def machine() -> dict:
     import torch
 
@@ -252,6 +258,8 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     while rest and time.perf_counter() - t0 < args.deadline_s:
         batch, rest = rest[: args.jobs], rest[args.jobs:]
+        if "OMP_NUM_THREADS" not in os.environ and not _has_gpu():  # the cores shared by the parallel seeds
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(batch)))
         procs = [subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--only-seed", str(s)], env=env)
                  for s in batch]
         for p in procs:
