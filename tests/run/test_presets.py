@@ -98,3 +98,35 @@ def test_dev_selection_keeps_the_label_mix_of_the_split():
     assert len(sub) == 200 and len({r.id for r in sub}) == 200
     assert 160 <= sum(r.label == 4 for r in sub) <= 196  # about 90% as in the split, not 50%
     assert [r.id for r in sub] == [r.id for r in d.dev_subset()]  # the same subset for every stage
+
+
+def test_sft_start_must_be_an_earlier_order():
+    assert load_preset("tiny", "t", {"sft_start": {"answer_first": "answer_only"}}).sft_start == {
+        "answer_first": "answer_only"}
+    for bad in ({"answer_only": "answer_first"}, {"answer_first": "answer_first"}, {"answer_first": "base"}):
+        with pytest.raises(ValueError, match="sft_start"):
+            load_preset("tiny", "t", {"sft_start": bad})
+
+
+def test_sft_start_loads_the_earlier_orders_model(tmp_path, monkeypatch):
+    """Post-CoT SFT with sft_start {'answer_first': 'answer_only'} trains the answer-only model; its row's parent
+    is the answer-only row. Without sft_start it trains the base model."""
+    from rich.console import Console
+
+    import taosr.run.demo as demo_mod
+    from taosr.run.demo import Demo
+
+    loaded: list[Path] = []
+    monkeypatch.setattr(demo_mod, "load_model", lambda path: loaded.append(Path(path)) or (None, None))
+    monkeypatch.setattr(demo_mod, "run_sft", lambda *a, **k: {"steps": 1})
+    monkeypatch.setattr(Demo, "evaluate", lambda self, *a: ({"macro_f1": 0.5, "accuracy": 0.5}, {}))
+    cfg = load_preset("tiny", "t", {"sft_start": {"answer_first": "answer_only"}, "run": {"runs_dir": str(tmp_path)}})
+    d = Demo(cfg, Console())
+    d.splits = {"train": []}
+    with pytest.raises(ValueError, match="has not run yet"):
+        d.sft("answer_first", "post-CoT")
+    d.sft("answer_only", "answer-only")
+    (tmp_path / "t" / "sft_answer_only" / "model").mkdir(parents=True)
+    d.sft("answer_first", "post-CoT")
+    assert loaded == [tmp_path / "t" / "base" / "model", tmp_path / "t" / "sft_answer_only" / "model"]
+    assert [(n, meta["parent"]) for n, _, meta in d.rows] == [("answer-only", None), ("post-CoT", "answer-only")]

@@ -146,15 +146,20 @@ class Demo:
             save(model, tok, base / "model")
 
     def sft(self, order: str, row: str) -> None:
+        start = self.cfg.sft_start.get(order)
+        if start and not (self.run.dir / f"sft_{start}" / "model").exists():
+            raise ValueError(f"sft_start: sft_{order} starts from sft_{start}, which has not run yet")
+
         def fn() -> dict:
-            model, tok = load_model(self.run.dir / "base" / "model")
+            model, tok = load_model(self.run.dir / (f"sft_{start}" if start else "base") / "model")
             s = run_sft(model, tok, self.splits["train"], self.sft_config(order), self.run.dir / f"sft_{order}",
                         self.teacher, self.run.prompt)
             m, out = self.evaluate(model, tok, order, f"sft_{order}")
             m["train"] = {k: v for k, v in s.items() if k != "loss_curve"}
             return m
 
-        self.stage(f"sft_{order}", row, fn, stage="sft", order=order, parent=None)
+        parent = next((n for n, _, meta in self.rows if meta["key"] == f"sft_{start}"), None) if start else None
+        self.stage(f"sft_{order}", row, fn, stage="sft", order=order, parent=parent)
 
     def dpo_prompts(self, order: str) -> list:
         n = self.cfg.sample_prompts.get(order)

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ..evaluation.configs import BaselineConfig
+from ..prompts import ORDERS
 from ..train.configs import DPOStageConfig, GRPOStageConfig, PretrainConfig, SampleConfig
 from .rundir import RunConfig
 
@@ -41,6 +42,11 @@ class DemoConfig(BaseModel):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="The BERT-style baseline row.")
     sft_by_order: dict[str, dict] = Field(default_factory=dict, description="Per-output-order overrides of run.sft "
                                           "fields, e.g. {'answer_first': {'label_weight': 10}}.")
+    sft_start: dict[str, str] = Field(
+        default_factory=dict,
+        description="SFT of an output order that starts from another order's SFT model instead of the base "
+        "model, e.g. {'answer_first': 'answer_only'}: post-CoT SFT then adds the reasoning to a model that already "
+        "predicts the label (a pretrained model learns the label slowly when it is 1 of ~45 loss tokens).")
     controls: bool = Field(False, description="Run a continued-SFT control beside each DPO and GRPO stage: the same "
                            "start model trained with SFT on the same prompts for the same number of examples.")
     control_learning_rate: Literal["stage", "sft"] = Field(
@@ -54,6 +60,15 @@ class DemoConfig(BaseModel):
                                      "the parent's weights, and its dev-best step says 0.")
     dev_limit: int = Field(512, description="Dev pairs used for that selection, drawn at random so their label mix is "
                            "the test split's (think-first generates on them).")
+
+    @field_validator("sft_start")
+    @classmethod
+    def _earlier_order(cls, v: dict[str, str]) -> dict[str, str]:
+        for order, start in v.items():
+            if order not in ORDERS or start not in ORDERS or ORDERS.index(start) >= ORDERS.index(order):
+                raise ValueError(f"sft_start {order!r}: {start!r} must be an output order whose SFT runs before it "
+                                 f"(the demo trains {', '.join(ORDERS)} in this order)")
+        return v
 
 
 def preset_path(preset: str | Path) -> Path:
@@ -89,7 +104,7 @@ def budgets(cfg: DemoConfig) -> dict:
         "pretrain_steps": cfg.pretrain.max_steps,
         "sft_steps": {o: cfg.sft_by_order.get(o, {}).get("max_steps", cfg.run.sft.max_steps)
                       for o in ("answer_only", "think_first", "answer_first")},
-        "sft_batch": cfg.run.sft.batch_size,
+        "sft_batch": cfg.run.sft.batch_size, "sft_start": cfg.sft_start,
         "dpo_sampled_prompts": cfg.sample_prompts, "samples_per_prompt": cfg.sample.n,
         "dpo_steps": cfg.dpo.max_steps, "dpo_batch": cfg.dpo.batch_size,
         "grpo_steps": cfg.grpo.max_steps, "grpo_prompts_per_step": cfg.grpo.prompts_per_step,
