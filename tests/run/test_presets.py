@@ -31,6 +31,7 @@ def test_budgets_name_every_stage():
     b = budgets(load_preset("smollm2", "t"))
     assert b["model"] == "smollm2-135m" and b["sft_steps"]["answer_only"] == 200 and b["sft_steps"]["think_first"] == 150
     assert b["dpo_steps"] == 30 and b["grpo_group"] == 8
+    assert b["sft_steps"]["answer_first"] == 100 and b["sft_start"] == {"answer_first": "answer_only"}
 
 
 @pytest.mark.parametrize("name", ["default", "tiny", "smollm2"])
