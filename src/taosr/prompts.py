@@ -3,7 +3,9 @@
 A prompt is three segments, tokenized separately and concatenated, so that the instruction prefix
 and the query prefix have the same token ids in training, scoring and prefix-shared serving:
 
-    [instructions] [query: ...\\n] [item: ...\\n]  ->  response
+    [instructions] [query: ...\\n] [item: ...\\n] [suffix]  ->  response
+
+(the suffix is empty in the plain layout; in an instruct model's chat layout it ends the user turn.)
 
 Length budgets (`PromptConfig.max_query_tokens`, `max_item_tokens`, `max_prompt_tokens`) are applied
 by one rule, in `encode_query` / `encode_items` / `encode_prompt`, which training, evaluation, batch
@@ -48,6 +50,10 @@ class PromptConfig(BaseModel):
         "judge relevance: excellent, related, mismatch or irrelevant.\n",
         description="Shared instruction prefix (put retrieved rules here for large models). Must end in a newline.",
     )
+    prompt_suffix: str = Field(
+        "", description="Text after the item segment, before the response. For an instruct model's chat template, "
+        "`instructions` opens the user turn and this closes it and opens the assistant's; `chat_prompt_config` "
+        "fills both from a tokenizer. Empty: the plain layout.")
     max_description_chars: int = Field(300, description="Item descriptions are cut to this many characters.")
     max_query_tokens: int = Field(48, ge=4, description="Query segment budget in tokens; longer queries keep their "
                                   "first tokens (see the module doc for the rule).")
@@ -139,7 +145,8 @@ def encode_items(tokenizer, records: Sequence[Record], cfg: PromptConfig, used: 
         return []
     nl = _newline(tokenizer)
     ids = tokenizer([item_segment(r, cfg) for r in records], add_special_tokens=False)["input_ids"]
-    return [_fit(x, item_budget(cfg, u), nl) for x, u in zip(ids, used)]
+    tail = tokenizer(cfg.prompt_suffix, add_special_tokens=False)["input_ids"] if cfg.prompt_suffix else []
+    return [_fit(x, item_budget(cfg, u + len(tail)), nl) + tail for x, u in zip(ids, used)]
 
 
 def encode_groups(tokenizer, groups: Sequence[Sequence[Record]], cfg: PromptConfig,
@@ -168,8 +175,24 @@ def response_text(level: int, reasoning: str | None, order: str) -> str:
 
 
 def prompt_text(record: Record, cfg: PromptConfig) -> str:
-    """The prompt as text: instructions, query segment, item segment (what TRL's DPO and GRPO trainers tokenize)."""
-    return cfg.instructions + query_segment(record, cfg) + item_segment(record, cfg)
+    """The prompt as text: instructions, query segment, item segment, suffix (what TRL's DPO and GRPO trainers
+    tokenize)."""
+    return cfg.instructions + query_segment(record, cfg) + item_segment(record, cfg) + cfg.prompt_suffix
+
+
+def chat_prompt_config(tokenizer, cfg: PromptConfig) -> PromptConfig:
+    """`cfg` laid out in the tokenizer's chat template: the instructions, query and item are the user's message,
+    the response is the assistant's. The template's text before the message goes in front of the instructions
+    (so the instructions' cache is still shared), its text after the message becomes `prompt_suffix`."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the tokenizer has no chat template: keep the plain layout")
+    mark = "\x00MESSAGE\x00"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": mark}], tokenize=False,
+                                         add_generation_prompt=True)
+    head, found, tail = text.partition(mark)
+    if not found:
+        raise ValueError("the chat template does not show the user's message verbatim")
+    return cfg.model_copy(update={"instructions": head + cfg.instructions, "prompt_suffix": tail})
 
 
 def encode_prompt(tokenizer, record: Record, cfg: PromptConfig) -> list[int]:

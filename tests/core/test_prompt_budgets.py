@@ -82,3 +82,36 @@ def test_any_text_fits_the_budget(tiny_tokenizer, query, title, attributes):
     instr = len(encode_segments(tiny_tokenizer, [cfg.instructions]))
     ids = encode_prompt(tiny_tokenizer, rec, cfg)
     assert len(ids) <= instr + cfg.max_query_tokens + cfg.max_item_tokens
+
+
+CHAT = "{% for m in messages %}<u>{{ m['content'] }}</u>{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
+
+
+def test_chat_layout_wraps_the_message_and_keeps_its_end_when_cut(tiny_model, tiny_tokenizer, tiny_splits):
+    import copy
+
+    import pytest
+
+    from taosr.prompts import chat_prompt_config, encode_items, prompt_text
+
+    with pytest.raises(ValueError, match="no chat template"):
+        chat_prompt_config(tiny_tokenizer, PC)
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.chat_template = CHAT
+    cfg = chat_prompt_config(tok, PromptConfig(max_query_tokens=12, max_item_tokens=24, max_prompt_tokens=80))
+    assert cfg.instructions == "<u>" + PC.instructions and cfg.prompt_suffix == "</u><a>"
+    r = tiny_splits["test"][0]
+    message = PC.instructions + query_segment(r, cfg) + item_segment(r, cfg)
+    assert prompt_text(r, cfg) == tok.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
+                                                          add_generation_prompt=True)
+    tail = tok(cfg.prompt_suffix, add_special_tokens=False)["input_ids"]
+    long = Record(id="x", query="blue " * 300, title="lamp " * 400)
+    ids = encode_prompt(tok, long, cfg)
+    instr = encode_segments(tok, [cfg.instructions])
+    assert ids[-len(tail):] == tail and len(ids) == len(instr) + 12 + 24 + len(tail)
+    tight = cfg.model_copy(update={"max_prompt_tokens": len(instr) + 30})  # the suffix counts in the budget
+    assert len(encode_prompt(tok, long, tight)) == len(instr) + 30
+    assert encode_items(tok, [long], cfg, [0])[0][-len(tail):] == tail
+    recs = [long, *tiny_splits["test"][:4]]
+    np.testing.assert_allclose(PrefixScorer(tiny_model, tok, cfg).score_records(recs),
+                               score_records(tiny_model, tok, recs, cfg), atol=1e-5)
