@@ -32,6 +32,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -63,6 +64,22 @@ class PromptConfig(BaseModel):
                                    description="Whole prompt budget (instructions + query + item) in tokens; "
                                    "the item is cut further to fit it. With the response it should fit the model's "
                                    "positions (512 for the fresh model: 384 leaves 128 for the response).")
+
+
+PROMPT_FILE = "taosr_prompt.json"  # the prompt layout a model folder was trained with
+
+
+def write_prompt(cfg: PromptConfig, model_dir: str | Path) -> None:
+    """Store `cfg` with a model, so that every later stage and the service build the same prompts."""
+    (Path(model_dir) / PROMPT_FILE).write_text(cfg.model_dump_json(indent=1), encoding="utf-8")
+
+
+def model_prompt(model_dir: str | Path | None, default: PromptConfig | None = None) -> PromptConfig:
+    """The prompt layout stored with a model folder; `default` (the plain layout) for a folder without one."""
+    path = Path(model_dir) / PROMPT_FILE if model_dir else None
+    if path is None or not path.is_file():
+        return default or PromptConfig()
+    return PromptConfig.model_validate_json(path.read_text(encoding="utf-8"))
 
 
 CHARS_PER_TOKEN = 16  # step 1 of the rule: characters kept per token of budget, before tokenizing

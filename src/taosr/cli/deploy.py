@@ -22,10 +22,10 @@ def register(app: typer.Typer) -> None:
     ):
         """Choose the CumPT threshold beta on labelled dev data and store it with the model."""
         from ..deploy.calibrate import calibrate_model
-        from ..prompts import PromptConfig
+        from ..prompts import model_prompt
 
         records = load_input(data, require_label=True)
-        out = calibrate_model(model, records, PromptConfig(), cfg.objective, cfg.batch_size, device_cfg.device,
+        out = calibrate_model(model, records, model_prompt(model), cfg.objective, cfg.batch_size, device_cfg.device,
                               device_cfg.dtype)
         console.print_json(data={k: v for k, v in out.items() if k not in ("prompt", "curve")})
 

@@ -29,11 +29,11 @@ def register(app: typer.Typer) -> None:
         from ..evaluation.evaluate import evaluate, query_type_table, stage_table
         from ..io import write_json
         from ..modeling import load_model
-        from ..prompts import PromptConfig
+        from ..prompts import model_prompt
 
         records = load_input(data, require_label=True)
         m, tok = load_model(model, device_cfg.dtype, device_cfg.device)
-        metrics, _ = evaluate(m, tok, records, order, PromptConfig(), batch_size=cfg.batch_size,
+        metrics, _ = evaluate(m, tok, records, order, model_prompt(model), batch_size=cfg.batch_size,
                               max_new_tokens=cfg.max_new_tokens)
         out = out or model.parent / f"eval-{data.stem}.json"
         write_json(out, metrics)

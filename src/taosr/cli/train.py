@@ -34,8 +34,12 @@ def register(app: typer.Typer) -> None:
                                             None),
         cot: Optional[Path] = typer.Option(None, help="Reasoning from `taosr cot` (JSONL); default: the rule-based "
                                            "teacher."),
+        chat_template: bool = typer.Option(False, "--chat-template", help="Lay the prompt out in the model's chat "
+                                           "template (instruct models). The layout is stored with the trained model "
+                                           "(taosr_prompt.json) and every later command uses it."),
     ):
         """Stage 1: SFT on teacher CoT in one output order."""
+        from ..prompts import chat_prompt_config, model_prompt
         from ..run.rundir import RunConfig, fresh_model
         from ..teacher.reasoning import FileTeacher, RuleTeacher
         from ..train.sft import run_sft
@@ -44,11 +48,14 @@ def register(app: typer.Typer) -> None:
                         model=model_cfg.model_copy(update={"name_or_path": model, "seed": cfg.seed}))
         train = load_input(data / "train.jsonl", require_label=True)
         m, tok = fresh_model(run, train)
+        prompt = model_prompt(model if model and Path(model).is_dir() else None, run.prompt)
+        if chat_template and not prompt.prompt_suffix:
+            prompt = chat_prompt_config(tok, prompt)
         teacher = FileTeacher(cot) if cot else RuleTeacher()
         if cot:
             typer.echo(f"{cot}: {len(teacher.by_id)} reasoning rows used, {len(teacher.rejects)} unusable lines "
                        f"(first: {teacher.rejects[0] if teacher.rejects else '-'})", err=True)
-        summary = run_sft(m, tok, train, cfg, out, teacher, run.prompt)
+        summary = run_sft(m, tok, train, cfg, out, teacher, prompt)
         console.print({k: v for k, v in summary.items() if k != "loss_curve"})
 
     @config_command(app, "sample", SampleConfig, device=(DeviceConfig, set()), flat={"device"})
@@ -63,7 +70,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Stage 2a: pass@N offline sampling; prints the pass@k curve (unbiased estimator)."""
         from ..modeling import load_model
-        from ..prompts import PromptConfig
+        from ..prompts import model_prompt
         from ..runtime import resolve_engine
         from ..train.sample import pass_at_k_report, run_sampling
 
@@ -71,7 +78,7 @@ def register(app: typer.Typer) -> None:
         # vLLM takes the GPU itself: the transformers copy (its tokenizer) stays on the CPU
         m, tok = load_model(model, device_cfg.dtype, device_cfg.device if cfg.engine == "transformers" else None)
         records = load_input(data, require_label=True)[:limit]
-        df = run_sampling(m, tok, records, cfg, out, PromptConfig(), model_dir=model)
+        df = run_sampling(m, tok, records, cfg, out, model_prompt(model), model_dir=model)
         passk = pass_at_k_report(df)
         console.print("pass@k: " + ", ".join(f"@{k} {100 * v:.1f}%" for k, v in passk.items()))
         console.print(f"unparseable responses: {int(df['parsed'].isna().sum())} of {len(df)}")
@@ -88,7 +95,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Stage 2b: preference pairs (self-correction + oracle) and DPO against the SFT reference."""
         from ..modeling import load_model
-        from ..prompts import PromptConfig
+        from ..prompts import model_prompt
         from ..teacher.reasoning import RuleTeacher
         from ..train.dpo import run_dpo_stage
         from ..train.sample import read_samples
@@ -96,7 +103,7 @@ def register(app: typer.Typer) -> None:
         records = load_input(data, require_label=True)
         m, tok = load_model(model)
         summary, counts = run_dpo_stage(m, tok, read_samples(samples), records, RuleTeacher(), cfg, out, order,
-                                        PromptConfig())
+                                        model_prompt(model))
         console.print(f"pairs: {counts}")
         console.print({k: v for k, v in summary.items() if not k.endswith("curve")})
 
@@ -116,7 +123,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Stage 3: GRPO with accuracy reward and difficulty-based dynamic sampling."""
         from ..modeling import load_model
-        from ..prompts import PromptConfig
+        from ..prompts import model_prompt
         from ..train.grpo import run_grpo_stage
         from ..train.sample import read_samples
 
@@ -124,6 +131,6 @@ def register(app: typer.Typer) -> None:
         candidates = load_input(data, require_label=True)[:limit]
         m, tok = load_model(model)
         summary, selection = run_grpo_stage(m, tok, candidates, read_samples(samples) if samples else None, cfg, out,
-                                            PromptConfig(), order)
+                                            model_prompt(model), order)
         console.print(f"prompt selection: {selection}")
         console.print({k: v for k, v in summary.items() if not k.endswith("curve")})

@@ -32,7 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from ..labels import ANSWER_OPEN, LABEL_TOKENS
-from ..prompts import PromptConfig
+from ..prompts import PromptConfig, model_prompt
 from .cumpt import DEFAULT_CUTOFFS
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ SERVING_FILE = "taosr_serving.json"
 
 
 class ServingConfig(BaseModel):
-    """What `taosr_serving.json` holds. Without the file: beta 0.5 and the default prompt."""
+    """What `taosr_serving.json` holds. Without the file: beta 0.5 and the model's stored prompt layout."""
 
     beta: float = Field(0.5, ge=0, le=1, description="CumPT threshold: highest k with P(4)+...+P(k) >= beta.")
     objective: str | None = Field(None, description="Dev objective beta was tuned for (macro_f1 | accuracy).")
@@ -58,11 +58,12 @@ class ServingConfig(BaseModel):
 
 
 def load_serving_config(model_dir: str | Path) -> ServingConfig:
-    """Read `<model_dir>/taosr_serving.json`; defaults (beta = 0.5) when the file is absent."""
+    """Read `<model_dir>/taosr_serving.json`; when it is absent, beta = 0.5 and the prompt layout stored with
+    the model (`prompts.PROMPT_FILE`)."""
     path = Path(model_dir) / SERVING_FILE
     if not path.is_file():
         log.info("%s not found: serving with beta = 0.5 (run `taosr calibrate` to tune it)", path)
-        return ServingConfig()
+        return ServingConfig(prompt=model_prompt(model_dir))
     return ServingConfig.model_validate_json(path.read_text())
 
 

@@ -36,7 +36,7 @@ from ..infer.prefix import PrefixScorer
 from ..io import write_json
 from ..labels import parse_response
 from ..modeling import load_model, save
-from ..prompts import answer_span_length, encode_prompt
+from ..prompts import answer_span_length, chat_prompt_config, encode_prompt, model_prompt, write_prompt
 from ..runtime import resolve_bf16
 from ..teacher.reasoning import RuleTeacher
 from ..train.base import run_pretrain
@@ -134,16 +134,19 @@ class Demo:
                    stage="baseline", order=None, parent=None)
 
     def base(self) -> None:
+        """The model every SFT order starts from, with its prompt layout, which every later stage then uses."""
         base = self.run.dir / "base"
-        if (base / "model" / "config.json").exists():
-            return
-        model, tok = fresh_model(self.run, self.splits["train"])
-        if not self.run.model.name_or_path and self.cfg.pretrain.max_steps > 0:
-            s = run_pretrain(model, tok, self.splits["train"], self.cfg.pretrain, base, self.run.prompt)
-            self.console.print(f"base pre-training: loss {s['loss_first']:.2f} -> {s['loss_last']:.2f} "
-                               f"({s['wall_s']} s)")
-        else:
-            save(model, tok, base / "model")
+        if not (base / "model" / "config.json").exists():
+            model, tok = fresh_model(self.run, self.splits["train"])
+            prompt = chat_prompt_config(tok, self.run.prompt) if self.cfg.chat_template else self.run.prompt
+            if not self.run.model.name_or_path and self.cfg.pretrain.max_steps > 0:
+                s = run_pretrain(model, tok, self.splits["train"], self.cfg.pretrain, base, prompt)
+                self.console.print(f"base pre-training: loss {s['loss_first']:.2f} -> {s['loss_last']:.2f} "
+                                   f"({s['wall_s']} s)")
+            else:
+                save(model, tok, base / "model")
+                write_prompt(prompt, base / "model")
+        self.run = self.run.model_copy(update={"prompt": model_prompt(base / "model", self.run.prompt)})
 
     def sft(self, order: str, row: str) -> None:
         start = self.cfg.sft_start.get(order)

@@ -42,6 +42,9 @@ class DemoConfig(BaseModel):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="The BERT-style baseline row.")
     sft_by_order: dict[str, dict] = Field(default_factory=dict, description="Per-output-order overrides of run.sft "
                                           "fields, e.g. {'answer_first': {'label_weight': 10}}.")
+    chat_template: bool = Field(False, description="Lay the prompt out in the model's chat template (an instruct "
+                                "model's user turn, the response as the assistant's); False: the plain layout. "
+                                "Fixed with the base model (stored in base/model/taosr_prompt.json).")
     sft_start: dict[str, str] = Field(
         default_factory=dict,
         description="SFT of an output order that starts from another order's SFT model instead of the base "

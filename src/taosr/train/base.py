@@ -64,7 +64,7 @@ def run_pretrain(model, tokenizer, records: list[Record], cfg: PretrainConfig, o
                            save_steps=max(cfg.max_steps, 1))
     trainer = SFTTrainer(model=model, args=sft_arguments(stage, out_dir, max_length=None), train_dataset=dataset,
                          processing_class=tokenizer)
-    wall = train_and_save(trainer, tokenizer, out_dir, "pretrain base")
+    wall = train_and_save(trainer, tokenizer, out_dir, "pretrain base", prompt_cfg)
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     summary = {"steps": trainer.state.global_step, "wall_s": round(wall, 1), "bf16": bool(trainer.args.bf16),
                "loss_first": losses[0][1] if losses else None, "loss_last": losses[-1][1] if losses else None,

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from ..io import write_json, write_text
 from ..progress import attach
+from ..prompts import PromptConfig, write_prompt
 from ..runtime import gpu_available, is_main_process, resolve_bf16
 
 
@@ -53,8 +54,9 @@ def sft_arguments(cfg, out_dir: Path, **extra):
     )
 
 
-def train_and_save(trainer, tokenizer, out_dir: Path, desc: str) -> float:
-    """One rich bar, resume from the newest checkpoint, save model + tokenizer to `out_dir/model`; wall seconds.
+def train_and_save(trainer, tokenizer, out_dir: Path, desc: str, prompt_cfg: PromptConfig | None = None) -> float:
+    """One rich bar, resume from the newest checkpoint, save model + tokenizer (+ the prompt layout,
+    `prompts.PROMPT_FILE`) to `out_dir/model`; wall seconds.
 
     LoRA adapters are merged into the weights first, so every later stage loads a plain model folder.
     Under a multi-process launch only the main process writes.
@@ -78,6 +80,8 @@ def train_and_save(trainer, tokenizer, out_dir: Path, desc: str) -> float:
         trainer.save_model(str(out_dir / "model"))
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(out_dir / "model")
+        if prompt_cfg is not None:
+            write_prompt(prompt_cfg, out_dir / "model")
     trainer.accelerator.wait_for_everyone()
     return wall
 

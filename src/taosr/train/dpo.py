@@ -80,7 +80,7 @@ def shared_dataset(rows: list[dict], path: Path) -> Dataset:
 
 
 def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: Path, order: str = "answer_first",
-            callbacks: list | None = None) -> dict:
+            callbacks: list | None = None, prompt_cfg: PromptConfig | None = None) -> dict:
     """Train DPO on `pairs`; saves `out_dir/model`; returns losses, reward margins and wall time."""
     guard_resume(out_dir, cfg)
     if not pairs:
@@ -102,7 +102,7 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                          peft_config=cfg.lora.peft_config(model, tokenizer), callbacks=callbacks)
-    wall = train_and_save(trainer, tokenizer, out_dir, "dpo")
+    wall = train_and_save(trainer, tokenizer, out_dir, "dpo", prompt_cfg)
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {
         "pairs": len(pairs), "sft_weight": sft_weight, "beta": beta, "steps": trainer.state.global_step,
@@ -119,10 +119,11 @@ def run_dpo_stage(model, tokenizer, samples: pd.DataFrame, records: list[Record]
                   prompt_cfg: PromptConfig | None = None, callbacks: list | None = None) -> tuple[dict, dict]:
     """Stage 2b as `taosr dpo` and the demo run it: preference pairs from `taosr sample` output (all of them
     written to `out_dir/pairs.jsonl`), then DPO. Returns the training summary and the pair counts."""
-    pairs, counts = make_pairs(samples, records, teacher, order, prompt_cfg or PromptConfig(), cfg.pairs, cfg.span)
+    prompt_cfg = prompt_cfg or PromptConfig()
+    pairs, counts = make_pairs(samples, records, teacher, order, prompt_cfg, cfg.pairs, cfg.span)
     if is_main_process():
         write_jsonl(Path(out_dir) / PAIRS_FILE, pairs)
-    return run_dpo(model, tokenizer, pairs, cfg, out_dir, order, callbacks), counts
+    return run_dpo(model, tokenizer, pairs, cfg, out_dir, order, callbacks, prompt_cfg), counts
 
 
 def pair_prompt_ids(out_dir: Path) -> set[str]:

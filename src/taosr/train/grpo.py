@@ -234,7 +234,7 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
         online_mask=cfg.online_mask,
         peft_config=cfg.lora.peft_config(model, tokenizer), callbacks=callbacks,
     )
-    wall = train_and_save(trainer, tokenizer, out_dir, "grpo")
+    wall = train_and_save(trainer, tokenizer, out_dir, "grpo", prompt_cfg)
     logs = [h for h in trainer.state.log_history if "reward" in h]
     zero = [m["zero_spread"] / max(m["groups"], 1) for m in trainer.mask_log]
     summary = {

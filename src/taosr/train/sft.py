@@ -87,7 +87,7 @@ def run_sft(model, tokenizer, train: list[Record], cfg: SFTStageConfig, out_dir:
         label_ids=label_token_ids(tokenizer), label_weight=cfg.label_weight, callbacks=callbacks,
     )
     n_train, n_total = trainable_params(trainer.model)
-    wall = train_and_save(trainer, tokenizer, out_dir, f"sft {cfg.order}")
+    wall = train_and_save(trainer, tokenizer, out_dir, f"sft {cfg.order}", prompt_cfg)
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     summary = {
         "order": cfg.order, "examples": len(dataset), "rejects": len(rejects), "steps": trainer.state.global_step,
