@@ -1,13 +1,17 @@
-"""Plain prompt layout vs the model's chat template, measured on dev (the choice an instruct model needs).
+"""SFT variants of a pretrained model, measured on dev: the prompt layout and LoRA vs full fine-tuning.
 
-From the same base model and data (a preset's benchmark subset), SFT in one output order twice, once per
-layout, with the same budget and seed; then macro-F1 on the whole dev split with a query-bootstrap CI and
-the paired delta (chat minus plain). Test is never read.
+From the same base model and data (a preset's benchmark subset), SFT in one output order once per variant,
+with the same budget and seed; then macro-F1 on the whole dev split with a query-bootstrap CI and each
+variant's paired delta against `plain`. Test is never read. Variants:
+    plain   the plain prompt layout, full fine-tuning (the preset's default)
+    chat    the model's chat template around the prompt (`prompts.chat_prompt_config`)
+    lora    the plain layout with LoRA r=16 on every linear layer, the label/tag rows trained too
 
-    python bench/prompt_layout.py                               # SmolLM2-135M, answer-only, 150 steps
-    python bench/prompt_layout.py --steps 2 --dev-limit 16      # smoke run of the same code
+    python bench/sft_variants.py                                      # SmolLM2-135M, answer-only, 150 steps
+    python bench/sft_variants.py --variants plain chat                # the layout alone
+    python bench/sft_variants.py --steps 2 --dev-limit 16             # smoke run of the same code
 
-Resumable: a layout whose metrics exist under runs/<name>/<layout>/ is read back.
+Resumable: a variant whose metrics exist under runs/<name>/<variant>/ is read back.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ def main() -> None:
     ap.add_argument("--order", default="answer_only", choices=["answer_only", "think_first", "answer_first"])
     ap.add_argument("--steps", type=int, default=150, help="SFT steps per layout.")
     ap.add_argument("--dev-limit", type=int, default=None, help="Only the first N dev pairs (smoke runs).")
+    ap.add_argument("--variants", nargs="+", default=["plain", "chat", "lora"], choices=["plain", "chat", "lora"])
+    ap.add_argument("--lora-lr", type=float, default=1e-3, help="LoRA learning rate (adapters take a larger one).")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--name", default="prompt-layout")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "prompt_layout.json")
+    ap.add_argument("--name", default="sft-variants")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "sft_variants.json")
     args = ap.parse_args()
     os.chdir(ROOT)
 
@@ -53,7 +59,7 @@ def main() -> None:
     run = cfg.run.model_copy(update={"runs_dir": "runs"})
     sft_cfg = run.sft.model_copy(update={"order": args.order, "seed": args.seed,
                                          **cfg.sft_by_order.get(args.order, {}), "max_steps": args.steps})
-    print(f"prompt layout bench: model {run.model.name_or_path or 'fresh'}, order {args.order}, {args.steps} steps "
+    print(f"SFT variants {args.variants}: model {run.model.name_or_path or 'fresh'}, order {args.order}, {args.steps} steps "
           f"x {sft_cfg.batch_size} at lr {sft_cfg.learning_rate}, precision "
           f"{'bf16' if resolve_bf16(None) else 'fp32'}", flush=True)
     splits = prepare_data(run)
@@ -63,21 +69,25 @@ def main() -> None:
         model, tok = fresh_model(run, splits["train"])
         save(model, tok, base)
     _, tok = load_model(base)
-    layouts = {"plain": run.prompt, "chat": chat_prompt_config(tok, run.prompt)}
+    lora = sft_cfg.lora.model_copy(update={"r": 16})
+    variants = {"plain": (run.prompt, sft_cfg), "chat": (chat_prompt_config(tok, run.prompt), sft_cfg),
+                "lora": (run.prompt, sft_cfg.model_copy(update={"lora": lora, "learning_rate": args.lora_lr}))}
+    variants = {v: variants[v] for v in dict.fromkeys(["plain", *args.variants])}
 
     preds = {}
-    for name, prompt in layouts.items():
+    for name, (prompt, stage_cfg) in variants.items():
         path = run.dir / name / "metrics.json"
         if path.exists():
             m = json.loads(path.read_text())
         else:
             t0 = time.perf_counter()
             model, tok = load_model(base)
-            s = run_sft(model, tok, splits["train"], sft_cfg, run.dir / name, RuleTeacher(), prompt)
+            s = run_sft(model, tok, splits["train"], stage_cfg, run.dir / name, RuleTeacher(), prompt)
             m, out = evaluate(model, tok, dev, args.order, prompt, batch_size=run.eval_batch_size,
                               max_new_tokens=run.max_new_tokens)
             m = {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "pred": [int(p) for p in out["pred"]],
-                 "loss_last": s["loss_last"], "wall_s": round(time.perf_counter() - t0, 1)}
+                 "loss_last": s["loss_last"], "trainable_params": s.get("trainable_params"),
+                 "wall_s": round(time.perf_counter() - t0, 1)}
             write_json(path, m)
         preds[name] = m["pred"]
         print(f"{name}: dev macro-F1 {100 * m['macro_f1']:.2f}, accuracy {100 * m['accuracy']:.2f}, "
@@ -87,14 +97,14 @@ def main() -> None:
     result = {"benchmark": f"taosr synthetic ({args.preset} subset), dev split", "model": run.model.name_or_path,
               "order": args.order, "steps": args.steps, "batch_size": sft_cfg.batch_size,
               "learning_rate": sft_cfg.learning_rate, "dev_pairs": len(dev),
-              "layouts": {n: seed_stats(gold, [preds[n]], qids) for n in layouts},
-              "chat_minus_plain": paired_delta(gold, [preds["chat"]], [preds["plain"]], qids),
+              "variants": {n: seed_stats(gold, [preds[n]], qids) for n in variants},
+              "minus_plain": {n: paired_delta(gold, [preds[n]], [preds["plain"]], qids) for n in variants if n != "plain"},
               "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    d = result["chat_minus_plain"]
-    print(f"chat - plain: {d['delta']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] macro-F1 points on dev; "
-          f"wrote {args.out}")
+    for n, d in result["minus_plain"].items():
+        print(f"{n} - plain: {d['delta']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] macro-F1 points on dev")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
