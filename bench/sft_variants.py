@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -86,7 +87,7 @@ def main() -> None:
             m, out = evaluate(model, tok, dev, args.order, prompt, batch_size=run.eval_batch_size,
                               max_new_tokens=run.max_new_tokens)
             m = {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "pred": [int(p) for p in out["pred"]],
-                 "loss_last": s["loss_last"], "trainable_params": s.get("trainable_params"),
+                 "loss_last": s["loss_last"], "trainable_params": s.get("trainable_params"), "tokens": s.get("tokens"),
                  "wall_s": round(time.perf_counter() - t0, 1)}
             write_json(path, m)
         preds[name] = m["pred"]
@@ -98,8 +99,12 @@ def main() -> None:
               "order": args.order, "steps": args.steps, "batch_size": sft_cfg.batch_size,
               "learning_rate": sft_cfg.learning_rate, "dev_pairs": len(dev),
               "variants": {n: seed_stats(gold, [preds[n]], qids) for n in variants},
+              "train": {n: {k: json.loads((run.dir / n / "metrics.json").read_text()).get(k)
+                            for k in ("loss_last", "tokens", "trainable_params", "wall_s")} for n in variants},
               "minus_plain": {n: paired_delta(gold, [preds[n]], [preds["plain"]], qids) for n in variants if n != "plain"},
-              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+              "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip() or None}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     for n, d in result["minus_plain"].items():
