@@ -171,12 +171,6 @@ def aggregate(args, wall_s: float) -> dict:
             "commit": git_commit()}
 
 
-def _has_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def machine() -> dict:
     import torch
 
@@ -246,7 +240,7 @@ def main() -> None:
         run_seed(args, args.only_seed)
         return
     from taosr.run.presets import budgets
-    from taosr.runtime import resolve_bf16
+    from taosr.runtime import gpu_available, resolve_bf16
 
     cfg = preset(args.preset, args.model, f"{args.name}/seed{args.seeds[0]}", args.seeds[0], args.controls)
     print(f"method bench: preset {args.preset}, model {args.model}, seeds {args.seeds}, jobs {args.jobs}, "
@@ -258,7 +252,7 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     while rest and time.perf_counter() - t0 < args.deadline_s:
         batch, rest = rest[: args.jobs], rest[args.jobs:]
-        if "OMP_NUM_THREADS" not in os.environ and not _has_gpu():  # the cores shared by the parallel seeds
+        if "OMP_NUM_THREADS" not in os.environ and not gpu_available():  # the cores shared by the parallel seeds
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(batch)))
         procs = [subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--only-seed", str(s)], env=env)
                  for s in batch]

@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
                         model=model_cfg.model_copy(update={"name_or_path": model, "seed": cfg.seed}))
         train = load_input(data / "train.jsonl", require_label=True)
         m, tok = fresh_model(run, train)
-        prompt = model_prompt(model if model and Path(model).is_dir() else None, run.prompt)
+        prompt = model_prompt(model, run.prompt)  # a taosr model folder keeps its layout
         if chat_template and not prompt.prompt_suffix:
             prompt = chat_prompt_config(tok, prompt)
         teacher = FileTeacher(cot) if cot else RuleTeacher()
