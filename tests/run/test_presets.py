@@ -111,7 +111,8 @@ def test_sft_start_must_be_an_earlier_order():
 
 def test_sft_start_loads_the_earlier_orders_model(tmp_path, monkeypatch):
     """Post-CoT SFT with sft_start {'answer_first': 'answer_only'} trains the answer-only model; its row's parent
-    is the answer-only row. Without sft_start it trains the base model."""
+    is the answer-only stage (a stage key, as DPO and GRPO rows name theirs). Without sft_start it trains the base
+    model."""
     from rich.console import Console
 
     import taosr.run.demo as demo_mod
@@ -130,4 +131,4 @@ def test_sft_start_loads_the_earlier_orders_model(tmp_path, monkeypatch):
     (tmp_path / "t" / "sft_answer_only" / "model").mkdir(parents=True)
     d.sft("answer_first", "post-CoT")
     assert loaded == [tmp_path / "t" / "base" / "model", tmp_path / "t" / "sft_answer_only" / "model"]
-    assert [(n, meta["parent"]) for n, _, meta in d.rows] == [("answer-only", None), ("post-CoT", "answer-only")]
+    assert [(n, meta["parent"]) for n, _, meta in d.rows] == [("answer-only", None), ("post-CoT", "sft_answer_only")]

@@ -161,8 +161,7 @@ class Demo:
             m["train"] = {k: v for k, v in s.items() if k != "loss_curve"}
             return m
 
-        parent = next((n for n, _, meta in self.rows if meta["key"] == f"sft_{start}"), None) if start else None
-        self.stage(f"sft_{order}", row, fn, stage="sft", order=order, parent=parent)
+        self.stage(f"sft_{order}", row, fn, stage="sft", order=order, parent=f"sft_{start}" if start else None)
 
     def dpo_prompts(self, order: str) -> list:
         n = self.cfg.sample_prompts.get(order)
