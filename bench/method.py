@@ -8,6 +8,7 @@ delta against its control (paired bootstrap), pass@k beside the label-prior floo
 discriminative-hallucination rate, and writes the JSON the README's table is generated from.
 
     python bench/method.py --preset cpu                  # 2 CPU cores; prints its budgets first
+    python bench/method.py --preset cpu-long             # cpu with the CoT SFT parents trained 2x longer
     python bench/method.py --preset gpu --jobs 3         # one GPU, the seeds as parallel processes
     python bench/method.py --preset gpu --model smollm2-135m
     python bench/method.py --preset quick                # a few-minute smoke run of the same code
@@ -35,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def preset(name: str, model: str, run_name: str, seed: int, controls: bool = True):
-    """DemoConfig of one seed. quick: tiny smoke run; cpu: sized for ~75 min on 2 AVX2 cores; gpu: the demo's
+    """DemoConfig of one seed. quick: tiny smoke run; cpu: sized for ~75 min on 2 AVX2 cores; cpu-long: cpu
+    with the think-first and post-CoT SFT parents trained 2x longer (~100 min); gpu: the demo's
     SFT budgets with larger RL budgets; smollm2: the SmolLM2-135M demo preset (its model and budgets)."""
     from taosr.evaluation.configs import BaselineConfig
     from taosr.modeling import ModelConfig
@@ -50,7 +52,7 @@ def preset(name: str, model: str, run_name: str, seed: int, controls: bool = Tru
         return cfg.model_copy(update={"run": cfg.run.model_copy(update=run_upd)})
     if name == "quick":
         upd["sample_prompts"] = {"answer_first": 48, "think_first": 16}
-    elif name == "cpu":
+    elif name in ("cpu", "cpu-long"):
         run_upd["sft"] = base.run.sft.model_copy(update={"max_steps": 300})
         upd.update(sft_by_order={"answer_only": {"learning_rate": 1e-3, "max_steps": 300},
                                  "think_first": {"max_steps": 250},
@@ -58,6 +60,9 @@ def preset(name: str, model: str, run_name: str, seed: int, controls: bool = Tru
                    pretrain=PretrainConfig(max_steps=300), dpo=DPOStageConfig(max_steps=60),
                    sample_prompts={"answer_first": 4096, "think_first": 512},
                    grpo=GRPOStageConfig(max_steps=40), grpo_candidates=256, dev_checks=4, dev_limit=384)
+        if name == "cpu-long":  # the CoT SFT parents of the RL stages trained 2x longer (cpu's controls still gained)
+            upd["sft_by_order"] = {**upd["sft_by_order"], "think_first": {"max_steps": 500},
+                                   "answer_first": {**upd["sft_by_order"]["answer_first"], "max_steps": 600}}
     elif name == "gpu":  # the SFT budgets measured for the demo on 2 cores before it was cut to fit AVX2 CPUs
         run_upd.update(eval_batch_size=256, max_new_tokens=128,
                        sft=base.run.sft.model_copy(update={"max_steps": 500}))
@@ -76,7 +81,7 @@ def preset(name: str, model: str, run_name: str, seed: int, controls: bool = Tru
                        grpo_candidates=512, sample_prompts={"answer_first": 4096, "think_first": 512},
                        dev_checks=3, dev_limit=512)
     else:
-        raise ValueError(f"unknown preset {name!r} (quick | cpu | gpu)")
+        raise ValueError(f"unknown preset {name!r} (quick | cpu | cpu-long | gpu | smollm2)")
     if model != "fresh":  # a pretrained model: no stage 0, smaller learning rates (full fine-tuning)
         run_upd["model"] = ModelConfig(name_or_path=model)
         upd["pretrain"] = PretrainConfig(max_steps=0)
@@ -217,7 +222,7 @@ def print_table(result: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="cpu", choices=["quick", "cpu", "gpu", "smollm2"])
+    ap.add_argument("--preset", default="cpu", choices=["quick", "cpu", "cpu-long", "gpu", "smollm2"])
     ap.add_argument("--model", default="fresh", help="fresh (the small model from a config) | smollm2-135m | a model folder.")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=1, help="Seeds run as this many parallel processes (after the first "
