@@ -38,6 +38,29 @@ def test_sampling_killed_and_resumed_equals_uninterrupted(tiny_model, tiny_token
     assert set(resumed.prompt_id) == {r.id for r in recs}
 
 
+def test_sampling_refuses_to_mix_prompts_or_settings(tiny_model, tiny_tokenizer, tiny_splits, tmp_path):
+    recs = tiny_splits["train"][:6]
+    cfg = SampleConfig(n=2, max_new_tokens=4, shard_prompts=4, batch_size=4, seed=1)
+    first = run_sampling(tiny_model, tiny_tokenizer, recs, cfg, tmp_path / "s", PC)
+    again = run_sampling(tiny_model, tiny_tokenizer, recs, cfg.model_copy(update={"batch_size": 2}), tmp_path / "s", PC)
+    assert again.equals(first)  # the batch size does not change the samples: reused
+    with pytest.raises(ValueError, match="prompt_ids_sha256"):
+        run_sampling(tiny_model, tiny_tokenizer, recs[::-1], cfg, tmp_path / "s", PC)
+    with pytest.raises(ValueError, match="sample.temperature"):
+        run_sampling(tiny_model, tiny_tokenizer, recs, cfg.model_copy(update={"temperature": 0.5}), tmp_path / "s", PC)
+
+
+def test_sampling_folder_without_manifest_is_checked_shard_by_shard(tiny_model, tiny_tokenizer, tiny_splits, tmp_path):
+    recs = tiny_splits["train"][:6]
+    cfg = SampleConfig(n=2, max_new_tokens=4, shard_prompts=4, batch_size=4, seed=1)
+    run_sampling(tiny_model, tiny_tokenizer, recs, cfg, tmp_path / "s", PC)
+    (tmp_path / "s" / "sampling.json").unlink()  # a folder written before the manifest existed
+    with pytest.raises(ValueError, match="samples-00000.parquet: holds samples of other prompts"):
+        run_sampling(tiny_model, tiny_tokenizer, tiny_splits["train"][6:12], cfg, tmp_path / "s", PC)
+    assert len(run_sampling(tiny_model, tiny_tokenizer, recs, cfg, tmp_path / "s", PC)) == 12
+    assert (tmp_path / "s" / "sampling.json").exists()
+
+
 def test_pass_at_k_report_from_samples():
     df = pd.DataFrame({"prompt_id": ["a"] * 4 + ["b"] * 4, "sample_index": list(range(4)) * 2,
                        "correct": [True, False, False, False] + [False] * 4})

@@ -5,6 +5,8 @@ evaluation parser, and records it next to the gold label. Output: Parquet shards
 response (prompt_id, sample_index, text, parsed, parse_error, gold, correct). Each shard is written
 atomically (temp file + rename) and seeded by its index, so a killed job resumes at the first
 missing shard: no prompt is sampled twice, none is lost, and the rows equal an uninterrupted run's.
+A folder remembers what it was sampled for (`sampling.json`: the prompts and the sampling settings);
+resuming it with other prompts or settings is refused rather than mixed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+
+import hashlib
+import json
 
 import pandas as pd
 
@@ -25,8 +30,45 @@ from .configs import SampleConfig
 from .pairs import pass_at_k_curve
 
 
+MANIFEST = "sampling.json"
+
+
 def _shard_path(out_dir: Path, k: int) -> Path:
     return out_dir / f"samples-{k:05d}.parquet"
+
+
+def sampling_manifest(records: list[Record], cfg: SampleConfig, prompt_cfg: PromptConfig) -> dict:
+    """What a samples folder holds: the prompts (count and a hash of their ids, in order) and every setting
+    that changes the samples (the generate() batch size does not)."""
+    ids = hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()
+    return {"prompts": len(records), "prompt_ids_sha256": ids, "sample": cfg.model_dump(exclude={"batch_size"}),
+            "prompt_layout": prompt_cfg.model_dump()}
+
+
+def check_resume(out_dir: Path, records: list[Record], cfg: SampleConfig, prompt_cfg: PromptConfig) -> None:
+    """Refuse to add to a samples folder written for other prompts or settings; record them on first use.
+
+    A folder from before the manifest existed is checked shard by shard: each shard must hold exactly the
+    prompts this run would put in it."""
+    want = sampling_manifest(records, cfg, prompt_cfg)
+    path = out_dir / MANIFEST
+    if path.exists():
+        have = json.loads(path.read_text(encoding="utf-8"))
+        diff = sorted(k for k in want if have.get(k) != want[k])
+        diff += sorted(f"sample.{k}" for k in want["sample"] if have.get("sample", {}).get(k) != want["sample"][k])
+        if diff:
+            raise ValueError(f"{out_dir}: these samples were drawn with other {', '.join(diff)} "
+                             f"({path}); use another folder or remove it to sample again")
+        return
+    for shard in sorted(out_dir.glob("samples-*.parquet")):
+        k = int(shard.stem.split("-")[1])
+        chunk = [r.id for r in records[k * cfg.shard_prompts:(k + 1) * cfg.shard_prompts]]
+        got = list(dict.fromkeys(pd.read_parquet(shard, columns=["prompt_id"])["prompt_id"]))
+        if got != chunk:
+            raise ValueError(f"{shard}: holds samples of other prompts than shard {k} of this run (first id "
+                             f"{got[0] if got else None!r}, expected {chunk[0] if chunk else None!r}); use another "
+                             "folder or remove it to sample again")
+    write_json(path, want)
 
 
 def run_sampling(model, tokenizer, records: list[Record], cfg: SampleConfig, out_dir: Path,
@@ -40,6 +82,7 @@ def run_sampling(model, tokenizer, records: list[Record], cfg: SampleConfig, out
     """
     engine = resolve_engine(cfg.engine) if model_dir is not None else "transformers"
     out_dir.mkdir(parents=True, exist_ok=True)
+    check_resume(out_dir, records, cfg, prompt_cfg)
     n_shards = (len(records) + cfg.shard_prompts - 1) // cfg.shard_prompts
     for k in range(n_shards):
         path = _shard_path(out_dir, k)

@@ -1,0 +1,127 @@
+"""Choosing a DPO or GRPO learning rate on dev: the stage re-run at each rate from a finished run's parent.
+
+Each rate gets its own run folder under runs/<name>/<stage>-lr<rate>/ whose data, base model, SFT stages
+and pass@N samples are links to the finished run, so only the swept stage trains (with its usual
+dev-best step selection). Every rate's model and the parent are then scored on the whole dev split;
+the rate with the best dev macro-F1 is the choice. The test split is not read.
+
+    python bench/rl_lr.py runs/method-smollm2/seed0 --preset smollm2 --stage dpo --rates 5e-6 5e-5 2e-4
+    python bench/rl_lr.py runs/method-smollm2/seed0 --preset smollm2 --stage grpo --rates 1e-5 5e-5 \\
+        --dpo-from runs/rl-lr-smollm2/dpo-lr5e-05
+
+Resumable: a rate whose stage finished is read back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TAOSR_PROGRESS", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ("data", "base", "tokenizer", "sft_answer_only", "sft_think_first", "sft_answer_first", "samples_answer_first",
+          "samples_think_first")
+
+
+def link(src: Path, dst: Path) -> None:
+    if src.exists() and not dst.exists():
+        dst.symlink_to(src.resolve())
+
+
+def stage_run(args, rate: float):
+    """The Demo of one rate: the preset with the swept stage's learning rate, its parent stages linked in."""
+    from rich.console import Console
+
+    from taosr.io import write_json
+    from taosr.run.demo import Demo
+    from taosr.run.presets import load_preset
+    from taosr.run.rundir import prepare_data, save_config
+
+    name = f"{args.stage}-lr{rate:g}"
+    cfg = load_preset(args.preset, name, {args.stage: {"learning_rate": rate}, "seed": args.seed, "controls": False})
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"runs_dir": f"runs/{args.name}"})})
+    cfg.run.dir.mkdir(parents=True, exist_ok=True)
+    for sub in SHARED:
+        link(args.source / sub, cfg.run.dir / sub)
+    if args.stage == "grpo":
+        link(args.dpo_from / "dpo_answer_first", cfg.run.dir / "dpo_answer_first")
+    save_config(cfg.run)
+    write_json(cfg.run.dir / "demo_config.json", cfg.model_dump())
+    d = Demo(cfg, Console())
+    d.splits = prepare_data(cfg.run)
+    d.base()
+    return d
+
+
+def dev_score(model_dir: Path, dev, prompt) -> dict:
+    """Dev macro-F1 and accuracy (%) of a model, and how often it predicts each level."""
+    from collections import Counter
+
+    from taosr.evaluation.evaluate import evaluate
+    from taosr.modeling import load_model
+
+    model, tok = load_model(model_dir)
+    m, out = evaluate(model, tok, dev, "answer_first", prompt, batch_size=32)
+    return {"macro_f1": round(100 * m["macro_f1"], 3), "accuracy": round(100 * m["accuracy"], 3),
+            "pred_counts": dict(sorted(Counter(int(p) for p in out["pred"]).items()))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("source", type=Path, help="A finished run's seed folder (its SFT stages and samples are reused).")
+    ap.add_argument("--preset", default="smollm2", help="The demo preset that run used.")
+    ap.add_argument("--stage", choices=["dpo", "grpo"], default="dpo", help="dpo: post-CoT DPO; grpo: GRPO after it.")
+    ap.add_argument("--rates", type=float, nargs="+", required=True, help="Learning rates to try.")
+    ap.add_argument("--dpo-from", type=Path, default=None, help="grpo: the run folder whose dpo_answer_first GRPO "
+                    "starts from (default: the source run's).")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="rl-lr-smollm2", help="Folder under runs/.")
+    ap.add_argument("--out", type=Path, default=None, help="JSON output (default docs/results/rl_lr_<stage>.json).")
+    args = ap.parse_args()
+    args.source, args.dpo_from = args.source.resolve(), (args.dpo_from or args.source).resolve()
+    os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from method import git_commit, machine
+
+    from taosr.data.splits import read_split
+    from taosr.prompts import model_prompt
+
+    parent = args.source / "sft_answer_first" if args.stage == "dpo" else args.dpo_from / "dpo_answer_first"
+    dev = read_split(args.source / "data" / "dev.jsonl")
+    prompt = model_prompt(args.source / "base" / "model")
+    print(f"rl_lr: {args.stage} at rates {args.rates} from {parent}; dev {len(dev)} pairs", flush=True)
+    t0 = time.perf_counter()
+    rows = [{"rate": None, "model": str(parent), **dev_score(parent / "model", dev, prompt)}]
+    print(f"parent: dev macro-F1 {rows[0]['macro_f1']:.2f}", flush=True)
+    for rate in args.rates:
+        d = stage_run(args, rate)
+        if args.stage == "dpo":
+            d.dpo("answer_first", "post-CoT + DPO")
+            key = "dpo_answer_first"
+        else:
+            d.grpo("post-CoT + DPO + GRPO (full)")
+            key = "grpo"
+        train = json.loads((d.run.dir / key / "metrics.json").read_text())["train"]
+        row = {"rate": rate, "model": str(d.run.dir / key), **dev_score(d.run.dir / key / "model", dev, prompt),
+               "dev_best_step": train.get("dev_best_step"), "dev_curve": train.get("dev_curve"),
+               "wall_s": train.get("wall_s")}
+        rows.append(row)
+        print(f"rate {rate:g}: dev macro-F1 {row['macro_f1']:.2f} (dev-best step {row['dev_best_step']})", flush=True)
+    best = max(rows[1:], key=lambda r: r["macro_f1"])
+    result = {"stage": args.stage, "preset": args.preset, "source": str(args.source), "dev_pairs": len(dev),
+              "rows": rows, "chosen_rate": best["rate"], "machine": machine(),
+              "wall_s": round(time.perf_counter() - t0, 1), "command": " ".join(sys.argv), "commit": git_commit()}
+    out = args.out or ROOT / "docs" / "results" / f"rl_lr_{args.stage}.json"
+    out.write_text(json.dumps(result, indent=1))
+    print(f"chosen on dev: {args.stage} learning rate {best['rate']:g} ({best['macro_f1']:.2f}); wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
