@@ -132,3 +132,41 @@ def test_sft_start_loads_the_earlier_orders_model(tmp_path, monkeypatch):
     d.sft("answer_first", "post-CoT")
     assert loaded == [tmp_path / "t" / "base" / "model", tmp_path / "t" / "sft_answer_only" / "model"]
     assert [(n, meta["parent"]) for n, _, meta in d.rows] == [("answer-only", None), ("post-CoT", "sft_answer_only")]
+
+
+def test_resuming_a_stage_with_other_settings_is_refused(tmp_path, monkeypatch):
+    """A finished (or started) stage records its settings; the same run with another SFT learning rate refuses to
+    read it back, and a stage whose parent changed refuses too. A folder without a record adopts the settings."""
+    from rich.console import Console
+
+    import taosr.run.demo as demo_mod
+    from taosr.run.demo import SETTINGS_FILE, Demo
+
+    trained: list[float] = []
+    monkeypatch.setattr(demo_mod, "load_model", lambda path: (None, None))
+    monkeypatch.setattr(demo_mod, "run_sft", lambda m, t, recs, cfg, *a, **k: trained.append(cfg.learning_rate) or {})
+    monkeypatch.setattr(Demo, "evaluate", lambda self, *a: ({"macro_f1": 0.5, "accuracy": 0.5}, {}))
+
+    def demo(lr: float, start: dict | None = None) -> Demo:
+        over = {"run": {"runs_dir": str(tmp_path), "sft": {"learning_rate": lr}}, "sft_start": start or {}}
+        d = Demo(load_preset("tiny", "t", over), Console())
+        d.splits = {"train": []}
+        return d
+
+    demo(1e-3).sft("answer_only", "answer-only")
+    demo(1e-3).sft("answer_only", "answer-only")  # same settings: read back, not trained again
+    assert trained == [1e-3]
+    with pytest.raises(ValueError, match=r"sft_answer_only: ran with other settings \(sft.learning_rate: 0.001 -> "):
+        demo(2e-3).sft("answer_only", "answer-only")
+    assert trained == [1e-3]
+
+    (tmp_path / "t" / "sft_answer_only" / "model").mkdir(parents=True)
+    demo(1e-3, {"answer_first": "answer_only"}).sft("answer_first", "post-CoT")
+    (tmp_path / "t" / "sft_answer_only" / SETTINGS_FILE).write_text('{"sft": {"learning_rate": 0.5}}')
+    with pytest.raises(ValueError, match="sft_answer_first: ran with other settings \\(parent: "):
+        demo(1e-3, {"answer_first": "answer_only"}).sft("answer_first", "post-CoT")
+
+    (tmp_path / "t" / "sft_think_first").mkdir()
+    (tmp_path / "t" / "sft_think_first" / "metrics.json").write_text('{"macro_f1": 0.4, "accuracy": 0.4}')
+    demo(1e-3).sft("think_first", "think-first")  # finished before records existed: adopted, not re-run
+    assert trained == [1e-3, 1e-3] and (tmp_path / "t" / "sft_think_first" / SETTINGS_FILE).exists()

@@ -1,7 +1,9 @@
 """`taosr demo`: the whole pipeline on the synthetic benchmark, printed as the paper's table.
 
 Every row is a real run of its stage, read back from `runs/<name>/<stage>/metrics.json`; a stage
-whose metrics already exist is not run again, so an interrupted demo resumes where it stopped.
+whose metrics already exist is not run again, so an interrupted demo resumes where it stopped. Each stage
+records the settings it ran with (`<stage>/settings.json`, including its parent stage's), and resuming a
+stage with other settings is refused rather than mixed.
 
 Rows (the paper's, on our benchmark): majority class; answer-only SFT (the "LLM base"); think-first
 CoT SFT; answer-first (post-CoT) SFT; + DPO for both CoT orders; + GRPO on the post-CoT model; and
@@ -10,6 +12,7 @@ the full model read through CumPT with beta calibrated on the dev split.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -49,6 +52,17 @@ from .presets import DemoConfig, budgets, load_preset
 from .rundir import fresh_model, prepare_data, save_config
 
 
+SETTINGS_FILE = "settings.json"
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    out = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def train_summary(summary: dict, callbacks: list) -> dict:
     """A stage's training summary without its curves, plus the dev selection's choice when there was one."""
     return {k: v for k, v in summary.items() if not k.endswith("curve")} | (callbacks[0].summary() if callbacks else {})
@@ -67,8 +81,35 @@ class Demo:
         self.rows: list[tuple[str, dict, dict]] = []
         self.on_row: Callable[[], None] | None = None  # called after every row (the bench saves them)
 
-    def stage(self, name: str, row: str | None, fn: Callable[[], dict], **meta) -> dict:
-        """Run one stage unless its metrics exist; add its table row."""
+    def settings(self, name: str, settings: dict) -> None:
+        """Record what stage `name` runs with, or refuse when it already ran (or started) with other settings.
+
+        A stage folder without a record (from before records existed) adopts the current settings."""
+        want = json.loads(json.dumps(settings, default=str))
+        path = self.run.dir / name / SETTINGS_FILE
+        if path.exists():
+            have = flat(json.loads(path.read_text()))
+            diff = [f"{k}: {have.get(k)!r} -> {v!r}" for k, v in flat(want).items() if have.get(k) != v]
+            diff += [f"{k}: {v!r} -> (none)" for k, v in have.items() if k not in flat(want)]
+            if diff:
+                raise ValueError(f"{self.run.dir / name}: ran with other settings ({'; '.join(diff[:5])}); remove "
+                                 "that folder and the stages after it to run them again, or start over with --fresh")
+        else:
+            write_json(path, want)
+
+    def key(self, name: str) -> str:
+        """A short hash of a finished stage's settings: a child stage records it, so a changed parent shows."""
+        path = self.run.dir / name / SETTINGS_FILE
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else ""
+
+    def dev_settings(self) -> dict:
+        return {"checks": self.cfg.dev_checks, "limit": self.cfg.dev_limit, "start": self.cfg.dev_includes_start}
+
+    def stage(self, name: str, row: str | None, fn: Callable[[], dict], settings: dict | None = None,
+              **meta) -> dict:
+        """Run one stage unless its metrics exist; add its table row. `settings`: what the stage depends on."""
+        if settings is not None:
+            self.settings(name, settings)
         path = self.run.dir / name / "metrics.json"
         if path.exists():
             self.console.print(f"[dim]{name}: done before, reading {path}[/dim]")
@@ -131,11 +172,15 @@ class Demo:
             return
         self.stage("baseline", row, lambda: run_baseline(self.splits["train"], self.splits["test"],
                                                          self.cfg.baseline, self.run.dir / "baseline"),
+                   settings={"baseline": self.cfg.baseline.model_dump(), "synth": self.run.synth.model_dump()},
                    stage="baseline", order=None, parent=None)
 
     def base(self) -> None:
         """The model every SFT order starts from, with its prompt layout, which every later stage then uses."""
         base = self.run.dir / "base"
+        self.settings("base", {"model": self.run.model.model_dump(), "synth": self.run.synth.model_dump(),
+                               "prompt": self.run.prompt.model_dump(), "chat_template": self.cfg.chat_template,
+                               "pretrain": self.cfg.pretrain.model_dump() if not self.run.model.name_or_path else None})
         if not (base / "model" / "config.json").exists():
             model, tok = fresh_model(self.run, self.splits["train"])
             prompt = chat_prompt_config(tok, self.run.prompt) if self.cfg.chat_template else self.run.prompt
@@ -161,7 +206,9 @@ class Demo:
             m["train"] = {k: v for k, v in s.items() if k != "loss_curve"}
             return m
 
-        self.stage(f"sft_{order}", row, fn, stage="sft", order=order, parent=f"sft_{start}" if start else None)
+        self.stage(f"sft_{order}", row, fn, {"sft": self.sft_config(order).model_dump(), "start": start,
+                                              "parent": self.key(f"sft_{start}" if start else "base")},
+                   stage="sft", order=order, parent=f"sft_{start}" if start else None)
 
     def dpo_prompts(self, order: str) -> list:
         n = self.cfg.sample_prompts.get(order)
@@ -199,14 +246,18 @@ class Demo:
             return m
 
         control = f"control_dpo_{order}" if self.cfg.controls and control_row else None
-        m = self.stage(f"dpo_{order}", row, fn, stage="dpo", order=order, parent=f"sft_{order}", control=control)
+        settings = {"dpo": dpo_cfg.model_dump(), "sample": self.cfg.sample.model_dump(), "seed": self.cfg.seed,
+                    "prompts": self.cfg.sample_prompts.get(order), "dev": self.dev_settings(),
+                    "parent": self.key(f"sft_{order}")}
+        m = self.stage(f"dpo_{order}", row, fn, settings, stage="dpo", order=order, parent=f"sft_{order}",
+                       control=control)
         if control:
             ids = pair_prompt_ids(self.run.dir / f"dpo_{order}")
             self.control(control, control_row, f"sft_{order}", order, [r for r in prompts if r.id in ids],
-                         m["train"]["steps"], dpo_cfg.batch_size, dpo_cfg.learning_rate)
+                         m["train"]["steps"], dpo_cfg.batch_size, dpo_cfg.learning_rate, f"dpo_{order}")
 
     def control(self, name: str, row: str, parent: str, order: str, records: list, steps: int, batch: int,
-                stage_lr: float) -> None:
+                stage_lr: float, rl_stage: str) -> None:
         """Continued SFT: the parent model, SFT on the RL stage's prompts for the same number of examples, at the
         RL stage's learning rate (or SFT's, see `DemoConfig.control_learning_rate`)."""
         def fn() -> dict:
@@ -221,7 +272,9 @@ class Demo:
             m["train"] = train_summary(s, cbs)
             return m
 
-        self.stage(name, row, fn, stage="control", order=order, parent=parent)
+        settings = {"sft": self.sft_config(order).model_dump(), "learning_rate": self.cfg.control_learning_rate,
+                    "dev": self.dev_settings(), "parent": self.key(parent), "rl_stage": self.key(rl_stage)}
+        self.stage(name, row, fn, settings, stage="control", order=order, parent=parent)
 
     def grpo(self, row: str, control_row: str | None = None, order: str = "answer_first") -> None:
         name = "grpo" if order == "answer_first" else f"grpo_{order}"
@@ -246,11 +299,13 @@ class Demo:
             return m
 
         control = f"control_{name}" if self.cfg.controls and control_row else None
-        m = self.stage(name, row, fn, stage="grpo", order=order, parent=f"dpo_{order}", control=control)
+        settings = {"grpo": grpo_cfg.model_dump(), "sample": self.cfg.sample.model_dump(), "seed": self.cfg.seed,
+                    "candidates": self.cfg.grpo_candidates, "dev": self.dev_settings(), "parent": self.key(f"dpo_{order}")}
+        m = self.stage(name, row, fn, settings, stage="grpo", order=order, parent=f"dpo_{order}", control=control)
         if control:
             ids = set(json.loads(sel_path.read_text())["ids"])
             self.control(control, control_row, f"dpo_{order}", order, [r for r in cands if r.id in ids],
-                         m["train"]["steps"], grpo_cfg.prompts_per_step, grpo_cfg.learning_rate)
+                         m["train"]["steps"], grpo_cfg.prompts_per_step, grpo_cfg.learning_rate, name)
 
     def cumpt(self, row: str, generated_row: str) -> None:
         """Deployment read-out of the final model: CumPT levels (beta tuned on dev) vs its generated labels."""
@@ -282,8 +337,10 @@ class Demo:
             m.update(hallucination=discriminative_hallucination(texts), pred=pred)
             return m
 
-        self.stage("final_generated", generated_row, generated, stage="sft", order="answer_first", parent="grpo")
-        self.stage("final_cumpt", row, fn, stage="cumpt", order="answer_first", parent="grpo")
+        settings = {"parent": self.key("grpo"), "max_new_tokens": self.run.max_new_tokens}
+        self.stage("final_generated", generated_row, generated, settings, stage="sft", order="answer_first",
+                   parent="grpo")
+        self.stage("final_cumpt", row, fn, settings, stage="cumpt", order="answer_first", parent="grpo")
 
 
 def run_stages(d: Demo, think_first_grpo: bool = False) -> None:
