@@ -1,15 +1,17 @@
-"""Choosing a DPO or GRPO learning rate on dev: the stage re-run at each rate from a finished run's parent.
+"""Choosing a DPO or GRPO setting on dev: the stage re-run at each value from a finished run's parent.
 
-Each rate gets its own run folder under runs/<name>/<stage>-lr<rate>/ whose data, base model, SFT stages
-and pass@N samples are links to the finished run, so only the swept stage trains (with its usual
-dev-best step selection). Every rate's model and the parent are then scored on the whole dev split;
-the rate with the best dev macro-F1 is the choice. The test split is not read.
+Each value of the swept setting (the learning rate by default, or e.g. DPO's beta) gets its own run folder
+under runs/<name>/<stage>-<setting><value>/ whose data, base model, SFT stages and pass@N samples are links
+to the finished run, so only the swept stage trains (with its usual dev-best step selection). Every
+value's model and the parent are then scored on the whole dev split; the value with the best dev
+macro-F1 is the choice. The test split is not read.
 
-    python bench/rl_lr.py runs/method-smollm2/seed0 --preset smollm2 --stage dpo --rates 5e-6 5e-5 2e-4
-    python bench/rl_lr.py runs/method-smollm2/seed0 --preset smollm2 --stage grpo --rates 1e-5 5e-5 \\
-        --dpo-from runs/rl-lr-smollm2/dpo-lr5e-05
+    python bench/rl_sweep.py runs/method-smollm2/seed0 --preset smollm2 --stage dpo --values 5e-5 2e-4
+    python bench/rl_sweep.py runs/method-smollm2/seed0 --stage dpo --setting beta --values 0.5 --over learning_rate=5e-5
+    python bench/rl_sweep.py runs/method-smollm2/seed0 --preset smollm2 --stage grpo --values 1e-5 5e-5 \\
+        --dpo-from runs/rl-sweep-smollm2/dpo-learning_rate5e-05
 
-Resumable: a rate whose stage finished is read back.
+Resumable: a value whose stage finished is read back.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ def link(src: Path, dst: Path) -> None:
         dst.symlink_to(src.resolve())
 
 
-def stage_run(args, rate: float):
-    """The Demo of one rate: the preset with the swept stage's learning rate, its parent stages linked in."""
+def stage_run(args, value: float):
+    """The Demo of one value: the preset with the swept setting of the stage, its parent stages linked in."""
     from rich.console import Console
 
     from taosr.io import write_json
@@ -44,8 +46,10 @@ def stage_run(args, rate: float):
     from taosr.run.presets import load_preset
     from taosr.run.rundir import prepare_data, save_config
 
-    name = f"{args.stage}-lr{rate:g}"
-    cfg = load_preset(args.preset, name, {args.stage: {"learning_rate": rate}, "seed": args.seed, "controls": False})
+    fixed = "".join(f"-{k}{v:g}" for k, v in args.over.items())
+    name = f"{args.stage}-{args.setting}{value:g}{fixed}"
+    cfg = load_preset(args.preset, name, {args.stage: {**args.over, args.setting: value}, "seed": args.seed,
+                                          "controls": False})
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"runs_dir": f"runs/{args.name}"})})
     cfg.run.dir.mkdir(parents=True, exist_ok=True)
     for sub in SHARED:
@@ -78,13 +82,17 @@ def main() -> None:
     ap.add_argument("source", type=Path, help="A finished run's seed folder (its SFT stages and samples are reused).")
     ap.add_argument("--preset", default="smollm2", help="The demo preset that run used.")
     ap.add_argument("--stage", choices=["dpo", "grpo"], default="dpo", help="dpo: post-CoT DPO; grpo: GRPO after it.")
-    ap.add_argument("--rates", type=float, nargs="+", required=True, help="Learning rates to try.")
+    ap.add_argument("--setting", default="learning_rate", help="The stage's setting to sweep (a DPOStageConfig or "
+                    "GRPOStageConfig field).")
+    ap.add_argument("--values", type=float, nargs="+", required=True, help="Values of that setting to try.")
+    ap.add_argument("--over", nargs="*", default=[], help="Other settings of the stage held fixed, as key=value.")
     ap.add_argument("--dpo-from", type=Path, default=None, help="grpo: the run folder whose dpo_answer_first GRPO "
                     "starts from (default: the source run's).")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--name", default="rl-lr-smollm2", help="Folder under runs/.")
-    ap.add_argument("--out", type=Path, default=None, help="JSON output (default docs/results/rl_lr_<stage>.json).")
+    ap.add_argument("--name", default="rl-sweep-smollm2", help="Folder under runs/.")
+    ap.add_argument("--out", type=Path, default=None, help="JSON output (default docs/results/rl_<stage>_<setting>.json).")
     args = ap.parse_args()
+    args.over = {k: float(v) for k, v in (o.split("=", 1) for o in args.over)}
     args.source, args.dpo_from = args.source.resolve(), (args.dpo_from or args.source).resolve()
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT / "bench"))
@@ -96,12 +104,13 @@ def main() -> None:
     parent = args.source / "sft_answer_first" if args.stage == "dpo" else args.dpo_from / "dpo_answer_first"
     dev = read_split(args.source / "data" / "dev.jsonl")
     prompt = model_prompt(args.source / "base" / "model")
-    print(f"rl_lr: {args.stage} at rates {args.rates} from {parent}; dev {len(dev)} pairs", flush=True)
+    print(f"rl_sweep: {args.stage} {args.setting} at {args.values} (fixed: {args.over}) from {parent}; dev {len(dev)} "
+          "pairs", flush=True)
     t0 = time.perf_counter()
-    rows = [{"rate": None, "model": str(parent), **dev_score(parent / "model", dev, prompt)}]
+    rows = [{"value": None, "model": str(parent), **dev_score(parent / "model", dev, prompt)}]
     print(f"parent: dev macro-F1 {rows[0]['macro_f1']:.2f}", flush=True)
-    for rate in args.rates:
-        d = stage_run(args, rate)
+    for value in args.values:
+        d = stage_run(args, value)
         if args.stage == "dpo":
             d.dpo("answer_first", "post-CoT + DPO")
             key = "dpo_answer_first"
@@ -109,18 +118,19 @@ def main() -> None:
             d.grpo("post-CoT + DPO + GRPO (full)")
             key = "grpo"
         train = json.loads((d.run.dir / key / "metrics.json").read_text())["train"]
-        row = {"rate": rate, "model": str(d.run.dir / key), **dev_score(d.run.dir / key / "model", dev, prompt),
+        row = {"value": value, "model": str(d.run.dir / key), **dev_score(d.run.dir / key / "model", dev, prompt),
                "dev_best_step": train.get("dev_best_step"), "dev_curve": train.get("dev_curve"),
                "wall_s": train.get("wall_s")}
         rows.append(row)
-        print(f"rate {rate:g}: dev macro-F1 {row['macro_f1']:.2f} (dev-best step {row['dev_best_step']})", flush=True)
+        print(f"{args.setting} {value:g}: dev macro-F1 {row['macro_f1']:.2f} (dev-best step {row['dev_best_step']})", flush=True)
     best = max(rows[1:], key=lambda r: r["macro_f1"])
-    result = {"stage": args.stage, "preset": args.preset, "source": str(args.source), "dev_pairs": len(dev),
-              "rows": rows, "chosen_rate": best["rate"], "machine": machine(),
+    result = {"stage": args.stage, "setting": args.setting, "fixed": args.over, "preset": args.preset,
+              "source": str(args.source), "dev_pairs": len(dev), "rows": rows, "chosen": best["value"],
+              "machine": machine(),
               "wall_s": round(time.perf_counter() - t0, 1), "command": " ".join(sys.argv), "commit": git_commit()}
-    out = args.out or ROOT / "docs" / "results" / f"rl_lr_{args.stage}.json"
+    out = args.out or ROOT / "docs" / "results" / f"rl_{args.stage}_{args.setting}.json"
     out.write_text(json.dumps(result, indent=1))
-    print(f"chosen on dev: {args.stage} learning rate {best['rate']:g} ({best['macro_f1']:.2f}); wrote {out}")
+    print(f"chosen on dev: {args.stage} {args.setting} {best['value']:g} ({best['macro_f1']:.2f}); wrote {out}")
 
 
 if __name__ == "__main__":
