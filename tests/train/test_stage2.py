@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from taosr.prompts import PromptConfig, prompt_text, response_text
+from taosr.prompts import PromptConfig, encode_prompt, prompt_text, response_text
 from taosr.teacher.reasoning import RuleTeacher
 from taosr.train.configs import DPOStageConfig, SampleConfig
-from taosr.train.dpo import make_pairs, run_dpo
+from taosr.train.dpo import make_pairs, run_dpo, tokenize_pairs
 from taosr.train.pairs import PairPolicy
 from taosr.train.sample import pass_at_k_report, run_sampling
 
@@ -111,6 +111,22 @@ def test_dpo_beta_default_follows_the_span(tiny_model, tiny_tokenizer, tiny_spli
               "rejected": response_text(1 if r.label != 1 else 2, None, "answer_only"), "kind": "oracle"}] * 2
     s = run_dpo(tiny_model, tiny_tokenizer, pairs, DPOStageConfig(max_steps=1, batch_size=2), tmp_path, order)
     assert s["beta"] == beta
+
+
+def test_dpo_rows_use_the_scoring_prompt_ids_and_end_answer_spans_without_eos(tiny_tokenizer, tiny_splits):
+    """The prompt ids of a DPO row are the ones SFT and scoring build; a response cut after </answer> gets no EOS
+    (the model's response goes on there), a whole response does; a pair without its record falls back to its
+    prompt text."""
+    tok, (a, b) = tiny_tokenizer, tiny_splits["train"][:2]
+    pairs = [{"prompt_id": r.id, "prompt": prompt_text(r, PC), "chosen": response_text(r.label, None, "answer_only"),
+              "rejected": response_text(1 if r.label != 1 else 2, None, "answer_only")} for r in (a, b)]
+    cut = tokenize_pairs(tok, pairs, [a], PC, eos=False)
+    assert cut[0]["prompt_ids"] == encode_prompt(tok, a, PC)
+    assert cut[1]["prompt_ids"] == tok(prompt_text(b, PC), add_special_tokens=False)["input_ids"]
+    span = tok(response_text(a.label, None, "answer_only"), add_special_tokens=False)["input_ids"]
+    assert cut[0]["chosen_ids"] == span and tok.eos_token_id not in cut[0]["rejected_ids"]
+    whole = tokenize_pairs(tok, pairs, [a, b], PC, eos=True)
+    assert whole[0]["chosen_ids"] == span + [tok.eos_token_id] and whole[1]["rejected_ids"][-1] == tok.eos_token_id
 
 
 def test_make_pairs_from_samples_uses_teacher_for_oracle(tiny_splits):

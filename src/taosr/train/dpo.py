@@ -4,6 +4,11 @@ Pairs come from `taosr.train.pairs.build_pairs` over `taosr sample` output: self
 correct vs a wrong sample of the same prompt) and oracle pairs (the teacher's correct response vs a
 wrong sample when no sample was right). The SFT model is the frozen reference; its log-probs are
 precomputed once (cheaper than a second model in memory on CPU).
+
+The pairs reach TRL already tokenized (`tokenize_pairs`): the prompt ids are the ones SFT and scoring
+build, and a response cut after </answer> ends there, without the EOS that TRL appends to text
+completions. The model's own response goes on after </answer>, so an EOS there is a token the model
+gives almost no probability; it dominated the preference margin and the label barely moved.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from trl import DPOConfig, DPOTrainer
 
 from ..io import read_jsonl, write_jsonl
 from ..labels import ANSWER_CLOSE, format_answer
-from ..prompts import PromptConfig, prompt_text, response_text
+from ..prompts import PromptConfig, encode_prompt, prompt_text, response_text
 from ..records import Record
 from ..runtime import is_main_process, main_process_first, resolve_bf16
 from ..teacher.reasoning import Teacher
@@ -64,6 +69,34 @@ def make_pairs(samples: pd.DataFrame, records: list[Record], teacher: Teacher, o
     return result.rows, result.counts
 
 
+def tokenize_pairs(tokenizer, pairs: list[dict], records: list[Record] | None, prompt_cfg: PromptConfig,
+                   eos: bool) -> list[dict]:
+    """Pairs as TRL's DPO rows of token ids (prompt_ids, chosen_ids, rejected_ids).
+
+    A pair whose prompt's record is known gets the prompt ids SFT and scoring use (segment by segment, within
+    the budgets); other pairs (a pairs file without its records) their prompt text tokenized whole. With `eos`
+    each response ends in EOS, as a whole SFT response does."""
+    by_id = {r.id: r for r in records or []}
+    end = [tokenizer.eos_token_id] if eos else []
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    rows = []
+    for p in pairs:
+        record = by_id.get(p.get("prompt_id"))
+        prompt = encode_prompt(tokenizer, record, prompt_cfg) if record else ids(p["prompt"])
+        rows.append({"prompt_ids": prompt, "chosen_ids": ids(p["chosen"]) + end, "rejected_ids": ids(p["rejected"]) + end})
+    return rows
+
+
+class TokenizedDPOTrainer(DPOTrainer):
+    """TRL's DPOTrainer on rows that `tokenize_pairs` made: they are used as they are."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        return dataset
+
+
 def shared_dataset(rows: list[dict], path: Path) -> Dataset:
     """The pairs as an Arrow dataset on disk (written by rank 0). TRL caches the precomputed reference
     log-probs next to the dataset's files; an in-memory dataset would put them in a per-process temp
@@ -80,17 +113,18 @@ def shared_dataset(rows: list[dict], path: Path) -> Dataset:
 
 
 def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: Path, order: str = "answer_first",
-            callbacks: list | None = None, prompt_cfg: PromptConfig | None = None) -> dict:
-    """Train DPO on `pairs`; saves `out_dir/model`; returns losses, reward margins and wall time."""
+            callbacks: list | None = None, prompt_cfg: PromptConfig | None = None,
+            records: list[Record] | None = None) -> dict:
+    """Train DPO on `pairs` (their prompts tokenized from `records` where given, see `tokenize_pairs`); saves
+    `out_dir/model`; returns losses, reward margins and wall time."""
     guard_resume(out_dir, cfg)
     if not pairs:
         raise ValueError("no preference pairs: every sampled prompt was all-correct or had no teacher response")
     short = cuts_to_answer(order, cfg.span)
     sft_weight = cfg.sft_weight if cfg.sft_weight is not None else (0.0 if short else 1.0)
     beta = cfg.beta if cfg.beta is not None else (2.0 if short else 0.1)
-    eos = tokenizer.eos_token
-    data = shared_dataset([{"prompt": p["prompt"], "chosen": p["chosen"] + eos, "rejected": p["rejected"] + eos}
-                           for p in pairs], out_dir / "pairs_dataset")
+    rows = tokenize_pairs(tokenizer, pairs, records, prompt_cfg or PromptConfig(), eos=not short)
+    data = shared_dataset(rows, out_dir / "pairs_dataset")
     args = DPOConfig(
         **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps, cfg.gradient_checkpointing),
         per_device_train_batch_size=cfg.batch_size,
@@ -100,7 +134,7 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
         loss_weights=[1.0, sft_weight] if sft_weight > 0 else None, max_length=None,
         bf16=resolve_bf16(cfg.bf16), logging_steps=max(1, cfg.max_steps // 20),
     )
-    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+    trainer = TokenizedDPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                          peft_config=cfg.lora.peft_config(model, tokenizer), callbacks=callbacks)
     wall = train_and_save(trainer, tokenizer, out_dir, "dpo", prompt_cfg)
     logs = [h for h in trainer.state.log_history if "loss" in h]
@@ -123,7 +157,7 @@ def run_dpo_stage(model, tokenizer, samples: pd.DataFrame, records: list[Record]
     pairs, counts = make_pairs(samples, records, teacher, order, prompt_cfg, cfg.pairs, cfg.span)
     if is_main_process():
         write_jsonl(Path(out_dir) / PAIRS_FILE, pairs)
-    return run_dpo(model, tokenizer, pairs, cfg, out_dir, order, callbacks, prompt_cfg), counts
+    return run_dpo(model, tokenizer, pairs, cfg, out_dir, order, callbacks, prompt_cfg, records), counts
 
 
 def pair_prompt_ids(out_dir: Path) -> set[str]:
