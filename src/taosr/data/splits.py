@@ -58,6 +58,7 @@ def write_splits(splits: dict[str, list[Record]], out_dir: Path) -> dict[str, di
     return stats
 
 
-def read_split(path: Path) -> list[Record]:
+def read_split(path: str | Path) -> list[Record]:
     """The labelled records of one split file; its rejected rows go to `<path stem>.rejects.jsonl`."""
+    path = Path(path)
     return load_records([path], require_label=True, rejects_path=path.with_suffix(".rejects.jsonl")).records
