@@ -22,6 +22,7 @@ from taosr.labels import format_answer
 from taosr.modeling import ModelConfig, build_model, train_tokenizer
 from taosr.prompts import PromptConfig
 from taosr.records import Record
+from taosr.teacher.reasoning import Reasoning
 from taosr.train.configs import DPOStageConfig, GRPOStageConfig, SFTStageConfig
 from taosr.train.dpo import make_pairs, run_dpo
 from taosr.train.grpo import DynamicSamplingGRPOTrainer, accuracy_reward, run_grpo
@@ -106,6 +107,31 @@ def test_dpo_on_the_answer_span_learns_and_flipped_pairs_unlearn(tokenizer, form
         assert after < before + 0.05, (before, after)
     else:
         assert after >= before + 0.25, (before, after)
+
+
+class EchoTeacher:
+    """Reasoning that agrees with whatever label the record carries (here the shuffled ones)."""
+
+    def reason(self, record: Record) -> Reasoning:
+        return Reasoning(text=f"query {record.query} item {record.title}", level=record.label, rule_ids=())
+
+
+def test_dpo_on_the_answer_span_learns_after_answer_first_sft(tokenizer, tmp_path):
+    """Post-CoT DPO: the start model was trained on answer-first responses (its output goes on after </answer>
+    with the reasoning), and the pairs' prompts are tokenized from their records. On this easy task DPO also
+    learns with an EOS after </answer>; tests/train/test_stage2.py checks that the rows have none."""
+    model = build_model(tokenizer, MODEL)
+    rng = random.Random(0)
+    shuffled = [r.model_copy(update={"label": rng.choice(list(COLOURS.values()))}) for r in TRAIN]
+    run_sft(model, tokenizer, shuffled, SFTStageConfig(order="answer_first", max_steps=40, batch_size=16,
+                                                       learning_rate=3e-3, save_steps=1000, bf16=False),
+            tmp_path / "sft", EchoTeacher(), PROMPT)
+    before = accuracy(model, tokenizer, HELD_OUT)
+    run_dpo(model, tokenizer, dpo_pairs(False), DPOStageConfig(max_steps=60, batch_size=16, learning_rate=5e-3,
+                                                               beta=1.0, save_steps=1000, bf16=False),
+            tmp_path / "dpo", records=TRAIN)
+    after = accuracy(model, tokenizer, HELD_OUT)
+    assert after >= before + 0.25, (before, after)
 
 
 def broken_reward(completions, gold, **_):
