@@ -97,7 +97,6 @@ def main() -> None:
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT / "bench"))
     from method import git_commit, machine
-
     from taosr.data.splits import read_split
     from taosr.prompts import model_prompt
 

@@ -51,7 +51,6 @@ from ..train.sft import run_sft
 from .presets import DemoConfig, budgets, load_preset
 from .rundir import fresh_model, prepare_data, save_config
 
-
 SETTINGS_FILE = "settings.json"
 
 
@@ -300,7 +299,8 @@ class Demo:
 
         control = f"control_{name}" if self.cfg.controls and control_row else None
         settings = {"grpo": grpo_cfg.model_dump(), "sample": self.cfg.sample.model_dump(), "seed": self.cfg.seed,
-                    "candidates": self.cfg.grpo_candidates, "dev": self.dev_settings(), "parent": self.key(f"dpo_{order}")}
+                    "candidates": self.cfg.grpo_candidates, "dev": self.dev_settings(),
+                    "parent": self.key(f"dpo_{order}")}
         m = self.stage(name, row, fn, settings, stage="grpo", order=order, parent=f"dpo_{order}", control=control)
         if control:
             ids = set(json.loads(sel_path.read_text())["ids"])

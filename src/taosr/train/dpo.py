@@ -86,7 +86,8 @@ def tokenize_pairs(tokenizer, pairs: list[dict], records: list[Record] | None, p
     for p in pairs:
         record = by_id.get(p.get("prompt_id"))
         prompt = encode_prompt(tokenizer, record, prompt_cfg) if record else ids(p["prompt"])
-        rows.append({"prompt_ids": prompt, "chosen_ids": ids(p["chosen"]) + end, "rejected_ids": ids(p["rejected"]) + end})
+        rows.append({"prompt_ids": prompt, "chosen_ids": ids(p["chosen"]) + end,
+                     "rejected_ids": ids(p["rejected"]) + end})
     return rows
 
 

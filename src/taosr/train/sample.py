@@ -11,12 +11,11 @@ resuming it with other prompts or settings is refused rather than mixed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-
-import hashlib
-import json
 
 import pandas as pd
 
@@ -28,7 +27,6 @@ from ..records import Record
 from ..runtime import resolve_engine
 from .configs import SampleConfig
 from .pairs import pass_at_k_curve
-
 
 MANIFEST = "sampling.json"
 
