@@ -65,3 +65,24 @@ def read_jsonl(path: str | Path) -> list:
     """The documents of a JSON Lines file; blank lines are skipped."""
     with Path(path).open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    out = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def record_differences(path: str | Path, want: dict) -> list[str]:
+    """What a JSON record at `path` holds differently from `want` ('key: was -> now', nested keys dotted); a
+    missing record is written from `want` and has no differences."""
+    path = Path(path)
+    want = json.loads(to_json(want))
+    if not path.exists():
+        write_json(path, want)
+        return []
+    have, now = flat(json.loads(path.read_text(encoding="utf-8"))), flat(want)
+    return ([f"{k}: {have.get(k)!r} -> {v!r}" for k, v in now.items() if have.get(k) != v]
+            + [f"{k}: {v!r} -> (none)" for k, v in have.items() if k not in now])

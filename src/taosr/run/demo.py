@@ -36,7 +36,7 @@ from ..evaluation.evaluate import (
 from ..evaluation.stats import prior_pass_at_k
 from ..generation import generate_texts
 from ..infer.prefix import PrefixScorer
-from ..io import write_json
+from ..io import record_differences, write_json
 from ..labels import parse_response
 from ..modeling import load_model, save
 from ..prompts import answer_span_length, chat_prompt_config, encode_prompt, model_prompt, write_prompt
@@ -52,14 +52,6 @@ from .presets import DemoConfig, budgets, load_preset
 from .rundir import fresh_model, prepare_data, save_config
 
 SETTINGS_FILE = "settings.json"
-
-
-def flat(d: dict, prefix: str = "") -> dict:
-    """{'a': {'b': 1}} -> {'a.b': 1}."""
-    out = {}
-    for k, v in d.items():
-        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
 
 
 def train_summary(summary: dict, callbacks: list) -> dict:
@@ -84,17 +76,10 @@ class Demo:
         """Record what stage `name` runs with, or refuse when it already ran (or started) with other settings.
 
         A stage folder without a record (from before records existed) adopts the current settings."""
-        want = json.loads(json.dumps(settings, default=str))
-        path = self.run.dir / name / SETTINGS_FILE
-        if path.exists():
-            have = flat(json.loads(path.read_text()))
-            diff = [f"{k}: {have.get(k)!r} -> {v!r}" for k, v in flat(want).items() if have.get(k) != v]
-            diff += [f"{k}: {v!r} -> (none)" for k, v in have.items() if k not in flat(want)]
-            if diff:
-                raise ValueError(f"{self.run.dir / name}: ran with other settings ({'; '.join(diff[:5])}); remove "
-                                 "that folder and the stages after it to run them again, or start over with --fresh")
-        else:
-            write_json(path, want)
+        diff = record_differences(self.run.dir / name / SETTINGS_FILE, settings)
+        if diff:
+            raise ValueError(f"{self.run.dir / name}: ran with other settings ({'; '.join(diff[:5])}); remove "
+                             "that folder and the stages after it to run them again, or start over with --fresh")
 
     def key(self, name: str) -> str:
         """A short hash of a finished stage's settings: a child stage records it, so a changed parent shows."""

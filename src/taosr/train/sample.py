@@ -12,7 +12,6 @@ resuming it with other prompts or settings is refused rather than mixed.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..generation import generate_texts
-from ..io import atomic_write, write_json
+from ..io import atomic_write, record_differences, write_json
 from ..labels import parse_response
 from ..prompts import PromptConfig, encode_prompt
 from ..records import Record
@@ -48,14 +47,11 @@ def check_resume(out_dir: Path, records: list[Record], cfg: SampleConfig, prompt
 
     A folder from before the manifest existed is checked shard by shard: each shard must hold exactly the
     prompts this run would put in it."""
-    want = sampling_manifest(records, cfg, prompt_cfg)
     path = out_dir / MANIFEST
     if path.exists():
-        have = json.loads(path.read_text(encoding="utf-8"))
-        diff = sorted(k for k in want if have.get(k) != want[k])
-        diff += sorted(f"sample.{k}" for k in want["sample"] if have.get("sample", {}).get(k) != want["sample"][k])
+        diff = record_differences(path, sampling_manifest(records, cfg, prompt_cfg))
         if diff:
-            raise ValueError(f"{out_dir}: these samples were drawn with other {', '.join(diff)} "
+            raise ValueError(f"{out_dir}: these samples were drawn with other settings ({'; '.join(diff[:5])}) "
                              f"({path}); use another folder or remove it to sample again")
         return
     for shard in sorted(out_dir.glob("samples-*.parquet")):
@@ -66,7 +62,7 @@ def check_resume(out_dir: Path, records: list[Record], cfg: SampleConfig, prompt
             raise ValueError(f"{shard}: holds samples of other prompts than shard {k} of this run (first id "
                              f"{got[0] if got else None!r}, expected {chunk[0] if chunk else None!r}); use another "
                              "folder or remove it to sample again")
-    write_json(path, want)
+    record_differences(path, sampling_manifest(records, cfg, prompt_cfg))  # writes the manifest
 
 
 def run_sampling(model, tokenizer, records: list[Record], cfg: SampleConfig, out_dir: Path,
