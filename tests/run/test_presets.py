@@ -136,7 +136,7 @@ def test_sft_start_loads_the_earlier_orders_model(tmp_path, monkeypatch):
 
 def test_resuming_a_stage_with_other_settings_is_refused(tmp_path, monkeypatch):
     """A finished (or started) stage records its settings; the same run with another SFT learning rate refuses to
-    read it back, and a stage whose parent changed refuses too. A folder without a record adopts the settings."""
+    read it back, and a stage whose parent changed refuses too. A folder with files but no record is refused."""
     from rich.console import Console
 
     import taosr.run.demo as demo_mod
@@ -168,5 +168,9 @@ def test_resuming_a_stage_with_other_settings_is_refused(tmp_path, monkeypatch):
 
     (tmp_path / "t" / "sft_think_first").mkdir()
     (tmp_path / "t" / "sft_think_first" / "metrics.json").write_text('{"macro_f1": 0.4, "accuracy": 0.4}')
-    demo(1e-3).sft("think_first", "think-first")  # finished before records existed: adopted, not re-run
-    assert trained == [1e-3, 1e-3] and (tmp_path / "t" / "sft_think_first" / SETTINGS_FILE).exists()
+    with pytest.raises(ValueError, match=f"sft_think_first: has no {SETTINGS_FILE}"):
+        demo(1e-3).sft("think_first", "think-first")  # finished before records existed: refused, not relabelled
+    assert trained == [1e-3, 1e-3] and not (tmp_path / "t" / "sft_think_first" / SETTINGS_FILE).exists()
+    (tmp_path / "t" / "sft_think_first" / "metrics.json").unlink()  # an empty folder is a stage not yet run
+    demo(1e-3).sft("think_first", "think-first")
+    assert trained == [1e-3, 1e-3, 1e-3] and (tmp_path / "t" / "sft_think_first" / SETTINGS_FILE).exists()

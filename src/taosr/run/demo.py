@@ -75,8 +75,14 @@ class Demo:
     def settings(self, name: str, settings: dict) -> None:
         """Record what stage `name` runs with, or refuse when it already ran (or started) with other settings.
 
-        A stage folder without a record (from before records existed) adopts the current settings."""
-        diff = record_differences(self.run.dir / name / SETTINGS_FILE, settings)
+        A stage folder with files but no record (made before records existed) is refused too: what it ran with
+        cannot be checked, and adopting the current settings would label it with settings it never used."""
+        folder = self.run.dir / name
+        if not (folder / SETTINGS_FILE).exists() and folder.is_dir() and any(folder.iterdir()):
+            raise ValueError(f"{folder}: has no {SETTINGS_FILE} (made by an older taosr), so the settings it ran "
+                             "with cannot be checked; remove that folder and the stages after it to run them "
+                             "again, or start over with --fresh")
+        diff = record_differences(folder / SETTINGS_FILE, settings)
         if diff:
             raise ValueError(f"{self.run.dir / name}: ran with other settings ({'; '.join(diff[:5])}); remove "
                              "that folder and the stages after it to run them again, or start over with --fresh")
