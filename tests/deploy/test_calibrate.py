@@ -51,6 +51,8 @@ def test_calibrate_writes_the_serving_export(model_dir, tiny_splits, tiny_tokeni
     assert saved["answer_prefix"] == "<answer>" and saved["prompt"] == PC.model_dump()
     assert saved["comparison"]["cumpt"]["macro_f1"] == pytest.approx(expected.score, abs=1e-9)
     assert out["beta"] == saved["beta"] and out["path"] == str(model_dir / SERVING_FILE)
+    argmax_dev = saved["comparison"]["argmax"]["macro_f1"]
+    assert saved["rule"] == ("cumpt" if expected.score > argmax_dev else "argmax")
     loaded = load_serving_config(model_dir)
     assert loaded.beta == saved["beta"] and tuple(loaded.cutoffs) == pytest.approx(cutoffs)
 
@@ -83,6 +85,28 @@ def test_compare_tiering_side_by_side():
     assert out["argmax"]["macro_f1"] == pytest.approx((1 + 0 + 2 / 3 + 0) / 4)
     # a strict beta moves row 2 down to level 1
     assert compare_tiering(probs, np.array([4, 2, 1]), beta=0.7)["cumpt"]["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_argmax_is_served_where_no_beta_reaches_it_on_dev():
+    """Rows where argmax is right but no single CumPT threshold gets all three: level 2 has the mode, yet the tail
+    sums put CumPT at 3 (or 4) for beta <= 0.55 (row 1) and at 1 for beta > 0.55 (row 3)."""
+    from taosr.deploy.calibrate import choose_rule
+
+    probs = np.array([[0.1, 0.35, 0.25, 0.3],    # gold 2: argmax 2; tails 0.3 / 0.55 / 0.9 -> CumPT 3 up to 0.55
+                      [0.05, 0.05, 0.1, 0.8],    # gold 4: every rule says 4
+                      [0.45, 0.5, 0.03, 0.02]])  # gold 2: argmax 2; tails 0.02 / 0.05 / 0.55 -> CumPT 1 above 0.55
+    gold = np.array([2, 4, 2])
+    best = calibrate_beta(probs, gold, "accuracy")
+    argmax = compare_tiering(probs, gold, best.beta)["argmax"]["accuracy"]
+    assert argmax == pytest.approx(1.0) and best.score == pytest.approx(2 / 3)
+    assert choose_rule(best.score, argmax) == "argmax"
+    assert choose_rule(0.7, 0.7) == "argmax" and choose_rule(0.71, 0.7) == "cumpt"  # ties: no threshold needed
+    assert choose_rule(0.5, 0.9, "cumpt") == "cumpt"
+    with pytest.raises(ValueError, match="rule must be"):
+        choose_rule(0.5, 0.9, "median")
+    assert ServingConfig(rule="argmax", beta=0.9).levels(probs).tolist() == [2, 4, 2]
+    assert ServingConfig(rule="cumpt", beta=0.5).levels(probs).tolist() == [3, 4, 2]
+    assert ServingConfig(rule="cumpt", beta=0.56).levels(probs).tolist() == [2, 4, 1]
 
 
 def test_vllm_path_is_gated_off_here(tmp_path):

@@ -106,7 +106,7 @@ def test_model_dir_uses_stored_beta(net, by_query, tmp_path):
     (tmp_path / "m" / SERVING_FILE).write_text(ServingConfig(beta=0.9).model_dump_json())
     app = create_app(tmp_path / "m", ServeSettings())
     with TestClient(app) as client:
-        assert client.get("/readyz").json() == {"ready": True, "model": "m", "beta": 0.9}
+        assert client.get("/readyz").json() == {"ready": True, "model": "m", "rule": "cumpt", "beta": 0.9}
         query, recs = by_query[1]
         r = client.post(URL, json=payload(query, recs))
         check_answer(r.json(), net, query, recs, beta=0.9)

@@ -81,7 +81,7 @@ def test_smollm2_preset_runs_every_stage(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the run lands in tmp_path/runs/smoke
     result = run_demo("smoke", "smollm2", console=Console(quiet=True), overrides=SMOKE)
     names = [r["name"] for r in result["rows"]]
-    assert "post-CoT + DPO + GRPO (full)" in names and "full, CumPT on first-token probs" in names
+    assert "post-CoT + DPO + GRPO (full)" in names and "full, first-token probs (CumPT or argmax, chosen on dev)" in names
     assert all(0.0 <= r["macro_f1"] <= 1.0 for r in result["rows"])
 
 

@@ -20,13 +20,13 @@ def register(app: typer.Typer) -> None:
         model: Path = model_option("Model folder; taosr_serving.json (beta, label ids, prompt) is written into it."),
         data: Path = typer.Option(..., "--data", help="Labelled dev file (JSONL/CSV/Parquet)."),
     ):
-        """Choose the CumPT threshold beta on labelled dev data and store it with the model."""
+        """Choose the CumPT threshold beta (and CumPT or argmax) on labelled dev data; store it with the model."""
         from ..deploy.calibrate import calibrate_model
         from ..prompts import model_prompt
 
         records = load_input(data, require_label=True)
         out = calibrate_model(model, records, model_prompt(model), cfg.objective, cfg.batch_size, device_cfg.device,
-                              device_cfg.dtype)
+                              device_cfg.dtype, cfg.rule)
         console.print_json(data={k: v for k, v in out.items() if k not in ("prompt", "curve")})
 
     @config_command(app, "score", ScoreConfig, device=(DeviceConfig, set()), flat={"device"})

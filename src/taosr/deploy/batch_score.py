@@ -44,8 +44,8 @@ from ..io import atomic_write, write_json
 from ..progress import progress_bar
 from ..records import Record
 from ..runtime import resolve_engine
-from .cumpt import cumpt_levels, tiers_of
-from .schema import load_serving_config
+from .cumpt import tiers_of
+from .schema import ServingConfig, load_serving_config
 from .scorer import make_scorer
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,8 @@ def _shown(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _table(records: list[Record], seqs: list[int], probs: np.ndarray, beta: float) -> pa.Table:
-    levels = cumpt_levels(probs, beta)
+def _table(records: list[Record], seqs: list[int], probs: np.ndarray, serving: ServingConfig) -> pa.Table:
+    levels = serving.levels(probs)
     cols = {"id": [records[i].id for i in seqs], "query": [records[i].query for i in seqs],
             "title": [records[i].title for i in seqs],
             **{f"p{k + 1}": probs[:, k] for k in range(4)},
@@ -187,7 +187,7 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
     serving = load_serving_config(model_dir)
     parts = parts_dir_of(output)
     manifest = {"input": str(Path(input_path).resolve()), "fingerprint": _fingerprint(records),
-                "rows": len(records), "model": str(model_dir.resolve()), "beta": serving.beta,
+                "rows": len(records), "model": str(model_dir.resolve()), "rule": serving.rule, "beta": serving.beta,
                 "prompt": serving.prompt.model_dump(), "engine": engine,
                 "device": "cuda (vllm)" if engine == "vllm" else str(pick_device(device)),
                 "dtype": dtype if engine != "vllm" else "vllm", "prefix_sharing": prefix_sharing and engine != "vllm"}
@@ -203,7 +203,7 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
                 chunk = todo[start:start + batch_queries]
                 seqs = [i for grp in chunk for i in grp]
                 probs = np.vstack(scorer.score_groups([[records[i] for i in grp] for grp in chunk]))
-                _write_part(parts, number, _table(records, seqs, probs, serving.beta))
+                _write_part(parts, number, _table(records, seqs, probs, serving))
                 number += 1
                 scored += len(seqs)
                 advance(len(seqs), info=f"{start + len(chunk)}/{len(todo)} queries")
@@ -211,6 +211,6 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
     seconds = time.perf_counter() - t0
     return {"output": str(output), "rows": len(records), "rejects": len(loaded.rejects),
             "rejects_path": str(rejects_path_of(output)), "queries": len(_groups(records)),
-            "resumed_rows": len(done), "scored_rows": scored, "beta": serving.beta,
+            "resumed_rows": len(done), "scored_rows": scored, "rule": serving.rule, "beta": serving.beta,
             "prefix_sharing": prefix_sharing, "engine": engine, "seconds": round(seconds, 3),
             "pairs_per_s": round(scored / seconds, 2) if seconds > 0 else None}

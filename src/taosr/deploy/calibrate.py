@@ -46,9 +46,18 @@ def compare_tiering(probs: np.ndarray, gold: np.ndarray, beta: float,
             for name, p in preds.items()}
 
 
+def choose_rule(cumpt_score: float, argmax_score: float, rule: str = "auto") -> str:
+    """The level rule to serve: `rule` itself unless "auto", where argmax wins ties (it needs no threshold)."""
+    if rule not in ("auto", "cumpt", "argmax"):
+        raise ValueError(f"rule must be auto, cumpt or argmax, got {rule!r}")
+    if rule != "auto":
+        return rule
+    return "cumpt" if cumpt_score > argmax_score else "argmax"
+
+
 def calibrate_model(model_dir: str | Path, dev_records: Sequence[Record], prompt_cfg: PromptConfig | None = None,
                     objective: str = "macro_f1", batch_size: int = 32, device: str = "auto",
-                    dtype: str = "float32") -> dict:
+                    dtype: str = "float32", rule: str = "auto") -> dict:
     """Score `dev_records` (all labelled), tune beta and cut-offs, write `taosr_serving.json`.
 
     Returns the written config as a dict (plus "path"). Raises ValueError on unlabelled records.
@@ -64,10 +73,12 @@ def calibrate_model(model_dir: str | Path, dev_records: Sequence[Record], prompt
     gold = np.array([r.label for r in dev_records])
     chosen = calibrate_beta(probs, gold, objective)
     cutoffs, _ = calibrate_cutoffs(probs, gold, objective)
+    comparison = compare_tiering(probs, gold, chosen.beta, cutoffs)
     cfg = ServingConfig(
-        beta=chosen.beta, objective=objective, dev_score=chosen.score, cutoffs=cutoffs,
+        rule=choose_rule(chosen.score, comparison["argmax"][objective], rule), beta=chosen.beta,
+        objective=objective, dev_score=chosen.score, cutoffs=cutoffs,
         label_token_ids=label_token_ids(tok), answer_prefix=ANSWER_OPEN, prompt=prompt_cfg,
-        n_dev=len(dev_records), comparison=compare_tiering(probs, gold, chosen.beta, cutoffs),
+        n_dev=len(dev_records), comparison=comparison,
     )
     path = write_text(Path(model_dir) / SERVING_FILE, cfg.model_dump_json(indent=1))
     return cfg.model_dump(mode="json") | {"path": str(path), "curve": chosen.curve}

@@ -32,7 +32,7 @@ from ..data.rows import build_records, builder_for
 from ..io import atomic_write, write_jsonl
 from ..progress import progress_bar
 from .batch_score import ROW_GROUP, SCHEMA, rejects_path_of
-from .cumpt import cumpt_levels, tiers_of
+from .cumpt import tiers_of
 from .schema import load_serving_config
 from .scorer import make_scorer
 
@@ -58,7 +58,7 @@ class _ScoreActor:
         rejected = {x["row"] for x in res.rejects}
         good = [i for i in range(len(raw)) if i not in rejected]
         probs = self.scorer.score_records(res.records) if res.records else np.zeros((0, 4))  # grouped by query inside
-        levels = cumpt_levels(probs, self.serving.beta)
+        levels = self.serving.levels(probs)
         stem = Path(self.file).stem
         rows = [{"id": r.id, "query": r.query, "title": r.title, **{f"p{k + 1}": float(probs[j, k]) for k in range(4)},
                  "level": int(levels[j]), "tier": tier, "_local": good[j], "_reject": None,

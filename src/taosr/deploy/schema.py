@@ -3,7 +3,7 @@
 `taosr calibrate` (`taosr.deploy.calibrate`) writes it next to the checkpoint: everything a server
 needs besides the weights:
 
-    {"beta", "objective", "dev_score", "cutoffs", "label_token_ids", "label_tokens",
+    {"rule", "beta", "objective", "dev_score", "cutoffs", "label_token_ids", "label_tokens",
      "answer_prefix": "<answer>", "prompt": {PromptConfig}, "n_dev", "comparison"}
 
 Both the transformers scorers (`taosr.deploy.serve`, `taosr.deploy.batch_score`) and a vLLM deployment read it.
@@ -21,19 +21,22 @@ With the allowed-token mask applied before the log-softmax, the four returned lo
 ``log softmax`` over the four label logits: the same renormalisation as `taosr.infer.scoring` /
 `taosr.infer.prefix` (`infer.vllm_engine.renormalise` also accepts raw log-probs, where only logZ differs).
 vLLM's automatic prefix caching plays the part of `PrefixScorer`'s shared instruction+query cache.
-Levels and tiers follow with ``cumpt_levels(p, beta)`` and ``tiers_of``.
+Levels and tiers follow with ``ServingConfig.levels(p)`` (CumPT at beta, or argmax where calibration chose it)
+and ``tiers_of``.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from ..labels import ANSWER_OPEN, LABEL_TOKENS
 from ..prompts import PromptConfig, model_prompt
-from .cumpt import DEFAULT_CUTOFFS
+from .cumpt import DEFAULT_CUTOFFS, argmax_levels, cumpt_levels
 
 log = logging.getLogger(__name__)
 SERVING_FILE = "taosr_serving.json"
@@ -42,6 +45,9 @@ SERVING_FILE = "taosr_serving.json"
 class ServingConfig(BaseModel):
     """What `taosr_serving.json` holds. Without the file: beta 0.5 and the model's stored prompt layout."""
 
+    rule: Literal["cumpt", "argmax"] = Field(
+        "cumpt", description="How probabilities become a level: 'cumpt' (threshold beta) or 'argmax' (the most "
+        "probable level). Calibration serves argmax where no beta reaches argmax's score on dev.")
     beta: float = Field(0.5, ge=0, le=1, description="CumPT threshold: highest k with P(4)+...+P(k) >= beta.")
     objective: str | None = Field(None, description="Dev objective beta was tuned for (macro_f1 | accuracy).")
     dev_score: float | None = Field(None, description="That objective on the dev split at the chosen beta.")
@@ -55,6 +61,10 @@ class ServingConfig(BaseModel):
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt layout the model was trained with.")
     n_dev: int | None = Field(None, description="Dev pairs used for calibration.")
     comparison: dict | None = Field(None, description="CumPT vs argmax vs expected-score cut-offs on dev.")
+
+    def levels(self, probs: np.ndarray) -> np.ndarray:
+        """Levels 1..4 of `probs` (n, 4) by this config's rule."""
+        return argmax_levels(probs) if self.rule == "argmax" else cumpt_levels(probs, self.beta)
 
 
 def load_serving_config(model_dir: str | Path) -> ServingConfig:

@@ -42,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..records import Record
 from ..runtime import resolve_engine
 from .configs import ServeSettings
-from .cumpt import cumpt_levels, tiers_of
+from .cumpt import tiers_of
 from .schema import ServingConfig, check_label_ids, load_serving_config
 from .scorer import make_scorer
 from .serve_api import ItemResult, RelevanceRequest, RelevanceResponse, StrictJSONRoute, too_long, validation_body
@@ -151,11 +151,11 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
         except Exception as e:
             log.error("scoring failed: %s", e)
             raise HTTPException(500, f"scoring failed: {type(e).__name__}") from None
-        levels = cumpt_levels(probs, serving.beta)
+        levels = serving.levels(probs)
         tiers = tiers_of(levels)
         results = [ItemResult(id=ids[i], probs={str(k + 1): float(probs[i, k]) for k in range(4)},
                               level=int(levels[i]), tier=str(tiers[i])) for i in range(len(records))]
-        return RelevanceResponse(results=results, beta=serving.beta, model=name)
+        return RelevanceResponse(results=results, rule=serving.rule, beta=serving.beta, model=name)
 
     @app.get("/healthz")
     async def healthz():
@@ -165,7 +165,7 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
     @app.get("/readyz")
     async def readyz():
         """Ready when the model is loaded and the batching worker runs."""
-        body = {"ready": service.ready, "model": name, "beta": serving.beta}
+        body = {"ready": service.ready, "model": name, "rule": serving.rule, "beta": serving.beta}
         return JSONResponse(body, status_code=200 if service.ready else 503)
 
     @app.get("/metrics")

@@ -112,7 +112,8 @@ class ItemResult(BaseModel):
 
 class RelevanceResponse(BaseModel):
     results: list[ItemResult] = Field(..., description="One per item, in request order.")
-    beta: float = Field(..., description="CumPT threshold used.")
+    rule: str = Field("cumpt", description="Level rule used: cumpt (threshold beta) or argmax.")
+    beta: float = Field(..., description="CumPT threshold (used where rule is cumpt).")
     model: str = Field(..., description="Model name.")
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from rich.console import Console
 
 from ..deploy.calibrate import calibrate_model, compare_tiering
-from ..deploy.cumpt import cumpt_levels
+from ..deploy.schema import load_serving_config
 from ..evaluation.devselect import DevSelect
 from ..evaluation.evaluate import (
     discriminative_hallucination,
@@ -299,7 +299,8 @@ class Demo:
                          m["train"]["steps"], grpo_cfg.prompts_per_step, grpo_cfg.learning_rate, name)
 
     def cumpt(self, row: str, generated_row: str) -> None:
-        """Deployment read-out of the final model: CumPT levels (beta tuned on dev) vs its generated labels."""
+        """Deployment read-out of the final model: levels from first-token probabilities (CumPT with beta tuned on
+        dev, or argmax where dev prefers it) vs its generated labels."""
         final = self.run.dir / "grpo" / "model"
         test = self.splits["test"]
         gold = [r.label for r in test]
@@ -308,12 +309,12 @@ class Demo:
         def fn() -> dict:
             cal = calibrate_model(final, self.splits["dev"], self.run.prompt)
             write_json(self.run.dir / "calibration.json",
-                       {k: cal[k] for k in ("beta", "curve", "dev_score", "objective")})
+                       {k: cal[k] for k in ("rule", "beta", "curve", "dev_score", "objective", "comparison")})
             model, tok = load_model(final, device="auto")
             probs = PrefixScorer(model, tok, self.run.prompt, self.run.eval_batch_size).score_records(test)
-            pred = cumpt_levels(probs, cal["beta"]).tolist()
+            pred = load_serving_config(final).levels(probs).tolist()
             m = metrics(gold, pred, qtypes)
-            m.update(beta=cal["beta"], dev_score=cal["dev_score"], pred=[int(p) for p in pred],
+            m.update(rule=cal["rule"], beta=cal["beta"], dev_score=cal["dev_score"], pred=[int(p) for p in pred],
                      tiering=compare_tiering(probs, np.array(gold), cal["beta"], cal["cutoffs"]))
             return m
 
@@ -331,7 +332,8 @@ class Demo:
         settings = {"parent": self.key("grpo"), "max_new_tokens": self.run.max_new_tokens}
         self.stage("final_generated", generated_row, generated, settings, stage="sft", order="answer_first",
                    parent="grpo")
-        self.stage("final_cumpt", row, fn, settings, stage="cumpt", order="answer_first", parent="grpo")
+        self.stage("final_cumpt", row, fn, {**settings, "rule": "auto"}, stage="cumpt", order="answer_first",
+                   parent="grpo")
 
 
 def run_stages(d: Demo, think_first_grpo: bool = False) -> None:
@@ -348,7 +350,7 @@ def run_stages(d: Demo, think_first_grpo: bool = False) -> None:
         d.grpo("think-first + DPO + GRPO", "think-first + DPO + continued SFT (GRPO control)", order="think_first")
     d.dpo("answer_first", "post-CoT + DPO", "post-CoT + continued SFT (DPO control)")
     d.grpo("post-CoT + DPO + GRPO (full)", "post-CoT + DPO + continued SFT (GRPO control)")
-    d.cumpt("full, CumPT on first-token probs", "full, generated label")
+    d.cumpt("full, first-token probs (CumPT or argmax, chosen on dev)", "full, generated label")
 
 
 def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
