@@ -6,11 +6,12 @@ to the finished run, so only the swept stage trains (with its usual dev-best ste
 value's model and the parent are then scored on the whole dev split; the value with the best dev
 macro-F1 is the choice. The test split is not read.
 
-    python bench/rl_sweep.py runs/method-smollm2/seed0 --preset smollm2 --stage dpo --values 5e-5 2e-4
-    python bench/rl_sweep.py runs/method-smollm2/seed0 --stage dpo --setting beta --values 0.5 --over learning_rate=5e-5
-    python bench/rl_sweep.py runs/method-smollm2/seed0 --preset smollm2 --stage grpo --values 1e-5 5e-5 \\
+    python bench/rl_sweep.py runs/method-smollm2/seed0 --stage dpo --values 5e-5 2e-4
+    python bench/rl_sweep.py runs/method-cpu-long/seed0 --stage dpo --setting beta --values 0.5 --over learning_rate=5e-5
+    python bench/rl_sweep.py runs/method-smollm2/seed0 --stage grpo --values 1e-5 5e-5 \\
         --dpo-from runs/rl-sweep-smollm2/dpo-learning_rate5e-05
 
+The stage's other settings are the finished run's own (its demo_config.json), or --preset's.
 Resumable: a value whose stage finished is read back.
 """
 
@@ -43,13 +44,18 @@ def stage_run(args, value: float):
 
     from taosr.io import write_json
     from taosr.run.demo import Demo
-    from taosr.run.presets import load_preset
+    from taosr.run.presets import DemoConfig, load_preset, merge
     from taosr.run.rundir import prepare_data, save_config
 
     fixed = "".join(f"-{k}{v:g}" for k, v in args.over.items())
     name = f"{args.stage}-{args.setting}{value:g}{fixed}"
-    cfg = load_preset(args.preset, name, {args.stage: {**args.over, args.setting: value}, "seed": args.seed,
-                                          "controls": False})
+    over = {args.stage: {**args.over, args.setting: value}, "seed": args.seed, "controls": False}
+    if args.preset:
+        cfg = load_preset(args.preset, name, over)
+    else:  # the settings the finished run used (a demo preset or a bench preset such as cpu-long)
+        saved = json.loads((args.source / "demo_config.json").read_text())
+        cfg = DemoConfig.model_validate(merge(saved, over))
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": name})})
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"runs_dir": f"runs/{args.name}"})})
     cfg.run.dir.mkdir(parents=True, exist_ok=True)
     for sub in SHARED:
@@ -80,7 +86,8 @@ def dev_score(model_dir: Path, dev, prompt) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("source", type=Path, help="A finished run's seed folder (its SFT stages and samples are reused).")
-    ap.add_argument("--preset", default="smollm2", help="The demo preset that run used.")
+    ap.add_argument("--preset", default=None, help="A demo preset to take the settings from (default: the source "
+                    "run's own, its demo_config.json).")
     ap.add_argument("--stage", choices=["dpo", "grpo"], default="dpo", help="dpo: post-CoT DPO; grpo: GRPO after it.")
     ap.add_argument("--setting", default="learning_rate", help="The stage's setting to sweep (a DPOStageConfig or "
                     "GRPOStageConfig field).")
@@ -94,6 +101,8 @@ def main() -> None:
     args = ap.parse_args()
     args.over = {k: float(v) for k, v in (o.split("=", 1) for o in args.over)}
     args.source, args.dpo_from = args.source.resolve(), (args.dpo_from or args.source).resolve()
+    if args.preset is None and not (args.source / "demo_config.json").is_file():
+        ap.error(f"{args.source / 'demo_config.json'} not found: name the run's demo preset with --preset")
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT / "bench"))
     from method import git_commit, machine
