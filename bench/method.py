@@ -159,7 +159,7 @@ def aggregate(args, wall_s: float) -> dict:
             stats = seed_stats(gold, [r["pred"] for _, r in found], qids, n_boot=args.boot)
         row = {"name": r0["name"], "stage": r0["stage"], "order": r0.get("order"),
                "parent": names.get(r0.get("parent")), "control": names.get(r0.get("control")), "seeds": seeds, **stats,
-               "extra": {s: {k: r.get(k) for k in ("pass_at_k", "pass_at_k_prior", "hallucination", "beta",
+               "extra": {s: {k: r.get(k) for k in ("pass_at_k", "pass_at_k_prior", "hallucination", "rule", "beta",
                                                      "stage_wall_s") if r.get(k) is not None}
                          | ({"dev_best_step": r["train"].get("dev_best_step")} if r.get("train") else {})
                          for s, r in found}}

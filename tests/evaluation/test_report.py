@@ -66,8 +66,10 @@ def make_fake_run(root: Path) -> tuple[Path, list[dict]]:
                 "probs": [0.05, 0.1, 0.15, 0.7]} for i in range(25)]
     (run / "grpo" / "samples.json").write_text(json.dumps(samples))
     (run / "baseline" / "samples.json").write_text(json.dumps([{k: v for k, v in s.items() if k != "text"} for s in samples[:8]]))
-    (run / "calibration.json").write_text(json.dumps({"beta": 0.55, "curve": [[b, 0.6 - (b - 0.55) ** 2]
-                                                                              for b in np.linspace(0.05, 0.95, 19).tolist()]}))
+    (run / "calibration.json").write_text(json.dumps({"beta": 0.55, "rule": "argmax", "objective": "macro_f1",
+                                                      "comparison": {"argmax": {"macro_f1": 0.61}},
+                                                      "curve": [[b, 0.6 - (b - 0.55) ** 2]
+                                                                for b in np.linspace(0.05, 0.95, 19).tolist()]}))
     return run, rows
 
 
@@ -97,6 +99,7 @@ def test_report_has_all_sections(tmp_path):
     for heading in ("Run configuration", "Stage table", "query type", "Confusion", "Training curves", "pass@k", "CumPT",
                     "Sample judgements"):
         assert heading in page
+    assert "Served: argmax (chosen on dev)." in page
 
 
 def test_report_sections_missing(tmp_path):

@@ -290,11 +290,17 @@ def _calibration(run: Path) -> str:
     beta = cal.get("beta")
     if beta is not None:
         ax.axvline(float(beta), color="#c53030", ls="--", lw=1.2, label=f"chosen beta = {float(beta):.3g}")
+    argmax = ((cal.get("comparison") or {}).get("argmax") or {}).get(cal.get("objective") or "macro_f1")
+    if argmax is not None:
+        ax.axhline(100 * float(argmax), color="#2f855a", ls=":", lw=1.2, label="argmax")
+    if beta is not None or argmax is not None:
         ax.legend(fontsize=9)
     ax.set_xlabel("beta (cumulative-probability threshold)")
     ax.set_ylabel(f"{cal.get('metric', 'macro-F1')} (%)")
     ax.grid(alpha=0.3)
-    return out[0] + f'<div class="card" style="display:inline-block">{_png(fig)}</div>'
+    rule = cal.get("rule")
+    note = f'<p class="note">Served: {escape(str(rule))} (chosen on dev).</p>' if rule else ""
+    return out[0] + note + f'<div class="card" style="display:inline-block">{_png(fig)}</div>'
 
 
 def _level(v) -> str:

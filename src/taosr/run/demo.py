@@ -333,7 +333,7 @@ class Demo:
         self.stage("final_generated", generated_row, generated, settings, stage="sft", order="answer_first",
                    parent="grpo")
         self.stage("final_cumpt", row, fn, {**settings, "rule": "auto"}, stage="cumpt", order="answer_first",
-                   parent="grpo")
+                   parent="final_generated")  # the table's delta: probabilities against the generated label
 
 
 def run_stages(d: Demo, think_first_grpo: bool = False) -> None:
