@@ -129,7 +129,8 @@ def run_seed(args, seed: int) -> None:
         write_json(d.run.dir / "rows.json", [{"name": n, **meta, "macro_f1": m["macro_f1"], "pred": m.get("pred"),
                                               "pass_at_k": m.get("pass_at_k"), "pass_at_k_prior": m.get("pass_at_k_prior"),
                                               "hallucination": m.get("hallucination"), "train": m.get("train"),
-                                              "beta": m.get("beta"), "stage_wall_s": m.get("stage_wall_s")}
+                                              "rule": m.get("rule"), "beta": m.get("beta"),
+                                              "stage_wall_s": m.get("stage_wall_s")}
                                              for n, m, meta in d.rows])
 
     d.on_row = save_rows
