@@ -42,3 +42,7 @@ def test_sft_chat_template_is_stored_and_read_by_calibrate(tmp_path, tiny_model,
     r = CliRunner().invoke(app, ["calibrate", "--model", str(model_dir), "--data", str(tmp_path / "dev.jsonl")])
     assert r.exit_code == 0, r.output
     assert load_serving_config(model_dir).prompt == model_prompt(model_dir)  # the serving export keeps it
+    r = CliRunner().invoke(app, ["calibrate", "--model", str(model_dir), "--data", str(tmp_path / "dev.jsonl"),
+                                 "--rule", "argmax"])
+    assert r.exit_code == 0, r.output
+    assert load_serving_config(model_dir).rule == "argmax"  # forced, whatever dev prefers
