@@ -53,10 +53,8 @@ def stage_run(args, value: float):
     if args.preset:
         cfg = load_preset(args.preset, name, over)
     else:  # the settings the finished run used (a demo preset or a bench preset such as cpu-long)
-        saved = json.loads((args.source / "demo_config.json").read_text())
-        cfg = DemoConfig.model_validate(merge(saved, over))
-        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": name})})
-    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"runs_dir": f"runs/{args.name}"})})
+        cfg = DemoConfig.model_validate(merge(json.loads((args.source / "demo_config.json").read_text()), over))
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": name, "runs_dir": f"runs/{args.name}"})})
     cfg.run.dir.mkdir(parents=True, exist_ok=True)
     for sub in SHARED:
         link(args.source / sub, cfg.run.dir / sub)

@@ -79,13 +79,13 @@ class Demo:
         cannot be checked, and adopting the current settings would label it with settings it never used."""
         folder = self.run.dir / name
         if not (folder / SETTINGS_FILE).exists() and folder.is_dir() and any(folder.iterdir()):
-            raise ValueError(f"{folder}: has no {SETTINGS_FILE} (made by an older taosr), so the settings it ran "
-                             "with cannot be checked; remove that folder and the stages after it to run them "
-                             "again, or start over with --fresh")
-        diff = record_differences(folder / SETTINGS_FILE, settings)
-        if diff:
-            raise ValueError(f"{self.run.dir / name}: ran with other settings ({'; '.join(diff[:5])}); remove "
-                             "that folder and the stages after it to run them again, or start over with --fresh")
+            problem = f"has no {SETTINGS_FILE} (made by an older taosr), so the settings it ran with cannot be checked"
+        else:
+            diff = record_differences(folder / SETTINGS_FILE, settings)
+            problem = diff and f"ran with other settings ({'; '.join(diff[:5])})"
+        if problem:
+            raise ValueError(f"{folder}: {problem}; remove that folder and the stages after it to run them again, "
+                             "or start over with --fresh")
 
     def key(self, name: str) -> str:
         """A short hash of a finished stage's settings: a child stage records it, so a changed parent shows."""

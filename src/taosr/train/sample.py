@@ -47,9 +47,9 @@ def check_resume(out_dir: Path, records: list[Record], cfg: SampleConfig, prompt
 
     A folder from before the manifest existed is checked shard by shard: each shard must hold exactly the
     prompts this run would put in it."""
-    path = out_dir / MANIFEST
+    path, want = out_dir / MANIFEST, sampling_manifest(records, cfg, prompt_cfg)
     if path.exists():
-        diff = record_differences(path, sampling_manifest(records, cfg, prompt_cfg))
+        diff = record_differences(path, want)
         if diff:
             raise ValueError(f"{out_dir}: these samples were drawn with other settings ({'; '.join(diff[:5])}) "
                              f"({path}); use another folder or remove it to sample again")
@@ -62,7 +62,7 @@ def check_resume(out_dir: Path, records: list[Record], cfg: SampleConfig, prompt
             raise ValueError(f"{shard}: holds samples of other prompts than shard {k} of this run (first id "
                              f"{got[0] if got else None!r}, expected {chunk[0] if chunk else None!r}); use another "
                              "folder or remove it to sample again")
-    record_differences(path, sampling_manifest(records, cfg, prompt_cfg))  # writes the manifest
+    write_json(path, want)
 
 
 def run_sampling(model, tokenizer, records: list[Record], cfg: SampleConfig, out_dir: Path,
