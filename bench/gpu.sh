@@ -106,18 +106,10 @@ workload() {  # name, log, then the command; its timeout is what is left of the 
   return "$rc"
 }
 
-method() {  # bench/method.py, or bench/gpu_pipeline.py while method.py does not exist yet
-  local preset=$1 device=$2 model=$3 out=$4 log=$5; shift 5
-  if [ -f bench/method.py ]; then
-    local m=(); [ "$model" = fresh ] || m=(--model "$model")
-    grep -q -- '"--device"' bench/method.py && m+=(--device "$device")  # only where method.py takes it
-    [ "$MODE" = quick ] && m+=(--name "gpu-sh-quick-$model")  # here: not the runs/ of your own method runs
-    workload "$log" "$PY" bench/method.py --preset "$preset" "${m[@]}" --out "$OUTDIR/$out" "$@"
-  else
-    local q=(); [ "$preset" = quick ] && q=(--quick)
-    echo "(bench/method.py not found: bench/gpu_pipeline.py instead)"
-    workload "$log" "$PY" bench/gpu_pipeline.py --model "$model" "${q[@]}" --out "$OUTDIR/${out%.json}_pipeline.json" "$@"
-  fi
+method() {  # `taosr bench method` with a preset of src/taosr/configs/demo/
+  local preset=$1 out=$2 log=$3; shift 3
+  local m=(); [ "$MODE" = quick ] && m+=(--name "gpu-sh-$preset")  # here: not the runs/ of your own method runs
+  workload "$log" "$PY" -m taosr.cli bench method --preset "$preset" "${m[@]}" --out "$OUTDIR/$out" "$@"
 }
 
 case "$MODE" in
@@ -127,7 +119,7 @@ case "$MODE" in
     { header; install_wheels; check_imports; keep_part1; } 2>&1 | tee "$OUTDIR/$MODE-setup.log"
     [ "${PIPESTATUS[0]}" = 0 ] || exit 2
     [ "$MODE" = prep ] && exit 0
-    method gpu cuda fresh method_gpu.json stage1.log "$@"
+    method gpu method_gpu.json stage1.log "$@"
     ;;
   stage2)
     export PYTHONPATH=$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
@@ -138,7 +130,7 @@ case "$MODE" in
       check_imports; join_smol; convert_smol
     } 2>&1 | tee "$OUTDIR/stage2-setup.log"
     [ "${PIPESTATUS[0]}" = 0 ] || exit 2
-    method gpu cuda smollm2-135m method_smollm2_gpu.json stage2.log "$@"
+    method smollm2-gpu method_smollm2_gpu.json stage2.log "$@"
     ;;
   quick)  # CPU check of the same path. A Python 3.12 interpreter installs .whl for real; another one has pip
           # check that the wheels install on CPython 3.12 manylinux x86_64 (tags, one version each).
@@ -147,7 +139,7 @@ case "$MODE" in
     [ -n "${TAOSR_CACHE:-}" ] || { TAOSR_CACHE=$(mktemp -d /tmp/taosr-cache-quick.XXXX); TMP_CACHE=$TAOSR_CACHE; }
     export TAOSR_CACHE
     trap 'rm -rf "$SITE" "$SMOL_KEEP" "$SITE.dry" ${TMP_CACHE:+"$TMP_CACHE"}' EXIT  # what this run made in /tmp
-    rm -rf runs/gpu-sh-quick-fresh runs/gpu-sh-quick-smollm2-135m  # method.py resumes: start these afresh
+    rm -rf runs/gpu-sh-quick runs/gpu-sh-smollm2-quick  # the bench resumes: start these afresh
     {
       header
       if "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
@@ -166,8 +158,8 @@ case "$MODE" in
     [ "${PIPESTATUS[0]}" = 0 ] || exit 2
     export PYTHONPATH=$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
     [ "${QUICK_WORKLOADS:-1}" = 1 ] || exit 0
-    method quick cpu fresh method_quick.json quick1.log "$@" || exit
-    method quick cpu smollm2-135m method_smollm2_quick.json quick2.log "$@"
+    method quick method_quick.json quick1.log --seeds 0 "$@" || exit
+    method smollm2-quick method_smollm2_quick.json quick2.log --seeds 0 "$@"
     ;;
   pipeline)
     install_wheels

@@ -53,7 +53,8 @@ def test_rules(query, rec, level, rule):
 def test_query_types_parse():
     assert QuerySpec.parse("sneakers not leather").query_type == "negation"
     assert QuerySpec.parse("maison noir jacket dupe").alt_brand == "maison noir"
-    assert QuerySpec.parse("what to wear for marathon training").categories == {"running shoes", "t-shirt"}
+    assert QuerySpec.parse("what to wear for marathon training").categories == {"running shoes", "t-shirt", "shorts",
+                                                                                 "watch"}
     assert QuerySpec.parse("coffee maker sale").query_type == "plain"
     assert QuerySpec.parse("a cat that sings") is None
 
@@ -98,3 +99,32 @@ def test_file_teacher_reads_only_ok_rows(tmp_path):
     got = t.reason(Record(id="a", query="q", title="t", label=2))
     assert got.level == 2 and got.rule_ids == ("NEG-VIOLATED",) and got.text.endswith("mismatch.")
     assert t.reason(Record(id="b", query="q", title="t", label=4)) is None
+
+
+def test_default_benchmark_is_an_instrument():
+    """Benchmark v2's defaults: >= 1,000 distinct test and 500 dev strings, >= 150 test strings of every type,
+    no string over 1% of the test pairs, the paper's label mix within a few points."""
+    splits = generate(SynthConfig())
+    test, dev = splits["test"], splits["dev"]
+    assert len({r.query for r in test}) >= 1000 and len({r.query for r in dev}) >= 500
+    for qt in QUERY_TYPES:
+        assert len({r.query for r in test if r.query_type == qt}) >= 150, qt
+    assert max(Counter(r.query for r in test).values()) / len(test) <= 0.01
+    labels = Counter(r.label for v in splits.values() for r in v)
+    n = sum(labels.values())
+    for level, share in {4: 0.50, 3: 0.05, 2: 0.36, 1: 0.09}.items():
+        assert abs(labels[level] / n - share) < 0.07, (level, labels[level] / n)
+
+
+@pytest.mark.parametrize("query,qtype,wants,excludes", [
+    ("leather sneakers for men in red", "attribute", {"color": "red", "material": "leather", "gender": "men"}, {}),
+    ("wool sweater by altura", "attribute", {"brand": "altura", "material": "wool"}, {}),
+    ("what should a woman wear to a ski trip", "qa", {"gender": "women"}, {}),
+    ("non wool sweater", "negation", {}, {"material": "wool"}),
+    ("tent other than alpinex", "negation", {}, {"brand": "alpinex"}),
+    ("zenbyte laptop for video editing", "knowledge", {"brand": "zenbyte"}, {}),
+    ("headphones shopping", "plain", {}, {}),
+])
+def test_new_phrasings_parse(query, qtype, wants, excludes):
+    spec = QuerySpec.parse(query)
+    assert (spec.query_type, spec.wants, spec.excludes) == (qtype, wants, excludes)

@@ -29,9 +29,27 @@ def test_presets_ship_with_the_package():
 
 def test_budgets_name_every_stage():
     b = budgets(load_preset("smollm2", "t"))
-    assert b["model"] == "smollm2-135m" and b["sft_steps"]["answer_only"] == 200 and b["sft_steps"]["think_first"] == 150
-    assert b["dpo_steps"] == 30 and b["grpo_group"] == 8
-    assert b["sft_steps"]["answer_first"] == 100 and b["sft_start"] == {"answer_first": "answer_only"}
+    assert b["model"] == "smollm2-135m" and b["sft_budget"]["answer_only"] == "200 steps"
+    assert b["sft_budget"]["think_first"] == "150 steps" and b["dpo_steps"] == 30 and b["grpo_group"] == 8
+    assert b["sft_budget"]["answer_first"] == "100 steps" and b["sft_start"] == {"answer_first": "answer_only"}
+    long = budgets(load_preset("cpu-long", "t"))
+    assert long["sft_budget"] == {"answer_only": "5.0 epochs", "think_first": "2.0 epochs", "answer_first": "2.0 epochs"}
+    assert long["baseline"] == "1.0 epochs" and long["test_limit"] is None
+
+
+def test_presets_extend_and_regimes_differ_only_in_the_teacher(tmp_path):
+    exact, noisy = load_preset("cpu-long", "t"), load_preset("regime-noisy-30", "t")
+    assert noisy.teacher_noise.error_rate == 0.30 and noisy.run.sft.teacher_disagreement == "keep"
+    assert exact.teacher_noise.error_rate == 0.0 and exact.run.sft.teacher_disagreement == "drop"
+    strip = lambda c: {k: v for k, v in c.model_dump().items() if k not in ("teacher_noise", "run")}
+    assert strip(exact) == strip(noisy)
+    assert load_preset("instrument", "t").stop_after == "answer_only"
+    (tmp_path / "a.yaml").write_text("extends: " + str(tmp_path / "b.yaml") + "\n")
+    (tmp_path / "b.yaml").write_text("extends: " + str(tmp_path / "a.yaml") + "\n")
+    with pytest.raises(ValueError, match="cycle"):
+        load_preset(tmp_path / "a.yaml", "t")
+    with pytest.raises(ValueError, match="stop_after"):
+        load_preset("tiny", "t", {"stop_after": "sft"})
 
 
 @pytest.mark.parametrize("name", ["default", "tiny", "smollm2"])
@@ -72,7 +90,7 @@ def test_smollm2_preset_runs_every_stage(tmp_path, monkeypatch):
     from rich.console import Console
 
     from taosr.pretrained import smollm2_dir
-    from taosr.run.demo import run_demo
+    from taosr.run.stages import run_demo
 
     try:
         smollm2_dir()
@@ -122,7 +140,8 @@ def test_sft_start_loads_the_earlier_orders_model(tmp_path, monkeypatch):
     monkeypatch.setattr(demo_mod, "load_model", lambda path: loaded.append(Path(path)) or (None, None))
     monkeypatch.setattr(demo_mod, "run_sft", lambda *a, **k: {"steps": 1})
     monkeypatch.setattr(Demo, "evaluate", lambda self, *a: ({"macro_f1": 0.5, "accuracy": 0.5}, {}))
-    cfg = load_preset("tiny", "t", {"sft_start": {"answer_first": "answer_only"}, "run": {"runs_dir": str(tmp_path)}})
+    cfg = load_preset("tiny", "t", {"sft_start": {"answer_first": "answer_only"}, "run": {"runs_dir": str(tmp_path)},
+                                    "sft_dev_checks": 0})
     d = Demo(cfg, Console())
     d.splits = {"train": []}
     with pytest.raises(ValueError, match="has not run yet"):
@@ -148,7 +167,8 @@ def test_resuming_a_stage_with_other_settings_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(Demo, "evaluate", lambda self, *a: ({"macro_f1": 0.5, "accuracy": 0.5}, {}))
 
     def demo(lr: float, start: dict | None = None) -> Demo:
-        over = {"run": {"runs_dir": str(tmp_path), "sft": {"learning_rate": lr}}, "sft_start": start or {}}
+        over = {"run": {"runs_dir": str(tmp_path), "sft": {"learning_rate": lr}}, "sft_start": start or {},
+                "sft_dev_checks": 0}
         d = Demo(load_preset("tiny", "t", over), Console())
         d.splits = {"train": []}
         return d

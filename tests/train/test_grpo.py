@@ -51,9 +51,14 @@ def test_offline_filter_and_balance():
     kept2, _ = select_prompts(recs, pd.DataFrame(rows), GRPOStageConfig(gamma=2, balance_classes=False))
     assert sorted(r.id for r in kept2) == ["p2", "p7"]
     # class balance: one per level among the kept (4: p1,p2; 2: p4; 1: p6; 3: p7,p8) -> 4 prompts, CV 0
-    kept3, s3 = select_prompts(recs, pd.DataFrame(rows), GRPOStageConfig())
+    kept3, s3 = select_prompts(recs, pd.DataFrame(rows), GRPOStageConfig(balance_mode="downsample"))
     assert sorted(r.label for r in kept3) == [1, 2, 3, 4]
     assert s3["cv_after"] == 0.0 and s3["cv_before"] > 0 and s3["dropped_balance"] == 2
+    # oversample (the default): no mixed prompt is lost; rarer levels repeat up to the largest level's count
+    kept4, s4 = select_prompts(recs, pd.DataFrame(rows), GRPOStageConfig())
+    assert sorted(r.label for r in kept4) == [1, 1, 2, 2, 3, 3, 4, 4] and s4["dropped_balance"] == 0
+    assert {r.id for r in kept4} == {"p1", "p2", "p4", "p6", "p7", "p8"} and s4["cv_after"] == 0.0
+    assert s4["distinct_per_level"] == {1: 1, 2: 1, 3: 2, 4: 2}
 
 
 def test_label_mix_cv():

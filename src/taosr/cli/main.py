@@ -18,12 +18,12 @@ import typer
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from . import data, deploy, evaluate, teacher, train  # noqa: E402  (after the environment above)
+from . import bench, data, deploy, evaluate, teacher, train  # noqa: E402  (after the environment above)
 from .inputs import console  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="taosr: train, evaluate and serve TaoSR1-style thinking relevance judges.")
-for stage in (data, teacher, train, evaluate, deploy):
+for stage in (data, teacher, train, evaluate, deploy, bench):
     stage.register(app)
 
 
@@ -37,7 +37,7 @@ def demo(
     fresh: bool = typer.Option(False, help="Delete the run folder first instead of resuming it."),
 ):
     """Generate the benchmark, run every stage, print the TaoSR1-shaped table."""
-    from ..run.demo import run_demo
+    from ..run.stages import run_demo
     from .options import read_config
 
     run_demo(name=name, preset=preset, fresh=fresh, console=console, overrides=read_config(config))

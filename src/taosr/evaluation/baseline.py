@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from transformers import TrainerCallback
 
 from ..io import write_json
 from ..progress import attach, progress_bar
@@ -74,8 +75,43 @@ def build_cross_encoder(cfg: BaselineConfig):
     return CrossEncoder(modules=[encoder, Pooling(dim, "mean"), head], device=device)
 
 
-def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) -> dict:
-    """Fine-tune the cross-encoder, save it (safetensors) to `out_dir/model`, write and return a summary."""
+class BaselineDevSelect(TrainerCallback):
+    """Reads the cross-encoder on dev every `every` steps and at the end; puts the dev-best weights back."""
+
+    def __init__(self, model, dev: Sequence[Record], every: int, threads: int):
+        self.model, self.dev, self.every, self.threads = model, list(dev), max(1, every), threads
+        self.history: list[tuple[int, float]] = []
+        self.best_step, self.best_f1, self.best_state = None, -1.0, None
+
+    def check(self, step: int) -> None:
+        if self.history and self.history[-1][0] == step:
+            return
+        was_training = self.model.training
+        pred, _ = predict_baseline(self.model, self.dev, threads=self.threads)
+        self.model.train(was_training)
+        f1 = metrics([r.label for r in self.dev], pred)["macro_f1"]
+        self.history.append((step, round(f1, 5)))
+        if f1 > self.best_f1:
+            self.best_step, self.best_f1 = step, f1
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step % self.every == 0:
+            self.check(state.global_step)
+
+    def on_train_end(self, args, state, control, **kw):
+        self.check(state.global_step)
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+    def summary(self) -> dict:
+        return {"dev_best_step": self.best_step, "dev_best_macro_f1": self.best_f1, "dev_curve": self.history}
+
+
+def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path,
+                   dev: Sequence[Record] | None = None) -> dict:
+    """Fine-tune the cross-encoder (keeping the dev-best step when `dev` is given and `cfg.dev_checks` > 0), save it
+    (safetensors) to `out_dir/model`, write and return a summary."""
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
@@ -130,7 +166,9 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
         bf16=use_bf16,
         ddp_find_unused_parameters=False,  # under `accelerate launch`: every parameter that trains is used once
     )
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss)
+    select = BaselineDevSelect(model, dev, total // cfg.dev_checks, cfg.threads) if dev and cfg.dev_checks else None
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss,
+                                  callbacks=[select] if select else None)
     attach(trainer, "baseline: training")
     t0 = time.perf_counter()
     with _threads(cfg.threads):
@@ -145,7 +183,7 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path) 
         "epochs": round(trainer.state.global_step * cfg.batch_size / len(labelled), 3),
         "bf16": use_bf16, "wall_s": round(wall, 1), "loss_first": losses[0][1] if losses else None,
         "loss_last": losses[-1][1] if losses else None, "loss_curve": losses,
-        "config": cfg.model_dump(),
+        "config": cfg.model_dump(), **(select.summary() if select else {}),
     }
     write_summary(out_dir, summary)
     trainer.accelerator.wait_for_everyone()
@@ -194,14 +232,17 @@ def samples(records: Sequence[Record], pred: Sequence[int], probs: np.ndarray, n
             for i in pick]
 
 
-def run_baseline(train: Sequence[Record], test: Sequence[Record], cfg: BaselineConfig, out_dir: Path) -> dict:
-    """Train, score the test split, write `metrics.json` / `samples.json`; return the metrics dict (demo row)."""
+def run_baseline(train: Sequence[Record], test: Sequence[Record], cfg: BaselineConfig, out_dir: Path,
+                 dev: Sequence[Record] | None = None) -> dict:
+    """Train (dev-best step kept when `dev` is given), score the test split, write `metrics.json` / `samples.json`;
+    return the metrics dict (demo row), with the training summary under "train"."""
     out_dir = Path(out_dir)
-    summary = train_baseline(train, cfg, out_dir)
+    summary = train_baseline(train, cfg, out_dir, dev)
     t0 = time.perf_counter()
     pred, probs = predict_baseline(out_dir / "model", test, threads=cfg.threads)
     m = metrics([r.label for r in test], pred, [r.query_type for r in test])
     m["train_wall_s"], m["predict_wall_s"] = summary["wall_s"], round(time.perf_counter() - t0, 1)
+    m["train"] = {k: v for k, v in summary.items() if k not in ("loss_curve", "config")}
     if is_main_process():
         write_json(out_dir / "metrics.json", m)
         write_json(out_dir / "samples.json", samples(test, pred, probs))

@@ -50,4 +50,6 @@ class BaselineConfig(BaseModel):
     threads: int = Field(1, description="torch CPU threads while training/scoring (0 = leave as is); 1 suits a small "
                                         "shared CPU, where threads contending for cores slow each step down.")
     logging_steps: int = Field(10, description="Record the training loss every this many steps.")
+    dev_checks: int = Field(0, ge=0, description="Dev evaluations during training when dev pairs are given; the "
+                            "dev-best step's weights are kept (0 = the last step).")
     seed: int = Field(0, description="Head initialisation, data order and dropout seed.")

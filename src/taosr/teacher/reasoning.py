@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..kb.rules import KnowledgeBase, default_kb, judge
+from ..kb.rules import Judgement, KnowledgeBase, default_kb, judge
 from ..labels import LEVEL_NAMES, to_level
 from ..records import Record
 
@@ -20,8 +20,9 @@ from ..records import Record
 @dataclass(frozen=True)
 class Reasoning:
     text: str  # the five steps, plain text, no tags
-    level: int  # the level the reasoning concludes
+    level: int  # the label the teacher gives (its reasoning's conclusion, unless the teacher contradicts itself)
     rule_ids: tuple[str, ...]  # rules the reasoning relied on
+    error: str | None = None  # the kind of error a noisy teacher made here (teacher/noise.py), None when exact
 
 
 class Teacher(Protocol):
@@ -38,26 +39,29 @@ class RuleTeacher:
         j = judge(record, self.kb)
         if j is None:
             return None
-        s = j.spec
-        asks = sorted(s.categories)
-        want = " ".join(f"{v}" for v in s.wants.values())
-        q = f"query: {' or '.join(asks)}"
-        if want:
-            q += f", wants {want}"
-        if s.excludes:
-            q += f", excludes {' '.join(s.excludes.values())}"
-        if s.alt_brand:
-            q += f", cheaper than {s.alt_brand}"
-        if s.occasion:
-            q += f", for {s.occasion}"
-        if s.task:
-            q += f", for {s.task}"
-        attrs = " ".join(record.attributes[a] for a in sorted(record.attributes))
-        item = f"item: {record.category}, {record.brand or 'no brand'}, {attrs}"
-        cat = f"category: {j.category_match}"
-        checks = "; ".join(j.checks) if j.checks else "no constraint"
-        text = f"{q}. {item}. {cat}. attributes: {checks}. judgement: {LEVEL_NAMES[j.level].lower()}."
-        return Reasoning(text=text, level=j.level, rule_ids=tuple(j.fired))
+        return Reasoning(text=verbalise(record, j), level=j.level, rule_ids=tuple(j.fired))
+
+
+def verbalise(record: Record, j: Judgement) -> str:
+    """The five reasoning steps of a judgement, as one line of plain text ending in "judgement: <level>."."""
+    s = j.spec
+    q = f"query: {' or '.join(sorted(s.categories))}"
+    want = " ".join(f"{v}" for v in s.wants.values())
+    if want:
+        q += f", wants {want}"
+    if s.excludes:
+        q += f", excludes {' '.join(s.excludes.values())}"
+    if s.alt_brand:
+        q += f", cheaper than {s.alt_brand}"
+    if s.occasion:
+        q += f", for {s.occasion}"
+    if s.task:
+        q += f", for {s.task}"
+    attrs = " ".join(record.attributes[a] for a in sorted(record.attributes))
+    item = f"item: {record.category}, {record.brand or 'no brand'}, {attrs}"
+    cat = f"category: {j.category_match}"
+    checks = "; ".join(j.checks) if j.checks else "no constraint"
+    return f"{q}. {item}. {cat}. attributes: {checks}. judgement: {LEVEL_NAMES[j.level].lower()}."
 
 
 class FileTeacher:

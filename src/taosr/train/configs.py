@@ -31,7 +31,10 @@ class SFTStageConfig(BaseModel):
     """Stage-1 training budget and optimiser."""
 
     order: OutputOrder = Field("answer_first", description=f"Output order, one of {ORDERS}.")
-    max_steps: int = Field(600, description="Optimiser steps.")
+    max_steps: int = Field(600, description="Optimiser steps (used when epochs is not set).")
+    epochs: float | None = Field(None, gt=0, description="Budget in passes over the training examples; replaces "
+                                 "max_steps (steps = epochs x examples / batch size), so orders and data sizes "
+                                 "train under the same rule.")
     batch_size: int = Field(32, description="Sequences per step (per process).")
     learning_rate: float = Field(2e-3, description="Peak learning rate (cosine decay, warm-up below).")
     warmup_ratio: float = Field(0.05, description="Share of steps spent warming up.")
@@ -43,8 +46,18 @@ class SFTStageConfig(BaseModel):
     label_weight: float = Field(1.0, gt=0, description="Loss weight of the label token relative to the other response "
                                 "tokens (1 = plain next-token loss). In post-CoT targets the label is 1 of ~40 tokens; "
                                 "a small model then learns the reasoning but not the label.")
+    teacher_disagreement: Literal["drop", "keep", "gold"] = Field(
+        "drop", description="Reasoning whose label differs from the gold label: 'drop' lists the pair as a reject "
+        "(rejection sampling), 'keep' trains on the teacher's reasoning and its label (an unfiltered teacher), "
+        "'gold' keeps the reasoning and puts the gold label after it.")
     save_steps: int = Field(200, description="Checkpoint every this many steps (resume point).")
     seed: int = Field(0, description="Data order and dropout seed.")
+
+    def steps_for(self, examples: int, processes: int = 1) -> int:
+        """Optimiser steps of this budget on `examples` training examples."""
+        if self.epochs is None:
+            return self.max_steps
+        return max(1, -(-int(self.epochs * examples) // (self.batch_size * processes)))
 
 
 class SampleConfig(BaseModel):
@@ -112,7 +125,11 @@ class GRPOStageConfig(BaseModel):
                               "samples; None means gamma = N, which drops only the all-right and all-wrong prompts.")
     offline_filter: bool = Field(True, description="Apply the pass@N difficulty filter before training.")
     online_mask: bool = Field(True, description="Mask zero-spread groups (raw accuracy) during training.")
-    balance_classes: bool = Field(True, description="Down-sample RL prompts to a balanced label mix.")
+    balance_classes: bool = Field(True, description="Balance the RL prompts' label mix (see balance_mode).")
+    balance_mode: Literal["downsample", "oversample"] = Field(
+        "oversample", description="'oversample' repeats the prompts of the rarer levels until every level has as "
+        "many as the most common one (no mixed prompt is thrown away); 'downsample' keeps as many of each level as "
+        "the rarest has (the paper's balanced set, which left a few prompts when one level is rare).")
     eps: float = Field(1e-6, description="Spread below which a group counts as zero-spread.")
     seed: int = Field(0, description="Seed.")
     bf16: bool | None = Field(None, description=BF16_HELP)

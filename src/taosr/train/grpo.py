@@ -108,14 +108,22 @@ def select_prompts(records: list[Record], samples: pd.DataFrame | None,
         kept = [r for r in kept if r.id in correct and 0 < correct[r.id] < gamma]
         stats.update(dropped_too_easy=len(easy), dropped_too_hard=len(hard), dropped_unsampled=len(unsampled),
                      gamma=gamma, samples_per_prompt=n)
+    stats["distinct_per_level"] = dict(sorted(Counter(r.label for r in kept).items()))
     if cfg.balance_classes and kept:
         by_level: dict[int, list[Record]] = {}
         for r in kept:
             by_level.setdefault(r.label, []).append(r)
-        m = min(len(v) for v in by_level.values())
         rng = random.Random(cfg.seed)
-        balanced = [r for lv in sorted(by_level) for r in rng.sample(by_level[lv], m)]
-        stats["dropped_balance"] = len(kept) - len(balanced)
+        if cfg.balance_mode == "downsample":
+            m = min(len(v) for v in by_level.values())
+            balanced = [r for lv in sorted(by_level) for r in rng.sample(by_level[lv], m)]
+        else:  # every level as many rows as the most common one: rarer levels' prompts cycle in a shuffled order
+            m = max(len(v) for v in by_level.values())
+            balanced = []
+            for lv in sorted(by_level):
+                pool = rng.sample(by_level[lv], len(by_level[lv]))
+                balanced += [pool[i % len(pool)] for i in range(m)]
+        stats["dropped_balance"] = len({r.id for r in kept}) - len({r.id for r in balanced})
         kept = balanced
     rng = random.Random(cfg.seed + 1)
     rng.shuffle(kept)

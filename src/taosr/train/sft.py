@@ -16,7 +16,7 @@ from ..io import write_jsonl
 from ..modeling import label_token_ids
 from ..prompts import PromptConfig, encode_example
 from ..records import Record
-from ..runtime import is_main_process
+from ..runtime import is_main_process, world_size
 from ..teacher.reasoning import Teacher
 from .common import guard_resume, sft_arguments, train_and_save, trainable_params, write_summary
 from .configs import SFTStageConfig
@@ -55,29 +55,44 @@ class LabelWeightedSFTTrainer(SFTTrainer):
 
 
 def build_dataset(records: list[Record], tokenizer, teacher: Teacher | None, order: str,
-                  prompt_cfg: PromptConfig) -> tuple[Dataset, list[dict]]:
-    """Tokenized SFT examples; pairs the teacher cannot explain are returned as rejects, not dropped silently."""
+                  prompt_cfg: PromptConfig, disagreement: str = "drop") -> tuple[Dataset, list[dict], dict]:
+    """Tokenized SFT examples, the rejects (pairs the teacher cannot explain, or whose teacher label differs from
+    gold under `disagreement="drop"`; never dropped silently) and counts of the teacher's labels."""
     rows, rejects = [], []
+    counts = {"teacher_agrees": 0, "teacher_disagrees": 0, "kept_teacher_label": 0, "gold_label_put": 0}
     for r in records:
         reasoning = None
         if order != "answer_only":
             out = teacher.reason(r) if teacher else None
-            if out is None or out.level != r.label:
-                why = "teacher gave no reasoning" if out is None else f"teacher concluded {out.level}, gold {r.label}"
-                rejects.append({"id": r.id, "reason": why})
+            if out is None:
+                rejects.append({"id": r.id, "reason": "teacher gave no reasoning"})
                 continue
+            counts["teacher_agrees" if out.level == r.label else "teacher_disagrees"] += 1
+            if out.level != r.label:
+                if disagreement == "drop":
+                    rejects.append({"id": r.id, "reason": f"teacher concluded {out.level}, gold {r.label}"})
+                    continue
+                if disagreement == "keep":
+                    r = r.model_copy(update={"label": out.level})
+                    counts["kept_teacher_label"] += 1
+                else:
+                    counts["gold_label_put"] += 1
             reasoning = out.text
         rows.append(encode_example(tokenizer, r, reasoning, order, prompt_cfg))
-    return Dataset.from_list(rows), rejects
+    return Dataset.from_list(rows), rejects, counts
 
 
 def run_sft(model, tokenizer, train: list[Record], cfg: SFTStageConfig, out_dir: Path,
             teacher: Teacher | None, prompt_cfg: PromptConfig, callbacks: list | None = None) -> dict:
     """Train, save the final model (safetensors) to `out_dir/model`, and return a summary."""
     guard_resume(out_dir, cfg)
-    dataset, rejects = build_dataset(train, tokenizer, teacher, cfg.order, prompt_cfg)
+    dataset, rejects, teacher_counts = build_dataset(train, tokenizer, teacher, cfg.order, prompt_cfg,
+                                                     cfg.teacher_disagreement)
     if rejects and is_main_process():
         write_jsonl(out_dir / "rejects.jsonl", rejects)
+    if not len(dataset):
+        raise ValueError(f"sft: no training example left ({len(rejects)} rejects, see {out_dir / 'rejects.jsonl'})")
+    cfg = cfg.model_copy(update={"max_steps": cfg.steps_for(len(dataset), world_size())})
     trainer = LabelWeightedSFTTrainer(
         model=model,
         args=sft_arguments(cfg, out_dir, completion_only_loss=True, max_length=None),
@@ -91,6 +106,8 @@ def run_sft(model, tokenizer, train: list[Record], cfg: SFTStageConfig, out_dir:
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     summary = {
         "order": cfg.order, "examples": len(dataset), "rejects": len(rejects), "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.global_step * cfg.batch_size * trainer.accelerator.num_processes
+                        / max(1, len(dataset)), 3), "teacher": teacher_counts,
         "wall_s": round(wall, 1), "bf16": bool(trainer.args.bf16), "loss_first": losses[0][1] if losses else None,
         "loss_last": losses[-1][1] if losses else None, "loss_curve": losses,
         "tokens": int(sum(len(x) for x in dataset["input_ids"])),
