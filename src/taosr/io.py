@@ -1,14 +1,18 @@
 """Writing files: whole-or-nothing (a temporary sibling renamed over the target) and JSON / JSON Lines.
 
 Every stage writes through these helpers, so a killed process never leaves a half-written file
-that a resumed run (or another rank) would read.
+that a resumed run (or another rank) would read. Folders too (`atomic_dir`, `partial_dir` +
+`replace_dir`): a model folder is written under a temporary sibling name and renamed into place
+when it is complete, so a folder with the final name is always whole.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -28,6 +32,40 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def partial_dir(path: str | Path) -> Path:
+    """The temporary sibling a folder is written under before `replace_dir` renames it to `path` (the same name in
+    every process of a multi-process launch; a leftover from a killed run is emptied by `atomic_dir`)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
+def replace_dir(tmp: str | Path, path: str | Path) -> Path:
+    """Put the complete folder `tmp` in the place of `path` (an older `path` is removed once `tmp` is in place)."""
+    tmp, path = Path(tmp), Path(path)
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """`with atomic_dir(out) as tmp:` write the folder's files into `tmp`; on success it becomes `out` (replacing
+    it), on failure it is removed and `out` is left as it was."""
+    tmp = partial_dir(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -9,7 +9,7 @@ import typer
 
 from ..data.splits import SplitConfig
 from ..data.synth import SynthConfig
-from .inputs import INPUT_ERROR, console, input_errors
+from .inputs import INPUT_ERROR, console
 from .options import config_command
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect, validate and split datasets.")
@@ -32,7 +32,6 @@ def register(app: typer.Typer) -> None:
 
 
 @data_app.command("inspect")
-@input_errors
 def data_inspect(
     files: list[Path] = typer.Argument(..., help="JSONL / CSV / Parquet / ESCI / WANDS files or folders."),
     rejects: Path = typer.Option(Path("rejects.jsonl"), help="Where rejected rows are written, with reasons."),
@@ -54,7 +53,6 @@ def data_inspect(
 
 
 @config_command(data_app, "split", SplitConfig)
-@input_errors
 def data_split(
     cfg: SplitConfig,
     files: list[Path] = typer.Argument(..., help="Labelled files or a WANDS folder (any format `data inspect` reads)."),

@@ -8,13 +8,12 @@ import typer
 
 from ..deploy.configs import CalibrateConfig, ScoreConfig, ServeSettings
 from ..runtime import DeviceConfig
-from .inputs import console, input_errors, load_input, model_option
+from .inputs import console, load_input, model_option
 from .options import config_command
 
 
 def register(app: typer.Typer) -> None:
     @config_command(app, "calibrate", CalibrateConfig, device=(DeviceConfig, set()), flat={"device"})
-    @input_errors
     def calibrate(
         cfg: CalibrateConfig, device_cfg: DeviceConfig,
         model: Path = model_option("Model folder; taosr_serving.json (beta, label ids, prompt) is written into it."),
@@ -30,7 +29,6 @@ def register(app: typer.Typer) -> None:
         console.print_json(data={k: v for k, v in out.items() if k not in ("prompt", "curve")})
 
     @config_command(app, "score", ScoreConfig, device=(DeviceConfig, set()), flat={"device"})
-    @input_errors
     def score(
         cfg: ScoreConfig, device_cfg: DeviceConfig,
         model: Path = model_option("Model folder (calibrated with `taosr calibrate`, else beta = 0.5)."),

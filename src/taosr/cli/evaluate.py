@@ -9,13 +9,12 @@ import typer
 
 from ..evaluation.configs import BaselineConfig, EvalConfig
 from ..runtime import DeviceConfig
-from .inputs import console, input_errors, load_input, model_option
+from .inputs import console, load_input, model_option
 from .options import config_command
 
 
 def register(app: typer.Typer) -> None:
     @config_command(app, "eval", EvalConfig, device=(DeviceConfig, set()), flat={"device"})
-    @input_errors
     def eval_cmd(
         cfg: EvalConfig, device_cfg: DeviceConfig,
         model: Path = model_option("Model folder (e.g. runs/demo/sft_answer_first/model)."),
@@ -42,7 +41,6 @@ def register(app: typer.Typer) -> None:
         console.print(query_type_table([(str(model), metrics)]))
 
     @config_command(app, "baseline", BaselineConfig)
-    @input_errors
     def baseline(
         cfg: BaselineConfig,
         data: Path = typer.Option(..., "--data", help="Folder with train.jsonl and test.jsonl (e.g. runs/demo/data)."),

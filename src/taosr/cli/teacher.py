@@ -9,13 +9,12 @@ import typer
 
 from ..data.result import DataError
 from ..teacher.cot import TeacherConfig
-from .inputs import console, input_errors, load_input, model_option
+from .inputs import console, load_input, model_option
 from .options import config_command
 
 
 def register(app: typer.Typer) -> None:
     @config_command(app, "cot", TeacherConfig)
-    @input_errors
     def cot(
         cfg: TeacherConfig,
         data: list[Path] = typer.Argument(..., help="Labelled pairs (any format `taosr data inspect` reads)."),

@@ -15,7 +15,7 @@ import typer
 from ..modeling import ModelConfig
 from ..runtime import DeviceConfig
 from ..train.configs import DPOStageConfig, GRPOStageConfig, SampleConfig, SFTStageConfig
-from .inputs import console, input_errors, load_input, model_option
+from .inputs import console, load_input, model_option
 
 ORDER_HELP = "Output order the model was trained in: answer_only | think_first | answer_first."
 
@@ -24,7 +24,6 @@ def register(app: typer.Typer) -> None:
     from .options import config_command
 
     @config_command(app, "sft", SFTStageConfig, model=(ModelConfig, {"name_or_path", "seed"}))
-    @input_errors
     def sft(
         cfg: SFTStageConfig, model_cfg: ModelConfig,
         data: Path = typer.Option(..., "--data", help="Folder with train.jsonl (e.g. from `taosr synth`)."),
@@ -59,7 +58,6 @@ def register(app: typer.Typer) -> None:
         console.print({k: v for k, v in summary.items() if k != "loss_curve"})
 
     @config_command(app, "sample", SampleConfig, device=(DeviceConfig, set()), flat={"device"})
-    @input_errors
     def sample(
         cfg: SampleConfig, device_cfg: DeviceConfig,
         model: Path = model_option("Model folder to sample from (e.g. runs/demo/sft_think_first/model)."),
@@ -84,7 +82,6 @@ def register(app: typer.Typer) -> None:
         console.print(f"unparseable responses: {int(df['parsed'].isna().sum())} of {len(df)}")
 
     @config_command(app, "dpo", DPOStageConfig)
-    @input_errors
     def dpo(
         cfg: DPOStageConfig,
         model: Path = model_option("SFT model folder (also the frozen reference)."),
@@ -108,7 +105,6 @@ def register(app: typer.Typer) -> None:
         console.print({k: v for k, v in summary.items() if not k.endswith("curve")})
 
     @config_command(app, "grpo", GRPOStageConfig)
-    @input_errors
     def grpo(
         cfg: GRPOStageConfig,
         model: Path = model_option("Policy to start from (DPO or SFT model folder)."),

@@ -10,18 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from ..errors import InputError
 from ..evaluation.configs import BaselineConfig
 from ..prompts import ORDERS
+from ..settings import StrictConfig, errors_text, read_yaml, validate
 from ..train.configs import DPOStageConfig, GRPOStageConfig, PretrainConfig, SampleConfig
 from .rundir import RunConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "demo"  # package data: taosr/configs/demo/
 
 
-class DemoConfig(BaseModel):
+class DemoConfig(StrictConfig):
     """Budgets of every stage the demo (and the method bench, once per seed) runs."""
 
     run: RunConfig = Field(default_factory=RunConfig, description="Data, model, prompt and SFT settings.")
@@ -73,6 +74,24 @@ class DemoConfig(BaseModel):
                                  f"(the demo trains {', '.join(ORDERS)} in this order)")
         return v
 
+    @model_validator(mode="after")
+    def _overrides_are_settings(self) -> DemoConfig:
+        """Each per-order override must be valid settings of its stage (known keys, valid values)."""
+        for name, base in (("sft_by_order", self.run.sft), ("dpo_by_order", self.dpo)):
+            for order, over in getattr(self, name).items():
+                if order not in ORDERS:
+                    raise ValueError(f"{name}: {order!r} is not an output order ({', '.join(ORDERS)})")
+                check_override(base, over, f"{name}.{order}")
+        return self
+
+
+def check_override(base: StrictConfig, over: dict, where: str) -> None:
+    """Validate `base` with the partial settings `over` merged in; errors are named `where.<key>`."""
+    try:
+        type(base).model_validate(merge(base.model_dump(), over))
+    except ValidationError as e:
+        raise ValueError(errors_text(e, f"{where}.")) from None
+
 
 def preset_path(preset: str | Path) -> Path:
     """The YAML file of a preset: a path to a .yaml file, or the name of one in taosr/configs/demo/."""
@@ -88,14 +107,16 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_preset(preset: str | Path, run_name: str, overrides: dict | None = None) -> DemoConfig:
-    """The DemoConfig of a preset (see `preset_path`), with `overrides` merged in, for the run `run_name`."""
+def load_preset(preset: str | Path, run_name: str, overrides: dict | None = None,
+                source: str | Path | None = None) -> DemoConfig:
+    """The DemoConfig of a preset (see `preset_path`), with `overrides` (read from the file `source`) merged in, for
+    the run `run_name`; a refused setting is an `InputError` naming the files and the key."""
     path = preset_path(preset)
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
-        raise ValueError(f"unknown preset {str(preset)!r}: no {path} (presets: {known})")
-    data = merge(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, overrides or {})
-    cfg = DemoConfig.model_validate(data)
+        raise InputError(f"unknown preset {str(preset)!r}: no {path} (presets: {known})")
+    data = merge(read_yaml(path), overrides or {})
+    cfg = validate(DemoConfig, data, f"{path}{' with --config ' + str(source) if source else ''}")
     return cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": run_name})})
 
 
