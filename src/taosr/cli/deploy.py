@@ -37,8 +37,10 @@ def register(app: typer.Typer) -> None:
     ):
         """Batch-score a file: P(1..4), CumPT level and tier per row; streaming, resumable output."""
         from ..deploy.batch_score import check_paths
+        from ..io import check_writable
 
         check_paths(data, out)
+        check_writable(out)
         if cfg.engine == "ray":
             from ..deploy.ray_score import score_file_ray
             from ..runtime import resolve_engine
@@ -46,10 +48,15 @@ def register(app: typer.Typer) -> None:
             info = score_file_ray(model, data, out, cfg.actors, cfg.batch_size, address=cfg.ray_address,
                                   engine=resolve_engine("auto"), gpus_per_actor=cfg.ray_gpus, dtype=device_cfg.dtype)
         else:
-            from ..deploy.batch_score import score_file
+            from ..deploy.batch_score import NoUsableRows, score_file
 
-            info = score_file(model, data, out, cfg.batch_queries, cfg.prefix_sharing, cfg.batch_size, cfg.fresh,
-                              cfg.engine, device_cfg.device, device_cfg.dtype)
+            try:
+                info = score_file(model, data, out, cfg.batch_queries, cfg.prefix_sharing, cfg.batch_size, cfg.fresh,
+                                  cfg.engine, device_cfg.device, device_cfg.dtype)
+            except NoUsableRows as e:  # the count line first, then the error
+                typer.echo(f"{data}: {e.counts['rejects']} rows, 0 scored, {e.counts['rejects']} rejected -> "
+                           f"{e.counts['rejects_path']}", err=True)
+                raise
         console.print_json(data=info)
         typer.echo(f"{data}: {info['rows'] + info['rejects']} rows, {info['rows']} scored, {info['rejects']} "
                    f"rejected -> {info['rejects_path']}", err=True)

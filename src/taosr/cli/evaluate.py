@@ -8,8 +8,9 @@ from typing import Optional
 import typer
 
 from ..evaluation.configs import BaselineConfig, EvalConfig
+from ..prompts import OutputOrder
 from ..runtime import DeviceConfig
-from .inputs import console, load_input, model_option
+from .inputs import claim_out, console, load_input, model_option, overwrite_option
 from .options import config_command
 
 
@@ -19,22 +20,23 @@ def register(app: typer.Typer) -> None:
         cfg: EvalConfig, device_cfg: DeviceConfig,
         model: Path = model_option("Model folder (e.g. runs/demo/sft_answer_first/model)."),
         data: Path = typer.Option(..., "--data", help="Labelled file to evaluate on (JSONL/CSV/Parquet)."),
-        order: str = typer.Option("answer_first", help="How the model answers: answer_only | think_first | "
-                                  "answer_first."),
+        order: OutputOrder = typer.Option("answer_first", help="How the model answers: answer_only | think_first | "
+                                          "answer_first."),
         out: Optional[Path] = typer.Option(None, "--out", help="Metrics JSON path (default: eval-DATA_STEM.json next "
                                            "to the model folder, so the stage's own metrics.json is kept)."),
     ):
         """Macro-F1, per-class F1, accuracy, confusion matrix and per-query-type scores."""
         from ..evaluation.evaluate import evaluate, query_type_table, stage_table
-        from ..io import write_json
-        from ..modeling import load_model
+        from ..io import check_writable, write_json
+        from ..modeling import check_model_dir, load_model
         from ..prompts import model_prompt
 
+        check_model_dir(model)
+        out = check_writable(out or model.parent / f"eval-{data.stem}.json")  # before the work, not after it
         records = load_input(data, require_label=True)
         m, tok = load_model(model, device_cfg.dtype, device_cfg.device)
         metrics, _ = evaluate(m, tok, records, order, model_prompt(model), batch_size=cfg.batch_size,
                               max_new_tokens=cfg.max_new_tokens)
-        out = out or model.parent / f"eval-{data.stem}.json"
         write_json(out, metrics)
         typer.echo(f"metrics -> {out}", err=True)
         console.print(stage_table([(f"{model} ({order})", metrics)], title=f"eval on {data}"))
@@ -45,11 +47,13 @@ def register(app: typer.Typer) -> None:
         cfg: BaselineConfig,
         data: Path = typer.Option(..., "--data", help="Folder with train.jsonl and test.jsonl (e.g. runs/demo/data)."),
         out: Path = typer.Option(..., "--out", help="Output folder (OUT/model, summary/metrics/samples.json)."),
+        overwrite: bool = overwrite_option(),
     ):
         """The paper's BERT row: a 4-class cross-encoder fine-tuned from all-MiniLM-L6-v2."""
         from ..evaluation.baseline import run_baseline
         from ..evaluation.evaluate import majority_baseline, query_type_table, stage_table
 
+        claim_out(out, "baseline", {"baseline": cfg.model_dump(), "data": data}, overwrite)
         train = load_input(data / "train.jsonl", require_label=True)
         test = load_input(data / "test.jsonl", require_label=True)
         rows = [("majority class", majority_baseline(train, test)),

@@ -75,3 +75,23 @@ MODEL_HELP = "Model folder (a stage's OUT/model), or 'smollm2-135m' (pretrained 
 def model_option(help: str = MODEL_HELP, default=...):
     """`--model`: in every command a model folder, or the name of pretrained weights."""
     return typer.Option(default, "--model", help=help)
+
+
+OVERWRITE_HELP = ("Replace an --out folder that another command, or this one with other settings, made "
+                  "(default: refuse it; the same command with the same settings resumes it).")
+
+
+def overwrite_option():
+    """`--overwrite`: every command that writes an output folder offers it."""
+    return typer.Option(False, "--overwrite", help=OVERWRITE_HELP)
+
+
+def claim_out(out: Path, command: str, settings: dict, overwrite: bool) -> Path:
+    """`io.claim_folder` on the main process first (under `accelerate launch` the others then find it claimed).
+    Paths in `settings` are recorded resolved, so a rerun from another folder still matches."""
+    from ..io import claim_folder
+    from ..runtime import main_process_first
+
+    settings = {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in settings.items()}
+    with main_process_first():
+        return claim_folder(out, command, settings, overwrite)

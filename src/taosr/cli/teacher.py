@@ -26,10 +26,12 @@ def register(app: typer.Typer) -> None:
     ):
         """Teacher CoT for every labelled pair, from rules retrieved per pair (ok / inconsistent / failed, all
         counted)."""
+        from ..io import check_writable
         from ..teacher.cot import make_teacher, run_cot
 
         if cfg.teacher == "local" and model is None:
             raise typer.BadParameter("--teacher local needs the teacher's model folder", param_hint="--model")
+        check_writable(out)
         records = load_input(data, rejects=out.with_suffix(".rejects.jsonl"))[:limit]
         summary = run_cot(records, make_teacher(cfg, model, cache or out.with_suffix(".cache.sqlite")), out)
         console.print_json(data=summary)

@@ -1,4 +1,10 @@
-"""Reading files into raw rows: text (CSV / TSV / JSON / JSON Lines) and Parquet; an unusable file is a `DataError`."""
+"""Reading files into raw rows: text (CSV / TSV / JSON / JSON Lines) and Parquet; an unusable file is a `DataError`.
+
+Text is decoded row by row in effect: bytes that are not UTF-8 are kept as lone surrogates
+(`surrogateescape`), and the row that holds them is rejected with the byte named (`rows._decoded`),
+so one bad byte costs its row, never the file. A NUL inside a field rejects its row too; a file with
+many NULs (over 1% of its first 8 KiB, and over 4: UTF-16, or not text at all) is refused whole.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +24,10 @@ def read_text(path: Path) -> str:
     data = path.read_bytes()
     if data.startswith(b"PAR1"):
         raise DataError(f"{path}: is a Parquet file, not text (name it .parquet or pass fmt='parquet')")
-    if b"\x00" in data[:8192]:
-        raise DataError(f"{path}: binary data, not a text file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
+    head = data[:8192]
+    if head.count(0) > max(4, len(head) // 100):
+        raise DataError(f"{path}: binary data, not a text file (UTF-16 text must be converted to UTF-8)")
+    text = data.decode("utf-8-sig", errors="surrogateescape")  # a bad byte rejects its row (rows._decoded)
     if not text.strip():
         raise DataError(f"{path}: empty file")
     return text
