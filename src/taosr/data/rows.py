@@ -93,7 +93,7 @@ def text_problem(text: str) -> str | None:
         c = ord(text[e.start])
         if 0xDC80 <= c <= 0xDCFF:  # what surrogateescape made of an undecodable byte
             return f"not UTF-8: byte 0x{c - 0xDC00:02x} at position {e.start}"
-        return f"invalid text: a lone surrogate (\\u{c:04x}) at position {e.start}"
+        return f"invalid unicode: a lone surrogate (\\u{c:04x}) at position {e.start}"
     return None
 
 
