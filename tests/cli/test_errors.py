@@ -100,7 +100,28 @@ CASES += [
                  {}, "a_file", id="eval-unwritable-out"),
     pytest.param(["sft", "--data", "{root}/sft", "--out", "{root}/a_file", "--max-steps", "1"], {},
                  "is a file, not a folder", id="sft-out-is-a-file"),
+    pytest.param(["synth", "--out", "{tmp}/s", "--n-queries", "0"], {}, "n_queries", id="synth-range"),
+    pytest.param(["data", "split", "{root}/data.jsonl", "--out", "{tmp}/d", "--dev-frac", "0.6", "--test-frac", "0.5"],
+                 {}, "leaves no training split", id="split-fractions"),
+    pytest.param(["data", "inspect", "{root}/nope.jsonl"], {}, "no such file", id="inspect-missing"),
+    pytest.param(["baseline", "--data", "{root}/nope", "--out", "{tmp}/b"], {}, "no such file", id="baseline-missing"),
+    pytest.param(["report", "{root}/nope"], {}, "no such run folder", id="report-missing"),
+    pytest.param(["chat-serve", "--backend", "transformers", "--model", "{root}/noconfig"], {}, "no config.json",
+                 id="chat-serve-broken-model"),
+    pytest.param(["chat-serve", "--backend", "transformers"], {}, "needs the model folder", id="chat-serve-no-model"),
 ]
+
+
+def _commands(typer_app, prefix=()) -> set[tuple[str, ...]]:
+    out = {(*prefix, c.name or c.callback.__name__) for c in typer_app.registered_commands}
+    for group in typer_app.registered_groups:
+        out |= _commands(group.typer_instance, (*prefix, group.name))
+    return out
+
+
+def test_the_cases_walk_every_command():
+    covered = {tuple(p.values[0][:2]) if p.values[0][0] == "data" else (p.values[0][0],) for p in CASES}
+    assert _commands(app) <= covered, sorted(_commands(app) - covered)
 
 
 def one_error_line(r, text: str) -> str:

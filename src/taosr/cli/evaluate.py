@@ -68,6 +68,9 @@ def register(app: typer.Typer) -> None:
         samples: int = typer.Option(20, help="Sample pairs shown per stage."),
     ):
         """One self-contained HTML page: stage table, confusions, per-type bars, curves, pass@k, CumPT, samples."""
+        from ..errors import InputError
         from ..evaluation.report import build_report
 
+        if not run.is_dir():
+            raise InputError(f"{run}: no such run folder; pass a run folder such as runs/demo")
         console.print(f"report: {build_report(run, out, max_samples=samples)}")

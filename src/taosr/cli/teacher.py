@@ -50,6 +50,11 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8001, help="Port."),
     ):
         """An OpenAI-compatible /v1/chat/completions server for a local model (a teacher for `taosr cot`)."""
+        from ..errors import InputError
         from ..teacher.chat_server import RuleBackend, TransformersBackend, serve_chat
 
+        if backend not in ("rules", "transformers"):
+            raise InputError(f"--backend {backend!r}: expected rules or transformers")
+        if backend == "transformers" and model is None:
+            raise InputError("--backend transformers needs the model folder: pass --model")
         serve_chat(RuleBackend() if backend == "rules" else TransformersBackend(model), host=host, port=port)
