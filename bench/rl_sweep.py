@@ -103,9 +103,9 @@ def main() -> None:
         ap.error(f"{args.source / 'demo_config.json'} not found: name the run's demo preset with --preset")
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT / "bench"))
-    from method import git_commit, machine
     from taosr.data.splits import read_split
     from taosr.prompts import model_prompt
+    from taosr.run.bench import git_commit, machine
 
     parent = args.source / "sft_answer_first" if args.stage == "dpo" else args.dpo_from / "dpo_answer_first"
     dev = read_split(args.source / "data" / "dev.jsonl")

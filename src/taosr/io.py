@@ -1,14 +1,18 @@
 """Writing files: whole-or-nothing (a temporary sibling renamed over the target) and JSON / JSON Lines.
 
 Every stage writes through these helpers, so a killed process never leaves a half-written file
-that a resumed run (or another rank) would read.
+that a resumed run (or another rank) would read. Folders too (`atomic_dir`, `partial_dir` +
+`replace_dir`): a model folder is written under a temporary sibling name and renamed into place
+when it is complete, so a folder with the final name is always whole.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -24,10 +28,46 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # some writers (pyarrow) leave out the file: name it
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     return path
+
+
+def partial_dir(path: str | Path) -> Path:
+    """The temporary sibling a folder is written under before `replace_dir` renames it to `path` (the same name in
+    every process of a multi-process launch; a leftover from a killed run is emptied by `atomic_dir`)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
+def replace_dir(tmp: str | Path, path: str | Path) -> Path:
+    """Put the complete folder `tmp` in the place of `path` (an older `path` is removed once `tmp` is in place)."""
+    tmp, path = Path(tmp), Path(path)
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """`with atomic_dir(out) as tmp:` write the folder's files into `tmp`; on success it becomes `out` (replacing
+    it), on failure it is removed and `out` is left as it was."""
+    tmp = partial_dir(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -86,3 +126,58 @@ def record_differences(path: str | Path, want: dict) -> list[str]:
     have, now = flat(json.loads(path.read_text(encoding="utf-8"))), flat(want)
     return ([f"{k}: {have.get(k)!r} -> {v!r}" for k, v in now.items() if have.get(k) != v]
             + [f"{k}: {v!r} -> (none)" for k, v in have.items() if k not in now])
+
+
+OWNER_FILE = "taosr_output.json"  # which command, with which settings, made an output folder
+
+
+def claim_folder(out: str | Path, command: str, settings: dict, overwrite: bool = False) -> Path:
+    """Make `out` the output folder of `command` run with `settings`, or refuse (`InputError`).
+
+    A folder that is missing or empty is taken (`OWNER_FILE` records the command and settings); one made by the
+    same command with the same settings is resumed; anything else (another command's or other settings' output,
+    files from elsewhere) is refused, naming the folder, unless `overwrite`, which empties it first.
+    """
+    from .errors import InputError
+
+    out = Path(out)
+    want = json.loads(to_json({"command": command, "settings": settings}))
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file, not a folder; choose a folder for --out")
+    marker = out / OWNER_FILE
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            have = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            have = None
+        if have == want:
+            return out
+        if not overwrite:
+            if have is None:
+                why = "holds files that no taosr command here made (no " + OWNER_FILE + ")"
+            elif have.get("command") != command:
+                why = f"is the output of `taosr {have.get('command')}`"
+            else:
+                diff = [f"{k}: {v!r} -> {flat(want['settings']).get(k)!r}"
+                        for k, v in flat(have.get("settings") or {}).items() if flat(want["settings"]).get(k) != v]
+                diff += [f"{k}: (none) -> {v!r}" for k, v in flat(want["settings"]).items()
+                         if k not in flat(have.get("settings") or {})]
+                why = f"was made by `taosr {command}` with other settings ({'; '.join(diff[:4])})"
+            raise InputError(f"{out}: {why}; choose an empty or new --out, or pass --overwrite to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(marker, want)
+    return out
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail early (`OSError`, naming the folder) when the file `path` could not be written: its folder cannot be
+    made or written to. A command checks its output before the work, not after it."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a folder; --out must name a file", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+    probe.write_bytes(b"")
+    probe.unlink()
+    return path

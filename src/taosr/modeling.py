@@ -8,14 +8,18 @@ transformers load inside the functions, so `ModelConfig` (a CLI option group) im
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field, model_validator
 
+from .errors import InputError
+from .io import atomic_dir
 from .labels import LABEL_TOKENS, SPECIAL_TOKENS
+from .settings import Count, Seed, StrictConfig
 
 if TYPE_CHECKING:
     import torch
@@ -28,25 +32,32 @@ PAD, EOS = "<pad>", "<eos>"
 NewTokenInit = Literal["words", "mean"]  # how a pretrained model's new label/tag rows start (ensure_special_tokens)
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(StrictConfig):
     """A small decoder-only LM (Qwen3 architecture) trained from scratch, or a local checkpoint."""
 
     name_or_path: str | None = Field(
         None, description="Local HF model directory (or 'smollm2-135m', the pretrained weights of taosr.pretrained). "
         "None: build a fresh small model."
     )
-    vocab_size: int = Field(1024, description="BPE vocabulary size of the fresh tokenizer (ignored when loading).")
-    hidden_size: int = Field(256, description="Hidden size of the fresh model.")
-    num_layers: int = Field(4, description="Transformer layers of the fresh model.")
-    num_heads: int = Field(4, description="Attention heads.")
-    num_kv_heads: int = Field(2, description="Key/value heads (grouped-query attention).")
-    intermediate_size: int = Field(768, description="MLP width.")
-    max_positions: int = Field(512, description="Longest sequence the model accepts.")
-    seed: int = Field(0, description="Initialisation seed.")
+    vocab_size: Count = Field(1024, description="BPE vocabulary size of the fresh tokenizer (ignored when loading).")
+    hidden_size: Count = Field(256, description="Hidden size of the fresh model.")
+    num_layers: Count = Field(4, description="Transformer layers of the fresh model.")
+    num_heads: Count = Field(4, description="Attention heads.")
+    num_kv_heads: Count = Field(2, description="Key/value heads (grouped-query attention).")
+    intermediate_size: Count = Field(768, description="MLP width.")
+    max_positions: Count = Field(512, description="Longest sequence the model accepts.")
+    seed: Seed = Field(0, description="Initialisation seed.")
     new_token_init: NewTokenInit = Field(
         "words", description="A pretrained model's new label/tag token rows start at the embeddings of the words they "
         "stand for ('<excellent>' at ' excellent'), or at the mean of all rows ('mean', the same for every new token)."
     )
+
+    @model_validator(mode="after")
+    def _heads_fit(self) -> ModelConfig:
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size}), and "
+                             f"num_kv_heads ({self.num_kv_heads}) must divide num_heads")
+        return self
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -153,12 +164,12 @@ def pick_device(device: str = "auto") -> torch.device:
     try:
         out = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+        raise InputError(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
     if out.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: this machine has no CUDA GPU (torch {torch.__version__}); "
+        raise InputError(f"device {device!r}: this machine has no CUDA GPU (torch {torch.__version__}); "
                          "use auto or cpu")
     if out.type == "cuda" and (out.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return out
 
 
@@ -181,15 +192,14 @@ def load_model(path: str | Path, dtype: torch.dtype | str = "float32", device: s
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
         dtype = getattr(torch, dtype)
-    path = Path(path)
-    if str(path) == "smollm2-135m":
-        from .pretrained import smollm2_dir
-
-        path = smollm2_dir()
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+    path = check_model_dir(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+    except Exception as e:  # a damaged folder fails in many ways (JSON, safetensors header, tokenizer files)
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise InputError(f"{path}: the model folder cannot be loaded ({type(e).__name__}: {first}); it is damaged or "
+                         "incomplete: train it again, or pass another --model") from None
     ensure_special_tokens(model, tokenizer, new_token_init)
     if device is not None:
         model.to(pick_device(device))
@@ -208,6 +218,60 @@ def label_token_ids(tokenizer) -> list[int]:
 
 
 def save(model, tokenizer, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    """Save model (safetensors) and tokenizer to `out_dir`, whole or not at all (`io.atomic_dir`)."""
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """The model folder `path` ('smollm2-135m': the pretrained weights' folder), checked for what loading needs:
+    config.json, safetensors weights and a tokenizer; anything missing is an `InputError` saying so."""
+    if str(path) == "smollm2-135m":
+        from .pretrained import smollm2_dir
+
+        return smollm2_dir()
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: no such model folder; pass a stage's OUT/model folder or smollm2-135m")
+    missing = [f for f in ("config.json",) if not (path / f).is_file()]
+    missing += [] if any(path.glob("*.safetensors")) else ["model.safetensors (the weights)"]
+    missing += [] if any((path / f).is_file() for f in TOKENIZER_FILES) else ["tokenizer.json (the tokenizer)"]
+    if missing:
+        raise InputError(f"{path}: not a complete model folder (no {', '.join(missing)}); pass a stage's "
+                         "OUT/model folder, or train it again")
+    return path
+
+
+FINGERPRINT_FILES = ("*.safetensors", "*.safetensors.index.json", "tokenizer.json", "taosr_prompt.json")
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """A hash of what a model folder scores with: its weights (every safetensors file, size and sha256, read in
+    chunks), its tokenizer and its prompt layout (`prompts.PROMPT_FILE`). Retraining in place changes it; moving
+    or copying the folder does not. Resumable outputs record it, so they never mix two models' results."""
+    folder = check_model_dir(model_dir)
+    h = hashlib.sha256()
+    files = sorted({f for pattern in FINGERPRINT_FILES for f in folder.glob(pattern) if f.is_file()})
+    for f in files:
+        file_hash = hashlib.sha256()
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                file_hash.update(chunk)
+        h.update(f"{f.name}\0{f.stat().st_size}\0{file_hash.hexdigest()}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def weights_fingerprint(model) -> str:
+    """A hash of an in-memory model's weights (every parameter and buffer, by name): `model_fingerprint` for a
+    model that has no folder yet."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(f"{name}\0{tuple(tensor.shape)}\0{tensor.dtype}\n".encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]

@@ -30,21 +30,26 @@ Responses, by output order (label tokens and tags are single tokens):
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field, ValidationError
 
+from .errors import InputError
+from .io import write_text
 from .labels import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, format_answer
 from .records import Record
+from .settings import StrictConfig, errors_text
 
+log = logging.getLogger(__name__)
 OutputOrder = Literal["answer_only", "think_first", "answer_first"]
 ORDERS: tuple[str, ...] = ("answer_only", "think_first", "answer_first")
 
 
-class PromptConfig(BaseModel):
+class PromptConfig(StrictConfig):
     """How a (query, item) pair is written into the prompt."""
 
     instructions: str = Field(
@@ -55,7 +60,7 @@ class PromptConfig(BaseModel):
         "", description="Text after the item segment, before the response. For an instruct model's chat template, "
         "`instructions` opens the user turn and this closes it and opens the assistant's; `chat_prompt_config` "
         "fills both from a tokenizer. Empty: the plain layout.")
-    max_description_chars: int = Field(300, description="Item descriptions are cut to this many characters.")
+    max_description_chars: int = Field(300, ge=0, description="Item descriptions are cut to this many characters.")
     max_query_tokens: int = Field(48, ge=4, description="Query segment budget in tokens; longer queries keep their "
                                   "first tokens (see the module doc for the rule).")
     max_item_tokens: int = Field(288, ge=8, description="Item segment budget in tokens (title, details, description); "
@@ -71,15 +76,25 @@ PROMPT_FILE = "taosr_prompt.json"  # the prompt layout a model folder was traine
 
 def write_prompt(cfg: PromptConfig, model_dir: str | Path) -> None:
     """Store `cfg` with a model, so that every later stage and the service build the same prompts."""
-    (Path(model_dir) / PROMPT_FILE).write_text(cfg.model_dump_json(indent=1), encoding="utf-8")
+    write_text(Path(model_dir) / PROMPT_FILE, cfg.model_dump_json(indent=1))
 
 
 def model_prompt(model_dir: str | Path | None, default: PromptConfig | None = None) -> PromptConfig:
-    """The prompt layout stored with a model folder; `default` (the plain layout) for a folder without one."""
+    """The prompt layout stored with a model folder; `default` (the plain layout) for a folder without one, with a
+    warning (a model taosr trained always has one; pretrained weights have none). A damaged file is an
+    `InputError`."""
     path = Path(model_dir) / PROMPT_FILE if model_dir else None
     if path is None or not path.is_file():
+        if path is not None and path.parent.is_dir():
+            log.warning("%s has no %s: using %s prompt layout (a model trained by taosr always has one)",
+                        model_dir, PROMPT_FILE, "the given" if default else "the default plain")
         return default or PromptConfig()
-    return PromptConfig.model_validate_json(path.read_text(encoding="utf-8"))
+    try:
+        return PromptConfig.model_validate_json(path.read_text(encoding="utf-8"))
+    except (ValidationError, UnicodeDecodeError) as e:
+        why = errors_text(e) if isinstance(e, ValidationError) else str(e)
+        raise InputError(f"{path}: not a valid prompt layout ({why}); restore the file or train the model "
+                         "again") from None
 
 
 CHARS_PER_TOKEN = 16  # step 1 of the rule: characters kept per token of budget, before tokenizing

@@ -13,11 +13,16 @@ configs/accelerate/.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field, field_validator
+
+from .settings import StrictConfig
 
 ENGINES = ("auto", "transformers", "vllm")
+Engine = Literal["auto", "transformers", "vllm"]
 DEVICE_HELP = "auto (the CUDA GPU of this process when there is one, else the CPU) | cpu | cuda | cuda:N."
 DTYPE_HELP = ("float32 | bfloat16 | float16: the model's weights (the label softmax is fp32 either way); calibrate "
               "and serve in the same one, since beta is tuned on these probabilities.")
@@ -25,11 +30,18 @@ BF16_HELP = ("bf16 autocast; unset = where the hardware runs bf16 natively (a CU
              "AVX512_BF16 or AMX), fp32 elsewhere (where bf16 is emulated and far slower than fp32).")
 
 
-class DeviceConfig(BaseModel):
+class DeviceConfig(StrictConfig):
     """Where a transformers model runs for inference, and in which precision."""
 
     device: str = Field("auto", description=DEVICE_HELP)
-    dtype: str = Field("float32", description=DTYPE_HELP)
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=DTYPE_HELP)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"device {v!r}: expected {DEVICE_HELP}")
+        return v
 
 
 def process_state():

@@ -11,6 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from taosr.cli import app
+from taosr.cli.inputs import guard_commands
 from taosr.cli.options import cli_type, config_command, config_flags, flag_name
 from taosr.train.configs import DPOStageConfig, GRPOStageConfig, SFTStageConfig
 
@@ -52,6 +53,7 @@ def _probe():
     def other(cfg: GRPOStageConfig):
         typer.echo(cfg.model_dump_json())
 
+    guard_commands(probe)  # as `taosr` does: a refused setting is one `error:` line
     return probe
 
 
@@ -70,7 +72,7 @@ def test_yaml_settings_with_flags_on_top(tmp_path):
 def test_bad_settings_are_usage_errors(tmp_path):
     (tmp_path / "typo.yaml").write_text("max_stepz: 3\n")
     r = runner.invoke(_probe(), ["dpo", "--config", str(tmp_path / "typo.yaml")])
-    assert r.exit_code == 2 and "max_stepz" in r.output
+    assert r.exit_code == 2 and "max_stepz" in r.output and str(tmp_path / "typo.yaml") in r.output
     r = runner.invoke(_probe(), ["other", "--num-generations", "1"])  # ge=2 in GRPOStageConfig
     assert r.exit_code == 2 and "num_generations" in r.output
     r = runner.invoke(_probe(), ["other", "--loss-type", "nope"])

@@ -137,7 +137,6 @@ def test_fmt_overrides_extension_and_tsv_is_sniffed(tmp_path):
 @pytest.mark.parametrize("name, content, message", [
     ("garbage.jsonl", bytes(range(256)) * 8, "binary data"),
     ("text.jsonl", b"hello world\nthis is not json\n", "no JSON object"),
-    ("latin1.csv", "query,title\ncañón,x\n".encode("latin-1"), "not UTF-8"),
     ("empty.csv", b"  \n", "empty file"),
     ("other.csv", b"name,value\na,1\n", "neither a query nor a title column"),
     ("queries.csv", b"query_id,query\n1,sofa\n", "contains queries only"),
@@ -153,6 +152,19 @@ def test_bad_files_raise_one_data_error(tmp_path, name, content, message):
     with pytest.raises(DataError, match=message) as err:
         load_records([path])
     assert str(path) in str(err.value) and isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("latin1.csv", "query,title\nsofa,x\ncañón,x\nlamp,y\n".encode("latin-1")),
+    ("latin1.jsonl", '{"query": "sofa", "title": "x"}\n{"query": "cañón", "title": "x"}\n{"query": "lamp", '
+                     '"title": "y"}\n'.encode("latin-1")),
+])
+def test_a_byte_that_is_not_utf8_rejects_its_row_not_the_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    res = load_records([path])
+    assert [r.query for r in res.records] == ["sofa", "lamp"]
+    assert [(r["row"], r["field"], r["reason"]) for r in res.rejects] == [(2, "query", "not UTF-8: byte 0xf1 at position 2")]
 
 
 def test_missing_file_and_parquet_named_csv(tmp_path):

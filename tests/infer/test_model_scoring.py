@@ -92,6 +92,7 @@ def test_resume_refuses_a_folder_of_another_config(tmp_path):
 
     guard_resume(tmp_path, SFTStageConfig(max_steps=5))
     (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "checkpoint-2" / "trainer_state.json").write_text("{}")  # a complete checkpoint
     guard_resume(tmp_path, SFTStageConfig(max_steps=5))  # same job: fine
     with pytest.raises(ValueError, match="different SFTStageConfig"):
         guard_resume(tmp_path, SFTStageConfig(max_steps=9))

@@ -9,7 +9,7 @@ import typer
 
 from ..data.splits import SplitConfig
 from ..data.synth import SynthConfig
-from .inputs import INPUT_ERROR, console, input_errors
+from .inputs import INPUT_ERROR, claim_out, console, overwrite_option
 from .options import config_command
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect, validate and split datasets.")
@@ -20,9 +20,12 @@ def register(app: typer.Typer) -> None:
 
     @config_command(app, "synth", SynthConfig)
     def synth(cfg: SynthConfig, out: Path = typer.Option(Path("data/synth"), "--out",
-                                                         help="Output folder for train/dev/test.jsonl.")):
+                                                         help="Output folder for train/dev/test.jsonl."),
+              overwrite: bool = overwrite_option()):
         """Generate the synthetic benchmark (splits share no query)."""
         from ..data.splits import write_splits
+
+        claim_out(out, "synth", {"synth": cfg.model_dump()}, overwrite)
         from ..data.synth import generate
         from ..io import write_json
 
@@ -32,7 +35,6 @@ def register(app: typer.Typer) -> None:
 
 
 @data_app.command("inspect")
-@input_errors
 def data_inspect(
     files: list[Path] = typer.Argument(..., help="JSONL / CSV / Parquet / ESCI / WANDS files or folders."),
     rejects: Path = typer.Option(Path("rejects.jsonl"), help="Where rejected rows are written, with reasons."),
@@ -54,7 +56,6 @@ def data_inspect(
 
 
 @config_command(data_app, "split", SplitConfig)
-@input_errors
 def data_split(
     cfg: SplitConfig,
     files: list[Path] = typer.Argument(..., help="Labelled files or a WANDS folder (any format `data inspect` reads)."),
@@ -64,6 +65,7 @@ def data_split(
                                                  help="ESCI products parquet: FILES[0] is then the examples parquet."),
     esci_split: Optional[str] = typer.Option(None, help="Keep only this ESCI split (train / test)."),
     locale: Optional[str] = typer.Option(None, help="Keep only this ESCI product_locale (us / es / jp)."),
+    overwrite: bool = overwrite_option(),
 ):
     """Validate labelled pairs and split them by query (no query in two splits) into train/dev/test.jsonl."""
     from ..data.loaders import load_records
@@ -71,7 +73,9 @@ def data_split(
     from ..data.splits import split_by_query, write_splits
     from ..io import write_json
 
-    out.mkdir(parents=True, exist_ok=True)
+    claim_out(out, "data split", {"split": cfg.model_dump(), "files": [str(f.resolve()) for f in files],
+                                  "esci_products": esci_products, "esci_split": esci_split, "locale": locale},
+              overwrite)
     rejects = out / "rejects.jsonl"
     if esci_products:
         res = load_esci_official(files[0], esci_products, split=esci_split, locale=locale, rejects_path=rejects)

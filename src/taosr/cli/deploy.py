@@ -8,13 +8,12 @@ import typer
 
 from ..deploy.configs import CalibrateConfig, ScoreConfig, ServeSettings
 from ..runtime import DeviceConfig
-from .inputs import console, input_errors, load_input, model_option
+from .inputs import console, load_input, model_option
 from .options import config_command
 
 
 def register(app: typer.Typer) -> None:
     @config_command(app, "calibrate", CalibrateConfig, device=(DeviceConfig, set()), flat={"device"})
-    @input_errors
     def calibrate(
         cfg: CalibrateConfig, device_cfg: DeviceConfig,
         model: Path = model_option("Model folder; taosr_serving.json (beta, label ids, prompt) is written into it."),
@@ -30,7 +29,6 @@ def register(app: typer.Typer) -> None:
         console.print_json(data={k: v for k, v in out.items() if k not in ("prompt", "curve")})
 
     @config_command(app, "score", ScoreConfig, device=(DeviceConfig, set()), flat={"device"})
-    @input_errors
     def score(
         cfg: ScoreConfig, device_cfg: DeviceConfig,
         model: Path = model_option("Model folder (calibrated with `taosr calibrate`, else beta = 0.5)."),
@@ -39,8 +37,10 @@ def register(app: typer.Typer) -> None:
     ):
         """Batch-score a file: P(1..4), CumPT level and tier per row; streaming, resumable output."""
         from ..deploy.batch_score import check_paths
+        from ..io import check_writable
 
         check_paths(data, out)
+        check_writable(out)
         if cfg.engine == "ray":
             from ..deploy.ray_score import score_file_ray
             from ..runtime import resolve_engine
@@ -48,10 +48,15 @@ def register(app: typer.Typer) -> None:
             info = score_file_ray(model, data, out, cfg.actors, cfg.batch_size, address=cfg.ray_address,
                                   engine=resolve_engine("auto"), gpus_per_actor=cfg.ray_gpus, dtype=device_cfg.dtype)
         else:
-            from ..deploy.batch_score import score_file
+            from ..deploy.batch_score import NoUsableRows, score_file
 
-            info = score_file(model, data, out, cfg.batch_queries, cfg.prefix_sharing, cfg.batch_size, cfg.fresh,
-                              cfg.engine, device_cfg.device, device_cfg.dtype)
+            try:
+                info = score_file(model, data, out, cfg.batch_queries, cfg.prefix_sharing, cfg.batch_size, cfg.fresh,
+                                  cfg.engine, device_cfg.device, device_cfg.dtype)
+            except NoUsableRows as e:  # the count line first, then the error
+                typer.echo(f"{data}: {e.counts['rejects']} rows, 0 scored, {e.counts['rejects']} rejected -> "
+                           f"{e.counts['rejects_path']}", err=True)
+                raise
         console.print_json(data=info)
         typer.echo(f"{data}: {info['rows'] + info['rejects']} rows, {info['rows']} scored, {info['rejects']} "
                    f"rejected -> {info['rejects_path']}", err=True)

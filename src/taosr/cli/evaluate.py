@@ -8,50 +8,52 @@ from typing import Optional
 import typer
 
 from ..evaluation.configs import BaselineConfig, EvalConfig
+from ..prompts import OutputOrder
 from ..runtime import DeviceConfig
-from .inputs import console, input_errors, load_input, model_option
+from .inputs import claim_out, console, load_input, model_option, overwrite_option
 from .options import config_command
 
 
 def register(app: typer.Typer) -> None:
     @config_command(app, "eval", EvalConfig, device=(DeviceConfig, set()), flat={"device"})
-    @input_errors
     def eval_cmd(
         cfg: EvalConfig, device_cfg: DeviceConfig,
         model: Path = model_option("Model folder (e.g. runs/demo/sft_answer_first/model)."),
         data: Path = typer.Option(..., "--data", help="Labelled file to evaluate on (JSONL/CSV/Parquet)."),
-        order: str = typer.Option("answer_first", help="How the model answers: answer_only | think_first | "
-                                  "answer_first."),
+        order: OutputOrder = typer.Option("answer_first", help="How the model answers: answer_only | think_first | "
+                                          "answer_first."),
         out: Optional[Path] = typer.Option(None, "--out", help="Metrics JSON path (default: eval-DATA_STEM.json next "
                                            "to the model folder, so the stage's own metrics.json is kept)."),
     ):
         """Macro-F1, per-class F1, accuracy, confusion matrix and per-query-type scores."""
         from ..evaluation.evaluate import evaluate, query_type_table, stage_table
-        from ..io import write_json
-        from ..modeling import load_model
+        from ..io import check_writable, write_json
+        from ..modeling import check_model_dir, load_model
         from ..prompts import model_prompt
 
+        check_model_dir(model)
+        out = check_writable(out or model.parent / f"eval-{data.stem}.json")  # before the work, not after it
         records = load_input(data, require_label=True)
         m, tok = load_model(model, device_cfg.dtype, device_cfg.device)
         metrics, _ = evaluate(m, tok, records, order, model_prompt(model), batch_size=cfg.batch_size,
                               max_new_tokens=cfg.max_new_tokens)
-        out = out or model.parent / f"eval-{data.stem}.json"
         write_json(out, metrics)
         typer.echo(f"metrics -> {out}", err=True)
         console.print(stage_table([(f"{model} ({order})", metrics)], title=f"eval on {data}"))
         console.print(query_type_table([(str(model), metrics)]))
 
     @config_command(app, "baseline", BaselineConfig)
-    @input_errors
     def baseline(
         cfg: BaselineConfig,
         data: Path = typer.Option(..., "--data", help="Folder with train.jsonl and test.jsonl (e.g. runs/demo/data)."),
         out: Path = typer.Option(..., "--out", help="Output folder (OUT/model, summary/metrics/samples.json)."),
+        overwrite: bool = overwrite_option(),
     ):
         """The paper's BERT row: a 4-class cross-encoder fine-tuned from all-MiniLM-L6-v2."""
         from ..evaluation.baseline import run_baseline
         from ..evaluation.evaluate import majority_baseline, query_type_table, stage_table
 
+        claim_out(out, "baseline", {"baseline": cfg.model_dump(), "data": data}, overwrite)
         train = load_input(data / "train.jsonl", require_label=True)
         test = load_input(data / "test.jsonl", require_label=True)
         rows = [("majority class", majority_baseline(train, test)),
@@ -66,6 +68,9 @@ def register(app: typer.Typer) -> None:
         samples: int = typer.Option(20, help="Sample pairs shown per stage."),
     ):
         """One self-contained HTML page: stage table, confusions, per-type bars, curves, pass@k, CumPT, samples."""
+        from ..errors import InputError
         from ..evaluation.report import build_report
 
+        if not run.is_dir():
+            raise InputError(f"{run}: no such run folder; pass a run folder such as runs/demo")
         console.print(f"report: {build_report(run, out, max_samples=samples)}")

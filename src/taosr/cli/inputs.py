@@ -1,8 +1,9 @@
 """The input handling every command shares, and the console it prints to.
 
 `load_input` loads, prints how many rows were rejected and where they went, and refuses a file with
-no usable row; `input_errors` turns a `DataError` (an unusable file, or a refused run) into one line
-on stderr and exit status 2.
+no usable row; `input_errors` (applied to every command by `cli.main`) turns an `InputError` (an
+unusable file, a refused setting or run, a model folder that cannot be loaded) or an operating-system
+error (disk full, no permission, no such file) into one `error:` line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -15,23 +16,39 @@ import typer
 from rich.console import Console
 
 from ..data.result import DataError
+from ..errors import InputError, os_error_line
 
 console = Console(width=None if os.isatty(1) else 140)
 INPUT_ERROR = 2  # exit status of a command refused for its input
 
 
+def fail(message: str) -> typer.Exit:
+    """Print `error: <message>` as one line on stderr; the exit (status 2) to raise."""
+    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+    return typer.Exit(INPUT_ERROR)
+
+
 def input_errors(command):
-    """Decorate a command: a `DataError` prints `error: <message>` (one line, no traceback) and exits 2."""
+    """Decorate a command: an `InputError` or `OSError` prints one `error:` line (no traceback) and exits 2."""
 
     @functools.wraps(command)
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except DataError as e:
-            typer.echo(f"error: {' '.join(str(e).split())}", err=True)
-            raise typer.Exit(INPUT_ERROR) from None
+        except InputError as e:
+            raise fail(str(e)) from None
+        except OSError as e:  # disk full, no permission, a path that is not there: the environment, not taosr
+            raise fail(os_error_line(e)) from None
 
     return run
+
+
+def guard_commands(app: typer.Typer) -> None:
+    """Apply `input_errors` to every command of `app` and of its sub-command groups."""
+    for info in app.registered_commands:
+        info.callback = input_errors(info.callback)
+    for group in app.registered_groups:
+        guard_commands(group.typer_instance)
 
 
 def load_input(paths: Path | list[Path], rejects: Path | None = None, require_label: bool = False,
@@ -58,3 +75,23 @@ MODEL_HELP = "Model folder (a stage's OUT/model), or 'smollm2-135m' (pretrained 
 def model_option(help: str = MODEL_HELP, default=...):
     """`--model`: in every command a model folder, or the name of pretrained weights."""
     return typer.Option(default, "--model", help=help)
+
+
+OVERWRITE_HELP = ("Replace an --out folder that another command, or this one with other settings, made "
+                  "(default: refuse it; the same command with the same settings resumes it).")
+
+
+def overwrite_option():
+    """`--overwrite`: every command that writes an output folder offers it."""
+    return typer.Option(False, "--overwrite", help=OVERWRITE_HELP)
+
+
+def claim_out(out: Path, command: str, settings: dict, overwrite: bool) -> Path:
+    """`io.claim_folder` on the main process first (under `accelerate launch` the others then find it claimed).
+    Paths in `settings` are recorded resolved, so a rerun from another folder still matches."""
+    from ..io import claim_folder
+    from ..runtime import main_process_first
+
+    settings = {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in settings.items()}
+    with main_process_first():
+        return claim_folder(out, command, settings, overwrite)

@@ -19,7 +19,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from . import bench, data, deploy, evaluate, teacher, train  # noqa: E402  (after the environment above)
-from .inputs import console  # noqa: E402
+from .inputs import console, guard_commands  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="taosr: train, evaluate and serve TaoSR1-style thinking relevance judges.")
@@ -37,10 +37,16 @@ def demo(
     fresh: bool = typer.Option(False, help="Delete the run folder first instead of resuming it."),
 ):
     """Generate the benchmark, run every stage, print the TaoSR1-shaped table."""
+    from ..run.presets import load_preset
     from ..run.stages import run_demo
     from .options import read_config
 
-    run_demo(name=name, preset=preset, fresh=fresh, console=console, overrides=read_config(config))
+    overrides = read_config(config)
+    load_preset(preset, name, overrides, source=config)  # a refused setting stops here, naming its file
+    run_demo(name=name, preset=preset, fresh=fresh, console=console, overrides=overrides)
+
+
+guard_commands(app)  # every command: input and environment failures are one `error:` line, exit status 2
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ A stage's pydantic config is the one place its settings are defined (name, type,
 `config_command` turns its fields into typer options: `SFTStageConfig.max_steps` becomes
 `--max-steps`, a nested model's fields get the nested field's name in front (`lora.r` ->
 `--lora-r`; `pairs.pairs_per_prompt` -> `--pairs-per-prompt`, the repeated word written once), a
-bool `--x/--no-x`. `--config FILE.yaml` reads the same settings from YAML (`yaml.safe_load`);
+bool `--x/--no-x`. `--config FILE.yaml` reads the same settings from YAML (`settings.read_yaml`);
 flags given on the command line override it, and whatever neither sets keeps the config's default
 (as TRL's `TrlParser` does). Fields whose type a flag cannot carry (mappings, lists, unions of
 several types) are set through `--config` only.
@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import typer
-import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
+
+from ..errors import InputError
+from ..settings import read_yaml, validate
 
 SCALARS = (bool, int, float, str, Path)
 CONFIG_HELP = "YAML file with this command's settings (field names as keys); flags given here override it."
@@ -95,14 +97,8 @@ def config_flags(model: type[BaseModel], section: str = "", exclude: set[str] = 
 
 
 def read_config(path: Path | None) -> dict:
-    """The mapping of a `--config` YAML file ({} without one)."""
-    if path is None:
-        return {}
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise typer.BadParameter(f"{path}: expected a mapping of settings, got {type(data).__name__}",
-                                 param_hint="--config")
-    return data
+    """The mapping of a `--config` YAML file ({} without one); a bad file is an `InputError` naming it."""
+    return {} if path is None else read_yaml(path)
 
 
 def _fields(tree: dict, model: type[BaseModel]) -> dict:
@@ -143,23 +139,21 @@ def config_command(app: typer.Typer, name: str | None, main: type[BaseModel], *,
 
         @functools.wraps(fn)
         def command(ctx: typer.Context, **kwargs):
-            data = read_config(kwargs.pop("config"))
+            path = kwargs.pop("config")
+            data = read_config(path)
+            where = f"{path} (--config) and the options" if path else f"the options of `{ctx.info_name}`"
             if unknown := sorted(set(data) - top):
-                raise typer.BadParameter(f"unknown setting(s) {', '.join(unknown)} for `{ctx.info_name}`",
-                                         param_hint="--config")
+                raise InputError(f"{path}: unknown setting(s) {', '.join(unknown)} for `{ctx.info_name}` (misspelt?); "
+                                 "fix the file (`--help` lists the settings)")
             trees = {"": data, **{key: dict(data if key in flat else data.get(key) or {}) for key in sections}}
             for flag in flags:
                 value = kwargs.pop(flag.param.name)
                 source = ctx.get_parameter_source(flag.param.name)
                 if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):  # given on the command line
                     _put(trees[flag.section], flag.path, value)
-            try:
-                configs = {"cfg": main.model_validate(_fields(trees[""], main))}
-                configs |= {f"{key}_cfg": model.model_validate(_fields(trees[key], model))
-                            for key, (model, _) in sections.items()}
-            except ValidationError as e:
-                raise typer.BadParameter("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()),
-                                         param_hint="the settings") from None
+            configs = {"cfg": validate(main, _fields(trees[""], main), where)}
+            configs |= {f"{key}_cfg": validate(model, _fields(trees[key], model), where)
+                        for key, (model, _) in sections.items()}
             return fn(**configs, **kwargs)
 
         command.__signature__ = inspect.Signature([context, *own, *(f.param for f in flags), config])

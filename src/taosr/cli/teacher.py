@@ -9,13 +9,12 @@ import typer
 
 from ..data.result import DataError
 from ..teacher.cot import TeacherConfig
-from .inputs import console, input_errors, load_input, model_option
+from .inputs import console, load_input, model_option
 from .options import config_command
 
 
 def register(app: typer.Typer) -> None:
     @config_command(app, "cot", TeacherConfig)
-    @input_errors
     def cot(
         cfg: TeacherConfig,
         data: list[Path] = typer.Argument(..., help="Labelled pairs (any format `taosr data inspect` reads)."),
@@ -27,10 +26,12 @@ def register(app: typer.Typer) -> None:
     ):
         """Teacher CoT for every labelled pair, from rules retrieved per pair (ok / inconsistent / failed, all
         counted)."""
+        from ..io import check_writable
         from ..teacher.cot import make_teacher, run_cot
 
         if cfg.teacher == "local" and model is None:
             raise typer.BadParameter("--teacher local needs the teacher's model folder", param_hint="--model")
+        check_writable(out)
         records = load_input(data, rejects=out.with_suffix(".rejects.jsonl"))[:limit]
         summary = run_cot(records, make_teacher(cfg, model, cache or out.with_suffix(".cache.sqlite")), out)
         console.print_json(data=summary)
@@ -49,6 +50,11 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8001, help="Port."),
     ):
         """An OpenAI-compatible /v1/chat/completions server for a local model (a teacher for `taosr cot`)."""
+        from ..errors import InputError
         from ..teacher.chat_server import RuleBackend, TransformersBackend, serve_chat
 
+        if backend not in ("rules", "transformers"):
+            raise InputError(f"--backend {backend!r}: expected rules or transformers")
+        if backend == "transformers" and model is None:
+            raise InputError("--backend transformers needs the model folder: pass --model")
         serve_chat(RuleBackend() if backend == "rules" else TransformersBackend(model), host=host, port=port)

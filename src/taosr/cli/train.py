@@ -12,10 +12,12 @@ from typing import Optional
 
 import typer
 
+from ..errors import InputError
 from ..modeling import ModelConfig
+from ..prompts import OutputOrder
 from ..runtime import DeviceConfig
 from ..train.configs import DPOStageConfig, GRPOStageConfig, SampleConfig, SFTStageConfig
-from .inputs import console, input_errors, load_input, model_option
+from .inputs import claim_out, console, load_input, model_option, overwrite_option
 
 ORDER_HELP = "Output order the model was trained in: answer_only | think_first | answer_first."
 
@@ -24,7 +26,6 @@ def register(app: typer.Typer) -> None:
     from .options import config_command
 
     @config_command(app, "sft", SFTStageConfig, model=(ModelConfig, {"name_or_path", "seed"}))
-    @input_errors
     def sft(
         cfg: SFTStageConfig, model_cfg: ModelConfig,
         data: Path = typer.Option(..., "--data", help="Folder with train.jsonl (e.g. from `taosr synth`)."),
@@ -37,6 +38,7 @@ def register(app: typer.Typer) -> None:
         chat_template: bool = typer.Option(False, "--chat-template", help="Lay the prompt out in the model's chat "
                                            "template (instruct models). The layout is stored with the trained model "
                                            "(taosr_prompt.json) and every later command uses it."),
+        overwrite: bool = overwrite_option(),
     ):
         """Stage 1: SFT on teacher CoT in one output order."""
         from ..prompts import chat_prompt_config, model_prompt
@@ -47,26 +49,31 @@ def register(app: typer.Typer) -> None:
         run = RunConfig(name=out.name, runs_dir=str(out.parent), sft=cfg,
                         model=model_cfg.model_copy(update={"name_or_path": model, "seed": cfg.seed}))
         train = load_input(data / "train.jsonl", require_label=True)
-        m, tok = fresh_model(run, train)
-        prompt = model_prompt(model, run.prompt)  # a taosr model folder keeps its layout
-        if chat_template and not prompt.prompt_suffix:
-            prompt = chat_prompt_config(tok, prompt)
         teacher = FileTeacher(cot) if cot else RuleTeacher()
         if cot:
             typer.echo(f"{cot}: {len(teacher.by_id)} reasoning rows used, {len(teacher.rejects)} unusable lines "
                        f"(first: {teacher.rejects[0] if teacher.rejects else '-'})", err=True)
+            if not teacher.by_id and cfg.order != "answer_only":
+                raise InputError(f"{cot}: no usable reasoning row ({len(teacher.rejects)} unusable lines); pass the "
+                                 "output of `taosr cot` (JSON Lines with id, status, reasoning, label)")
+        claim_out(out, "sft", {"sft": cfg.model_dump(), "model_cfg": model_cfg.model_dump(), "model": model,
+                               "data": data, "cot": cot, "chat_template": chat_template}, overwrite)
+        m, tok = fresh_model(run, train)
+        prompt = model_prompt(model, run.prompt)  # a taosr model folder keeps its layout
+        if chat_template and not prompt.prompt_suffix:
+            prompt = chat_prompt_config(tok, prompt)
         summary = run_sft(m, tok, train, cfg, out, teacher, prompt)
         console.print({k: v for k, v in summary.items() if k != "loss_curve"})
 
     @config_command(app, "sample", SampleConfig, device=(DeviceConfig, set()), flat={"device"})
-    @input_errors
     def sample(
         cfg: SampleConfig, device_cfg: DeviceConfig,
         model: Path = model_option("Model folder to sample from (e.g. runs/demo/sft_think_first/model)."),
         data: Path = typer.Option(..., "--data", help="Labelled prompts (train split)."),
         out: Path = typer.Option(..., "--out", help="Folder for samples-*.parquet shards and pass_at_k.json (rerun "
                                  "to resume)."),
-        limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
+        limit: Optional[int] = typer.Option(None, min=1, help="Only the first N prompts."),
+        overwrite: bool = overwrite_option(),
     ):
         """Stage 2a: pass@N offline sampling; prints the pass@k curve (unbiased estimator)."""
         from ..modeling import load_model
@@ -78,20 +85,23 @@ def register(app: typer.Typer) -> None:
         # vLLM takes the GPU itself: the transformers copy (its tokenizer) stays on the CPU
         m, tok = load_model(model, device_cfg.dtype, device_cfg.device if cfg.engine == "transformers" else None)
         records = load_input(data, require_label=True)[:limit]
+        claim_out(out, "sample", {"sample": cfg.model_dump(exclude={"batch_size"}), "model": model, "data": data,
+                                  "limit": limit}, overwrite)
         df = run_sampling(m, tok, records, cfg, out, model_prompt(model), model_dir=model)
         passk = pass_at_k_report(df)
         console.print("pass@k: " + ", ".join(f"@{k} {100 * v:.1f}%" for k, v in passk.items()))
         console.print(f"unparseable responses: {int(df['parsed'].isna().sum())} of {len(df)}")
 
     @config_command(app, "dpo", DPOStageConfig)
-    @input_errors
     def dpo(
         cfg: DPOStageConfig,
         model: Path = model_option("SFT model folder (also the frozen reference)."),
         data: Path = typer.Option(..., "--data", help="The labelled prompts that were sampled."),
         samples: Path = typer.Option(..., help="Folder written by `taosr sample`."),
         out: Path = typer.Option(..., "--out", help="Output folder (model in OUT/model, pairs in OUT/pairs.jsonl)."),
-        order: str = typer.Option("answer_first", help=ORDER_HELP + " (the teacher's oracle responses, the span)"),
+        order: OutputOrder = typer.Option("answer_first", help=ORDER_HELP + " (the teacher's oracle responses, the "
+                                          "span)"),
+        overwrite: bool = overwrite_option(),
     ):
         """Stage 2b: preference pairs (self-correction + oracle) and DPO against the SFT reference."""
         from ..modeling import load_model
@@ -101,6 +111,8 @@ def register(app: typer.Typer) -> None:
         from ..train.sample import read_samples
 
         records = load_input(data, require_label=True)
+        claim_out(out, "dpo", {"dpo": cfg.model_dump(), "model": model, "data": data, "samples": samples,
+                               "order": order}, overwrite)
         m, tok = load_model(model)
         summary, counts = run_dpo_stage(m, tok, read_samples(samples), records, RuleTeacher(), cfg, out, order,
                                         model_prompt(model))
@@ -108,7 +120,6 @@ def register(app: typer.Typer) -> None:
         console.print({k: v for k, v in summary.items() if not k.endswith("curve")})
 
     @config_command(app, "grpo", GRPOStageConfig)
-    @input_errors
     def grpo(
         cfg: GRPOStageConfig,
         model: Path = model_option("Policy to start from (DPO or SFT model folder)."),
@@ -117,9 +128,10 @@ def register(app: typer.Typer) -> None:
                                  help="Output folder (model in OUT/model, prompts in OUT/selection.json)."),
         samples: Optional[Path] = typer.Option(None, help="pass@N samples of THIS policy for the difficulty filter "
                                                "(without them there is no offline filter)."),
-        order: str = typer.Option("answer_first", help=ORDER_HELP + " (answer-first rolls out the answer span alone "
-                                  "unless --no-label-only)"),
-        limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
+        order: OutputOrder = typer.Option("answer_first", help=ORDER_HELP + " (answer-first rolls out the answer span "
+                                          "alone unless --no-label-only)"),
+        limit: Optional[int] = typer.Option(None, min=1, help="Only the first N prompts."),
+        overwrite: bool = overwrite_option(),
     ):
         """Stage 3: GRPO with accuracy reward and difficulty-based dynamic sampling."""
         from ..modeling import load_model
@@ -129,6 +141,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = cfg.model_copy(update={"offline_filter": cfg.offline_filter and samples is not None})
         candidates = load_input(data, require_label=True)[:limit]
+        claim_out(out, "grpo", {"grpo": cfg.model_dump(), "model": model, "data": data, "samples": samples,
+                                "order": order, "limit": limit}, overwrite)
         m, tok = load_model(model)
         summary, selection = run_grpo_stage(m, tok, candidates, read_samples(samples) if samples else None, cfg, out,
                                             model_prompt(model), order)

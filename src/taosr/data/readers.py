@@ -1,4 +1,10 @@
-"""Reading files into raw rows: text (CSV / TSV / JSON / JSON Lines) and Parquet; an unusable file is a `DataError`."""
+"""Reading files into raw rows: text (CSV / TSV / JSON / JSON Lines) and Parquet; an unusable file is a `DataError`.
+
+Text is decoded row by row in effect: bytes that are not UTF-8 are kept as lone surrogates
+(`surrogateescape`), and the row that holds them is rejected with the byte named (`rows._decoded`),
+so one bad byte costs its row, never the file. A NUL inside a field rejects its row too; a file with
+many such bytes (`not_text`: UTF-16, or not text at all) is refused whole.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,16 @@ from typing import Any
 from .result import DataError
 from .rows import Row
 
+CONTROL = bytes([*range(0, 9), *range(14, 27), *range(28, 32)])  # not in text (tab, newlines, ESC are)
+
+
+def not_text(head: bytes) -> bool:
+    """Whether a file's first bytes are binary (or UTF-16): over a tenth (and over 4) of them are control bytes or
+    bytes that are not UTF-8. A stray NUL or bad byte in a text file is left to reject its row."""
+    controls = sum(head.count(b) for b in CONTROL)
+    undecodable = sum(0xDC80 <= ord(c) <= 0xDCFF for c in head.decode("utf-8", "surrogateescape"))
+    return controls + undecodable > max(4, len(head) // 10)
+
 
 def read_text(path: Path) -> str:
     if not path.is_file():
@@ -18,12 +34,9 @@ def read_text(path: Path) -> str:
     data = path.read_bytes()
     if data.startswith(b"PAR1"):
         raise DataError(f"{path}: is a Parquet file, not text (name it .parquet or pass fmt='parquet')")
-    if b"\x00" in data[:8192]:
-        raise DataError(f"{path}: binary data, not a text file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
+    if not_text(data[:8192]):
+        raise DataError(f"{path}: binary data, not a text file (UTF-16 text must be converted to UTF-8)")
+    text = data.decode("utf-8-sig", errors="surrogateescape")  # a bad byte rejects its row (rows._decoded)
     if not text.strip():
         raise DataError(f"{path}: empty file")
     return text

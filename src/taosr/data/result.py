@@ -6,12 +6,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import InputError
 from ..io import write_jsonl
 from ..labels import LEVEL_NAMES
 from ..records import Record
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A whole file is unusable (missing, binary, wrong layout); the message names the file."""
 
 

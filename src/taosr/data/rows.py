@@ -82,21 +82,49 @@ def taosr_fields(raw: dict, default_id: str) -> dict:
     }
 
 
+def text_problem(text: str) -> str | None:
+    """Why a text cannot be used: a byte that was not UTF-8 (decoded as a lone surrogate), a lone surrogate, or a
+    NUL character; None when it is fine. The service (`deploy.serve_api`) refuses the same texts."""
+    if "\x00" in text:
+        return f"a NUL character at position {text.index(chr(0))} (binary data in a text field)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        c = ord(text[e.start])
+        if 0xDC80 <= c <= 0xDCFF:  # what surrogateescape made of an undecodable byte
+            return f"not UTF-8: byte 0x{c - 0xDC00:02x} at position {e.start}"
+        return f"invalid unicode: a lone surrogate (\\u{c:04x}) at position {e.start}"
+    return None
+
+
+def _checked(key: str, value: Any) -> Any:
+    """`value` with bytes decoded as UTF-8; raises RowReject naming `key` for text that cannot be used, in nested
+    mappings and lists too (attributes)."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RowReject(key, f"binary data, not UTF-8 text (bad byte at offset {e.start})") from None
+    if isinstance(value, str):
+        if problem := text_problem(value):
+            raise RowReject(key, problem)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _checked(key, k)
+            _checked(key, v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _checked(key, v)
+    return value
+
+
 def _decoded(raw: dict) -> dict:
-    """Bytes (Parquet binary columns) decoded as UTF-8; undecodable bytes or lone surrogates are rejects."""
+    """Bytes (Parquet binary columns) decoded as UTF-8; undecodable bytes, lone surrogates and NULs are rejects."""
     out = {}
     for key, value in raw.items():
-        if isinstance(value, bytes):
-            try:
-                value = value.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise RowReject(key, f"binary data, not UTF-8 text (bad byte at offset {e.start})") from None
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise RowReject(key, "invalid text: a lone surrogate (e.g. \\ud800)") from None
-        out[key] = value
+        if isinstance(key, str) and (problem := text_problem(key)):
+            raise RowReject(None, f"column name: {problem}")
+        out[key] = _checked(key, value)
     return out
 
 

@@ -6,19 +6,26 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field, model_validator
 
 from ..io import write_jsonl
 from ..records import Record
+from ..settings import Seed, StrictConfig
 from .loaders import load_records
 
 
-class SplitConfig(BaseModel):
+class SplitConfig(StrictConfig):
     """How labelled pairs are split by query string into train / dev / test."""
 
-    seed: int = Field(0, description="Random seed: the same seed gives the same result.")
+    seed: Seed = Field(0, description="Random seed: the same seed gives the same result.")
     dev_frac: float = Field(0.1, ge=0, lt=1, description="Share of query strings in the dev split.")
     test_frac: float = Field(0.15, ge=0, lt=1, description="Share of query strings in the test split.")
+
+    @model_validator(mode="after")
+    def _train_left(self) -> SplitConfig:
+        if self.dev_frac + self.test_frac >= 1:
+            raise ValueError(f"dev_frac + test_frac = {self.dev_frac + self.test_frac:g} leaves no training split")
+        return self
 
 
 def split_by_query(pairs: list[Record], dev_frac: float, test_frac: float, seed: int = 0) -> dict[str, list[Record]]:

@@ -9,14 +9,16 @@ instruction + query KV cache shared by the items of a query), or with the unshar
 `prefix_sharing=False` (same numbers, slower). Each chunk of `batch_queries` queries is written as
 one Parquet part file, atomically (written to `.tmp`, then renamed):
 
-    <output>.parts/manifest.json        input fingerprint (every field), model, beta, prompt, engine,
-                                        device, dtype, prefix sharing
+    <output>.parts/manifest.json        input fingerprint (every field), model (path, and the fingerprint of
+                                        its weights, tokenizer and prompt: `modeling.model_fingerprint`),
+                                        beta, prompt, engine, device, dtype, prefix sharing
     <output>.parts/part-00000.parquet   whole query groups, with their input row numbers (_seq)
     ...
 
 Resuming: a killed run leaves finished parts (and maybe a `.tmp`, deleted on restart). A rerun
 with the same input, model and settings reads the row numbers already written and scores only the
-rest, so no pair is lost or written twice; a rerun with anything in the manifest changed is refused
+rest, so no pair is lost or written twice; a rerun with anything in the manifest changed (also a model
+retrained in place: its weights' fingerprint changes) is refused
 (`ResumeError`, naming what differs) unless `fresh`. An unreadable (truncated) part is deleted and
 its rows scored again. Labels are not read (scoring does not use them), so a bad label rejects
 nothing. When every row is scored, the parts are merged into `output`
@@ -66,6 +68,14 @@ def rejects_path_of(output: Path) -> Path:
 
 class ResumeError(DataError):
     """The run cannot start or resume as asked (its parts belong to other settings, output = input, ...)."""
+
+
+class NoUsableRows(DataError):
+    """Every row of the input was rejected; `counts` holds what the count line reports."""
+
+    def __init__(self, message: str, counts: dict):
+        super().__init__(message)
+        self.counts = counts
 
 
 def _fingerprint(records: list[Record]) -> str:
@@ -171,7 +181,7 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
     or auto. Returns counts, timing and where things went. `taosr.deploy.ray_score` runs the same job on a Ray
     actor pool.
     """
-    from ..modeling import pick_device
+    from ..modeling import model_fingerprint, pick_device
 
     engine = resolve_engine(engine)
     t0 = time.perf_counter()
@@ -182,12 +192,15 @@ def score_file(model_dir: str | Path, input_path: str | Path, output_path: str |
     loaded = load_records([input_path], rejects_path=rejects_path_of(output), read_labels=False)
     records = loaded.records
     if not records:
-        raise DataError(f"{input_path}: no usable row ({len(loaded.rejects)} rejected; reasons in "
-                        f"{rejects_path_of(output)})")
+        counts = {"rows": 0, "rejects": len(loaded.rejects), "rejects_path": str(rejects_path_of(output))}
+        raise NoUsableRows(f"{input_path}: no usable row ({len(loaded.rejects)} rejected; reasons in "
+                           f"{rejects_path_of(output)})", counts)
+    weights = model_fingerprint(model_dir)  # also checks that the folder holds a model
     serving = load_serving_config(model_dir)
     parts = parts_dir_of(output)
     manifest = {"input": str(Path(input_path).resolve()), "fingerprint": _fingerprint(records),
-                "rows": len(records), "model": str(model_dir.resolve()), "rule": serving.rule, "beta": serving.beta,
+                "rows": len(records), "model": str(model_dir.resolve()), "model_fingerprint": weights,
+                "rule": serving.rule, "beta": serving.beta,
                 "prompt": serving.prompt.model_dump(), "engine": engine,
                 "device": "cuda (vllm)" if engine == "vllm" else str(pick_device(device)),
                 "dtype": dtype if engine != "vllm" else "vllm", "prefix_sharing": prefix_sharing and engine != "vllm"}

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from ..runtime import DeviceConfig
+from ..runtime import DeviceConfig, Engine
+from ..settings import StrictConfig
 
 ITEMS_PER_FORWARD = ("Items per forward pass where items are batched (no prefix sharing, or models the packed "
                      "layout does not cover); the packed layout fills forwards of up to 1024 tokens.")
 
 
-class CalibrateConfig(BaseModel):
+class CalibrateConfig(StrictConfig):
     """What `taosr calibrate` tunes beta for, and how it scores the dev split."""
 
     objective: Literal["macro_f1", "accuracy"] = Field("macro_f1", description="What beta maximises on dev.")
@@ -26,7 +27,7 @@ class CalibrateConfig(BaseModel):
     batch_size: int = Field(32, ge=1, description=ITEMS_PER_FORWARD)
 
 
-class ScoreConfig(BaseModel):
+class ScoreConfig(StrictConfig):
     """How `taosr score` runs: engine, batching, resume, and the Ray actor pool (`--engine ray`)."""
 
     engine: Literal["auto", "transformers", "vllm", "ray"] = Field(
@@ -66,6 +67,7 @@ class ServeSettings(DeviceConfig):
     batch_size: int = Field(32, ge=1, description="Items per forward in the batched layout (models not packed).")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch's default).")
     model_name: str | None = Field(None, description="Name reported in responses (default: the model folder's name).")
-    log_level: str = Field("info", description="uvicorn log level.")
-    engine: str = Field("auto", description="auto | transformers | vllm: vLLM (taosr.deploy.scorer) when it and a "
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        "info", description="uvicorn log level.")
+    engine: Engine = Field("auto", description="auto | transformers | vllm: vLLM (taosr.deploy.scorer) when it and a "
                         "GPU are present.")

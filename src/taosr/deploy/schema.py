@@ -32,10 +32,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from ..errors import InputError
 from ..labels import ANSWER_OPEN, LABEL_TOKENS
 from ..prompts import PromptConfig, model_prompt
+from ..settings import errors_text
 from .cumpt import DEFAULT_CUTOFFS, argmax_levels, cumpt_levels
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,12 @@ def load_serving_config(model_dir: str | Path) -> ServingConfig:
     if not path.is_file():
         log.info("%s not found: serving with beta = 0.5 (run `taosr calibrate` to tune it)", path)
         return ServingConfig(prompt=model_prompt(model_dir))
-    return ServingConfig.model_validate_json(path.read_text())
+    try:
+        return ServingConfig.model_validate_json(path.read_text(encoding="utf-8"))
+    except (ValidationError, UnicodeDecodeError) as e:
+        why = errors_text(e) if isinstance(e, ValidationError) else str(e)
+        raise InputError(f"{path}: not a valid serving export ({why}); run `taosr calibrate` again, or delete the "
+                         "file to serve with beta 0.5") from None
 
 
 def check_label_ids(cfg: ServingConfig, tokenizer) -> list[int]:
@@ -83,5 +90,6 @@ def check_label_ids(cfg: ServingConfig, tokenizer) -> list[int]:
 
     ids = label_token_ids(tokenizer)
     if cfg.label_token_ids is not None and list(cfg.label_token_ids) != ids:
-        raise ValueError(f"{SERVING_FILE} has label_token_ids {cfg.label_token_ids} but the tokenizer gives {ids}")
+        raise InputError(f"{SERVING_FILE} has label_token_ids {cfg.label_token_ids} but the tokenizer gives {ids}: "
+                         "the export belongs to another tokenizer; run `taosr calibrate` again")
     return ids

@@ -6,6 +6,7 @@
     GET  /readyz        the model is loaded and the batching worker runs (503 otherwise)
     GET  /metrics       Prometheus text: requests by status, latency, batch sizes, queue depth
     GET  /openapi.json  the schema (FastAPI's)
+    GET  /docs          the schema as one self-contained HTML page (works offline; no Swagger UI from a CDN)
 
 Probabilities are the answer-first ones (softmax over the four label tokens after `<answer>`,
 computed with `PrefixScorer`: identical to the offline scorer); level = CumPT with the beta of
@@ -34,7 +35,7 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -45,7 +46,15 @@ from .configs import ServeSettings
 from .cumpt import tiers_of
 from .schema import ServingConfig, check_label_ids, load_serving_config
 from .scorer import make_scorer
-from .serve_api import ItemResult, RelevanceRequest, RelevanceResponse, StrictJSONRoute, too_long, validation_body
+from .serve_api import (
+    ItemResult,
+    RelevanceRequest,
+    RelevanceResponse,
+    StrictJSONRoute,
+    docs_page,
+    too_long,
+    validation_body,
+)
 from .serve_worker import RelevanceService
 
 __all__ = ["RELEVANCE_PATH", "ServeSettings", "create_app", "run"]
@@ -85,7 +94,7 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
         yield
         await service.stop()
 
-    app = FastAPI(title="taosr relevance judge", version="1", lifespan=lifespan,
+    app = FastAPI(title="taosr relevance judge", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="TaoSR1-style answer-first relevance scores with CumPT levels.")
     app.router.route_class = StrictJSONRoute  # strict UTF-8 JSON bodies (FastAPI's custom route class)
     app.state.service = service
@@ -132,7 +141,7 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
                                 f"items: {len(body.items)} items, over the limit of {settings.max_items} (max_items)")
         if message := too_long(body, settings.max_text_chars):
             raise HTTPException(413, message)
-        ids = [it.id if it.id is not None else str(i) for i, it in enumerate(body.items)]
+        ids = [str(it.id) if it.id is not None else str(i) for i, it in enumerate(body.items)]
         try:
             records = [Record(id=ids[i], query=body.query, title=it.title, category=it.category, brand=it.brand,
                               attributes=it.attributes, price=it.price, description=it.description)
@@ -156,6 +165,11 @@ def create_app(model: str | Path | tuple, settings: ServeSettings | None = None,
         results = [ItemResult(id=ids[i], probs={str(k + 1): float(probs[i, k]) for k in range(4)},
                               level=int(levels[i]), tier=str(tiers[i])) for i in range(len(records))]
         return RelevanceResponse(results=results, rule=serving.rule, beta=serving.beta, model=name)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        """The API as one self-contained page (FastAPI's Swagger UI loads from a CDN, blank offline)."""
+        return HTMLResponse(docs_page(app.openapi()))
 
     @app.get("/healthz")
     async def healthz():

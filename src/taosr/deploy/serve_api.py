@@ -1,9 +1,14 @@
 """The service's request and response models, its settings, and the request checks that run before any work.
 
 Input rules: the body is strict JSON in UTF-8 (`StrictJSONRoute`: invalid UTF-8, NaN or Infinity
--> 422 like any other malformed JSON), every text must be valid unicode (a lone surrogate -> 422),
-numbers finite. Validation errors are answered without echoing the input (`validation_body`),
-so no input can make the error response itself fail.
+-> 422 like any other malformed JSON), every text must be valid unicode without NUL characters (a
+lone surrogate or a NUL -> 422, the loaders' rule: `data.rows.text_problem`), numbers finite, and a
+boolean is not a price (`price: true` -> 422, as the loaders reject it); attribute values may be
+text, numbers, booleans or null, read as the loaders read them. Validation errors are answered
+without echoing the input (`validation_body`), so no input can make the error response itself fail.
+
+`/docs` is `docs_page`: one self-contained HTML page built from the OpenAPI schema (no script or
+style from a CDN, so it works offline); the schema itself is `/openapi.json`.
 """
 
 from __future__ import annotations
@@ -14,20 +19,27 @@ from typing import Annotated
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints
+
+from ..data.rows import text_problem
 
 
 def _unicode(value: str) -> str:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("invalid unicode: a lone surrogate") from None
+    if problem := text_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+def _not_bool(value):
+    if isinstance(value, bool):  # pydantic would read true as 1.0; the loaders reject it
+        raise ValueError(f"expected a number, got {str(value).lower()}")
     return value
 
 
 Str = Annotated[str, AfterValidator(_unicode)]
 Text = Annotated[Str, StringConstraints(strip_whitespace=True, min_length=1)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+Price = Annotated[Finite | None, BeforeValidator(_not_bool)]
 
 
 def _no_constant(name: str):
@@ -88,13 +100,15 @@ def _unicode_safe(text: str) -> str:
 class ItemIn(BaseModel):
     """One item to judge against the request's query."""
 
-    id: Str | None = Field(None, description="Echoed back; defaults to the item's position ('0', '1', ...).")
+    id: Str | int | None = Field(None, description="Echoed back (as text); defaults to the item's position ('0', "
+                                 "'1', ...).")
     title: Text = Field(..., description="Item title.")
     category: Str | None = Field(None, description="Leaf category.")
     brand: Str | None = Field(None, description="Brand.")
-    attributes: dict[Str, Str | int | Finite] = Field(
-        default_factory=dict, description='Attributes, e.g. {"color": "red"}.')
-    price: Finite | None = Field(None, ge=0, description="Price (a finite number >= 0).")
+    attributes: dict[Str, Str | bool | int | Finite | None] = Field(
+        default_factory=dict, description='Attributes, e.g. {"color": "red"} (booleans read as "true" / "false", '
+        "null as absent).")
+    price: Price = Field(None, ge=0, description="Price (a finite number >= 0; not a boolean).")
     description: Str | None = Field(None, description="Free text (HTML allowed).")
 
 
@@ -129,3 +143,27 @@ def too_long(body: RelevanceRequest, limit: int) -> str | None:
             return f"{name}: {len(value)} characters, over the limit of {limit} (max_text_chars)"
     return None
 
+
+
+def docs_page(schema: dict) -> str:
+    """The API as one self-contained HTML page (no script, no stylesheet from elsewhere): each operation with its
+    summary, description and responses, then every schema as JSON. Built from FastAPI's OpenAPI document."""
+    from html import escape
+
+    info = schema.get("info", {})
+    rows = []
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            responses = ", ".join(f"{code} {escape(r.get('description', ''))}"
+                                  for code, r in op.get("responses", {}).items())
+            rows.append(f"<h2><code>{method.upper()} {escape(path)}</code></h2><p>{escape(op.get('summary', ''))}</p>"
+                        f"<p>{escape(op.get('description', ''))}</p><p><b>Responses:</b> {responses}</p>")
+    models = "".join(f"<h3>{escape(name)}</h3><pre>{escape(json.dumps(s, indent=1))}</pre>"
+                     for name, s in schema.get("components", {}).get("schemas", {}).items())
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(info.get('title', 'API'))}</title>"
+            "<style>body{font-family:sans-serif;max-width:60em;margin:auto}pre{background:#f4f4f4;padding:.5em;"
+            "overflow:auto}</style></head><body>"
+            f"<h1>{escape(info.get('title', 'API'))} {escape(str(info.get('version', '')))}</h1>"
+            f"<p>{escape(info.get('description', ''))}</p><p>Machine-readable schema: "
+            "<a href='/openapi.json'>/openapi.json</a>.</p>" + "".join(rows) + "<h2>Schemas</h2>" + models
+            + "</body></html>")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from transformers import TrainerCallback
 
-from ..io import write_json
+from ..io import atomic_dir, write_json
 from ..progress import attach, progress_bar
 from ..prompts import PromptConfig, item_segment
 from ..records import Record
@@ -175,7 +175,8 @@ def train_baseline(train: Sequence[Record], cfg: BaselineConfig, out_dir: Path,
         trainer.train()
     wall = time.perf_counter() - t0
     if trainer.is_world_process_zero():  # under `accelerate launch` every process trains, rank 0 writes
-        model.save_pretrained(str(out_dir / "model"), safe_serialization=True)
+        with atomic_dir(out_dir / "model") as tmp:  # whole or not at all
+            model.save_pretrained(str(tmp), safe_serialization=True)
 
     losses = [[h["step"], round(float(h["loss"]), 5)] for h in trainer.state.log_history if "loss" in h]
     summary = {

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from ..deploy.calibrate import calibrate_model, compare_tiering
 from ..deploy.schema import load_serving_config
+from ..errors import InputError
 from ..evaluation.devselect import DevSelect
 from ..evaluation.evaluate import (
     discriminative_hallucination,
@@ -81,7 +82,7 @@ class Demo:
             diff = record_differences(folder / SETTINGS_FILE, settings)
             problem = diff and f"ran with other settings ({'; '.join(diff[:5])})"
         if problem:
-            raise ValueError(f"{folder}: {problem}; remove that folder and the stages after it to run them again, "
+            raise InputError(f"{folder}: {problem}; remove that folder and the stages after it to run them again, "
                              "or start over with --fresh")
 
     def key(self, name: str) -> str:
@@ -192,7 +193,7 @@ class Demo:
     def sft(self, order: str, row: str) -> None:
         start = self.cfg.sft_start.get(order)
         if start and not (self.run.dir / f"sft_{start}" / "model").exists():
-            raise ValueError(f"sft_start: sft_{order} starts from sft_{start}, which has not run yet")
+            raise InputError(f"sft_start: sft_{order} starts from sft_{start}, which has not run yet")
 
         cfg = self.sft_config(order)
 

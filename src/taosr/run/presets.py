@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from ..errors import InputError
 from ..evaluation.configs import BaselineConfig
 from ..prompts import ORDERS
+from ..settings import StrictConfig, errors_text, read_yaml, validate
 from ..teacher.noise import TeacherNoiseConfig
 from ..train.configs import DPOStageConfig, GRPOStageConfig, PretrainConfig, SampleConfig
 from .rundir import RunConfig
@@ -24,7 +25,7 @@ STAGES = ("baseline", "answer_only", "think_first", "answer_first", "dpo_think_f
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "demo"  # package data: taosr/configs/demo/
 
 
-class DemoConfig(BaseModel):
+class DemoConfig(StrictConfig):
     """Budgets of every stage the demo (and the method bench, once per seed) runs."""
 
     run: RunConfig = Field(default_factory=RunConfig, description="Data, model, prompt and SFT settings.")
@@ -94,6 +95,24 @@ class DemoConfig(BaseModel):
                                  f"(the demo trains {', '.join(ORDERS)} in this order)")
         return v
 
+    @model_validator(mode="after")
+    def _overrides_are_settings(self) -> DemoConfig:
+        """Each per-order override must be valid settings of its stage (known keys, valid values)."""
+        for name, base in (("sft_by_order", self.run.sft), ("dpo_by_order", self.dpo)):
+            for order, over in getattr(self, name).items():
+                if order not in ORDERS:
+                    raise ValueError(f"{name}: {order!r} is not an output order ({', '.join(ORDERS)})")
+                check_override(base, over, f"{name}.{order}")
+        return self
+
+
+def check_override(base: StrictConfig, over: dict, where: str) -> None:
+    """Validate `base` with the partial settings `over` merged in; errors are named `where.<key>`."""
+    try:
+        type(base).model_validate(merge(base.model_dump(), over))
+    except ValidationError as e:
+        raise ValueError(errors_text(e, f"{where}.")) from None
+
 
 def preset_path(preset: str | Path) -> Path:
     """The YAML file of a preset: a path to a .yaml file, or the name of one in taosr/configs/demo/."""
@@ -111,26 +130,26 @@ def merge(base: dict, over: dict) -> dict:
 
 def read_preset(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """A preset file's settings; `extends: <preset>` at its top starts from that preset's (merged key by key)."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a preset is a mapping of DemoConfig settings, not {type(data).__name__}")
+    data = read_yaml(path)
     parent = data.pop("extends", None)
     if parent is None:
         return data
     parent_path = preset_path(parent) if Path(str(parent)).suffix else PRESET_DIR / f"{parent}.yaml"
     if parent_path in seen or not parent_path.is_file():
-        raise ValueError(f"{path}: extends {parent!r}, " + ("a cycle" if parent_path in seen else "no such preset"))
+        raise InputError(f"{path}: extends {parent!r}, " + ("a cycle" if parent_path in seen else "no such preset"))
     return merge(read_preset(parent_path, (*seen, path)), data)
 
 
-def load_preset(preset: str | Path, run_name: str, overrides: dict | None = None) -> DemoConfig:
-    """The DemoConfig of a preset (see `preset_path`), with `overrides` merged in, for the run `run_name`."""
+def load_preset(preset: str | Path, run_name: str, overrides: dict | None = None,
+                source: str | Path | None = None) -> DemoConfig:
+    """The DemoConfig of a preset (see `preset_path`), with `overrides` (read from the file `source`) merged in, for
+    the run `run_name`; a refused setting is an `InputError` naming the files and the key."""
     path = preset_path(preset)
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
-        raise ValueError(f"unknown preset {str(preset)!r}: no {path} (presets: {known})")
+        raise InputError(f"unknown preset {str(preset)!r}: no {path} (presets: {known})")
     data = merge(read_preset(path), overrides or {})
-    cfg = DemoConfig.model_validate(data)
+    cfg = validate(DemoConfig, data, f"{path}{' with --config ' + str(source) if source else ''}")
     return cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": run_name})})
 
 

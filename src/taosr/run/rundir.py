@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..data.splits import read_split, write_splits
 from ..data.synth import SynthConfig, generate
@@ -21,13 +21,14 @@ from ..io import write_json, write_text
 from ..modeling import ModelConfig
 from ..prompts import PromptConfig
 from ..records import Record
+from ..settings import Count, StrictConfig
 from ..train.base import start_model
 from ..train.configs import SFTStageConfig
 
 SPLITS = ("train", "dev", "test")
 
 
-class RunConfig(BaseModel):
+class RunConfig(StrictConfig):
     """Everything that defines a run; written to `runs/<name>/config.json`."""
 
     name: str = Field("demo", description="Run name: the folder under runs/.")
@@ -36,8 +37,8 @@ class RunConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig, description="Base model.")
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt layout.")
     sft: SFTStageConfig = Field(default_factory=SFTStageConfig, description="Stage 1 budget.")
-    eval_batch_size: int = Field(64, description="Batch size for scoring and generation.")
-    max_new_tokens: int = Field(128, description="Generation budget for think-first outputs.")
+    eval_batch_size: Count = Field(64, description="Batch size for scoring and generation.")
+    max_new_tokens: Count = Field(128, description="Generation budget for think-first outputs.")
 
     @property
     def dir(self) -> Path:

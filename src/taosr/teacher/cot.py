@@ -17,18 +17,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..io import to_json, write_jsonl
 from ..progress import progress_bar
 from ..records import Record
+from ..settings import StrictConfig
 from .prompt import Outcome, check
 from .reasoning import Teacher
 
 STATUSES = ("ok", "inconsistent", "failed")
 
 
-class TeacherConfig(BaseModel):
+class TeacherConfig(StrictConfig):
     """Which teacher `taosr cot` asks, and how (the HTTP settings apply to teacher=openai)."""
 
     teacher: Literal["rules", "openai", "local"] = Field(

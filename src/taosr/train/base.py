@@ -14,15 +14,18 @@ already has, and then every output order starts from the same base. Skipped for 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 from datasets import Dataset
 from trl import SFTTrainer
 
+from ..io import atomic_dir, write_json
 from ..modeling import ModelConfig, build_model, load_model, train_tokenizer
 from ..prompts import PromptConfig, encode_prompt, item_segment, query_segment
 from ..records import Record
-from ..runtime import main_process_first
+from ..runtime import is_main_process, main_process_first
 from ..teacher.reasoning import RuleTeacher
 from .common import sft_arguments, train_and_save, write_summary
 from .configs import PretrainConfig, SFTStageConfig
@@ -38,19 +41,39 @@ def corpus(records: list[Record], prompt_cfg: PromptConfig) -> list[str]:
     return out
 
 
+TOKENIZER_RECORD = "taosr_tokenizer.json"  # what a kept tokenizer was trained on
+
+
+def tokenizer_record(model_cfg: ModelConfig, prompt_cfg: PromptConfig, train: list[Record]) -> dict:
+    """What a fresh tokenizer depends on: its vocabulary size, the prompt layout and every training pair."""
+    h = hashlib.sha256()
+    for r in train:
+        h.update(r.model_dump_json().encode() + b"\x1e")
+    return {"vocab_size": model_cfg.vocab_size, "instructions": prompt_cfg.instructions, "train_sha256": h.hexdigest()}
+
+
 def start_model(model_cfg: ModelConfig, prompt_cfg: PromptConfig, tokenizer_dir: Path, train: list[Record]):
     """(model, tokenizer) for the start of training: a local checkpoint, or a new small model whose tokenizer is
-    trained on `train` once and kept in `tokenizer_dir`."""
+    trained on `train` once and kept in `tokenizer_dir` (with `TOKENIZER_RECORD`: a kept tokenizer is reused only
+    for the same vocabulary size, prompt and data, and trained again otherwise)."""
     if model_cfg.name_or_path:
         return load_model(model_cfg.name_or_path, new_token_init=model_cfg.new_token_init)
     from transformers import AutoTokenizer
 
+    want = tokenizer_record(model_cfg, prompt_cfg, train)
     with main_process_first():  # under `accelerate launch`: the main process trains and saves it, the others load it
-        if (tokenizer_dir / "tokenizer.json").exists():
+        try:
+            kept = json.loads((tokenizer_dir / TOKENIZER_RECORD).read_text(encoding="utf-8")) == want
+        except (OSError, ValueError):
+            kept = False
+        if kept and (tokenizer_dir / "tokenizer.json").exists():
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         else:
             tokenizer = train_tokenizer(corpus(train, prompt_cfg), model_cfg.vocab_size)
-            tokenizer.save_pretrained(tokenizer_dir)
+            if is_main_process():
+                with atomic_dir(tokenizer_dir) as tmp:
+                    tokenizer.save_pretrained(tmp)
+                    write_json(tmp / TOKENIZER_RECORD, want)
     return build_model(tokenizer, model_cfg), tokenizer
 
 

@@ -3,19 +3,30 @@
 Each stage (base pre-training, SFT, DPO, GRPO) is a TRL trainer whose output folder holds
 `checkpoints/` (the resume points), `stage_config.json` (the config that folder was trained with),
 `model/` (the final safetensors model and its tokenizer) and `summary.json`.
+
+Crash safety: a run resumes from the newest *complete* checkpoint (`trainer_state.json`, which the
+trainer writes last, is there and readable); a checkpoint cut short by a kill or a full disk is
+removed with a warning. The final model is written under a temporary name and renamed to `model/`
+when complete (`io.partial_dir` / `io.replace_dir`).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
 import time
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from ..io import write_json, write_text
+from ..errors import InputError
+from ..io import partial_dir, replace_dir, write_json, write_text
 from ..progress import attach
 from ..prompts import PromptConfig, write_prompt
 from ..runtime import gpu_available, is_main_process, resolve_bf16
+
+log = logging.getLogger(__name__)
 
 
 def common_args(out_dir: Path, max_steps: int, seed: int, save_steps: int,
@@ -64,24 +75,31 @@ def train_and_save(trainer, tokenizer, out_dir: Path, desc: str, prompt_cfg: Pro
     plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
     zero3 = trainer.is_deepspeed_enabled and getattr(plugin, "zero_stage", 0) == 3
     if hasattr(trainer.model, "peft_config") and (trainer.is_fsdp_enabled or zero3):
-        raise ValueError("LoRA adapters are merged into the saved model, which needs whole weights on each process: "
+        raise InputError("LoRA adapters are merged into the saved model, which needs whole weights on each process: "
                          "use configs/accelerate/ddp.yaml or deepspeed_zero2.yaml with --lora-r")
     attach(trainer, desc)
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
+    trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir, remove_incomplete=True))
     wall = time.perf_counter() - t0
     model = trainer.accelerator.unwrap_model(trainer.model)
+    main, tmp = trainer.accelerator.is_main_process, partial_dir(out_dir / "model")
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
+    trainer.accelerator.wait_for_everyone()
     if hasattr(model, "merge_and_unload"):  # a peft model: fold the adapters in
         model = model.merge_and_unload()
         trainer.model = model
-        if trainer.accelerator.is_main_process:
-            model.save_pretrained(out_dir / "model", safe_serialization=True)
+        if main:
+            model.save_pretrained(tmp, safe_serialization=True)
     else:
-        trainer.save_model(str(out_dir / "model"))
-    if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(out_dir / "model")
+        trainer.save_model(str(tmp))
+    if main:
+        tokenizer.save_pretrained(tmp)
         if prompt_cfg is not None:
-            write_prompt(prompt_cfg, out_dir / "model")
+            write_prompt(prompt_cfg, tmp)
+    trainer.accelerator.wait_for_everyone()
+    if main:
+        replace_dir(tmp, out_dir / "model")  # `model/` appears only once it is complete
     trainer.accelerator.wait_for_everyone()
     return wall
 
@@ -92,15 +110,36 @@ def guard_resume(out_dir: Path, cfg: BaseModel) -> None:
     path = out_dir / "stage_config.json"
     now = cfg.model_dump_json(indent=1)
     if path.exists() and path.read_text() != now and latest_checkpoint(out_dir):
-        raise ValueError(f"{out_dir} holds checkpoints of a different {type(cfg).__name__}; "
+        raise InputError(f"{out_dir} holds checkpoints of a different {type(cfg).__name__}; "
                          f"remove the folder (or use another --out) to start over")
     if is_main_process() and (not path.exists() or path.read_text() != now):
         write_text(path, now)  # atomic: another rank never reads a half-written file
 
 
-def latest_checkpoint(out_dir: Path) -> str | None:
-    ckpts = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
+def complete_checkpoint(ckpt: Path) -> bool:
+    """A checkpoint is complete when its `trainer_state.json` (written after the weights, optimizer and RNG
+    state) is there and reads as JSON."""
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def latest_checkpoint(out_dir: Path, remove_incomplete: bool = False) -> str | None:
+    """The newest complete checkpoint in `out_dir/checkpoints` (None when there is none). With
+    `remove_incomplete`, the main process deletes the incomplete ones (a save cut short), with a warning."""
+    numbered = [(int(p.name.split("-")[-1]), p) for p in (out_dir / "checkpoints").glob("checkpoint-*")
+                if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    complete = None
+    for _, ckpt in sorted(numbered):
+        if complete_checkpoint(ckpt):
+            complete = ckpt
+        elif remove_incomplete and is_main_process():
+            log.warning("%s is incomplete (a save cut short): removed; resuming from %s", ckpt,
+                        complete or "the start")
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return str(complete) if complete else None
 
 
 def write_summary(out_dir: Path, summary: dict) -> None:

@@ -19,6 +19,7 @@ import pandas as pd
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
+from ..errors import InputError
 from ..io import read_jsonl, write_jsonl
 from ..labels import ANSWER_CLOSE, format_answer
 from ..prompts import PromptConfig, encode_prompt, prompt_text, response_text
@@ -120,7 +121,7 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
     `out_dir/model`; returns losses, reward margins and wall time."""
     guard_resume(out_dir, cfg)
     if not pairs:
-        raise ValueError("no preference pairs: every sampled prompt was all-correct or had no teacher response")
+        raise InputError("no preference pairs: every sampled prompt was all-correct or had no teacher response")
     short = cuts_to_answer(order, cfg.span)
     sft_weight = cfg.sft_weight if cfg.sft_weight is not None else (0.0 if short else 1.0)
     beta = cfg.beta if cfg.beta is not None else (2.0 if short else 0.1)

@@ -26,6 +26,7 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
+from ..errors import InputError
 from ..generation import strip_special
 from ..io import write_json
 from ..labels import ANSWER_OPEN, parse_response
@@ -221,7 +222,7 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
     """Train with GRPO on `prompts` (already selected); saves `out_dir/model`."""
     guard_resume(out_dir, cfg)
     if not prompts:
-        raise ValueError("no GRPO prompts left after the difficulty filter and class balancing")
+        raise InputError("no GRPO prompts left after the difficulty filter and class balancing")
     prefix = rollout_prefix(cfg, order)
     data = Dataset.from_list([{"prompt": prompt_text(r, prompt_cfg) + prefix, "gold": int(r.label)} for r in prompts])
     funcs, weights = [TokenReward(accuracy_reward, tokenizer, prefix)], [1.0]

@@ -7,12 +7,13 @@ load a plain model folder.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..labels import SPECIAL_TOKENS
+from ..settings import StrictConfig
 
 
-class LoraSwitch(BaseModel):
+class LoraSwitch(StrictConfig):
     """LoRA adapters (peft) instead of full fine-tuning, for models that do not fit."""
 
     r: int = Field(0, ge=0, description="LoRA rank; 0 trains every weight (full fine-tuning).")

@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from ..settings import Seed, StrictConfig
 
 # --------------------------------------------------------------------------------------------
 # pass@k
@@ -85,7 +87,7 @@ def _as_sample(x: Sample | Mapping[str, Any]) -> Sample:
     return Sample(**{f: x[f] for f in _SAMPLE_FIELDS})
 
 
-class PairPolicy(BaseModel):
+class PairPolicy(StrictConfig):
     """How preference pairs are built from a prompt's samples."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -122,7 +124,7 @@ class PairPolicy(BaseModel):
             "the levels the model confuses least (see docs/results.md, post-CoT DPO)."
         ),
     )
-    seed: int = Field(0, description="Seed of the deterministic choice of samples (per prompt).")
+    seed: Seed = Field(0, description="Seed of the deterministic choice of samples (per prompt).")
 
 
 @dataclass

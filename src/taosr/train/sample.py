@@ -5,8 +5,9 @@ evaluation parser, and records it next to the gold label. Output: Parquet shards
 response (prompt_id, sample_index, text, parsed, parse_error, gold, correct). Each shard is written
 atomically (temp file + rename) and seeded by its index, so a killed job resumes at the first
 missing shard: no prompt is sampled twice, none is lost, and the rows equal an uninterrupted run's.
-A folder remembers what it was sampled for (`sampling.json`: the prompts and the sampling settings);
-resuming it with other prompts or settings is refused rather than mixed.
+A folder remembers what it was sampled for (`sampling.json`: the prompts, the sampling settings and the
+model's fingerprint, `modeling.model_fingerprint` of its folder or `weights_fingerprint` of the weights
+in memory); resuming it with other prompts, settings or weights is refused rather than mixed.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import InputError
 from ..generation import generate_texts
 from ..io import atomic_write, record_differences, write_json
 from ..labels import parse_response
+from ..modeling import model_fingerprint, weights_fingerprint
 from ..prompts import PromptConfig, encode_prompt
 from ..records import Record
 from ..runtime import resolve_engine
@@ -34,24 +37,25 @@ def _shard_path(out_dir: Path, k: int) -> Path:
     return out_dir / f"samples-{k:05d}.parquet"
 
 
-def sampling_manifest(records: list[Record], cfg: SampleConfig, prompt_cfg: PromptConfig) -> dict:
-    """What a samples folder holds: the prompts (count and a hash of their ids, in order) and every setting
-    that changes the samples (the generate() batch size does not)."""
+def sampling_manifest(records: list[Record], cfg: SampleConfig, prompt_cfg: PromptConfig, model_id: str) -> dict:
+    """What a samples folder holds: the prompts (count and a hash of their ids, in order), the model (`model_id`,
+    its fingerprint) and every setting that changes the samples (the generate() batch size does not)."""
     ids = hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()
     return {"prompts": len(records), "prompt_ids_sha256": ids, "sample": cfg.model_dump(exclude={"batch_size"}),
-            "prompt_layout": prompt_cfg.model_dump()}
+            "prompt_layout": prompt_cfg.model_dump(), "model_fingerprint": model_id}
 
 
-def check_resume(out_dir: Path, records: list[Record], cfg: SampleConfig, prompt_cfg: PromptConfig) -> None:
-    """Refuse to add to a samples folder written for other prompts or settings; record them on first use.
+def check_resume(out_dir: Path, records: list[Record], cfg: SampleConfig, prompt_cfg: PromptConfig,
+                 model_id: str) -> None:
+    """Refuse to add to a samples folder written for other prompts, settings or weights; record them on first use.
 
     A folder from before the manifest existed is checked shard by shard: each shard must hold exactly the
     prompts this run would put in it."""
-    path, want = out_dir / MANIFEST, sampling_manifest(records, cfg, prompt_cfg)
+    path, want = out_dir / MANIFEST, sampling_manifest(records, cfg, prompt_cfg, model_id)
     if path.exists():
         diff = record_differences(path, want)
         if diff:
-            raise ValueError(f"{out_dir}: these samples were drawn with other settings ({'; '.join(diff[:5])}) "
+            raise InputError(f"{out_dir}: these samples were drawn with other settings ({'; '.join(diff[:5])}) "
                              f"({path}); use another folder or remove it to sample again")
         return
     for shard in sorted(out_dir.glob("samples-*.parquet")):
@@ -59,7 +63,7 @@ def check_resume(out_dir: Path, records: list[Record], cfg: SampleConfig, prompt
         chunk = [r.id for r in records[k * cfg.shard_prompts:(k + 1) * cfg.shard_prompts]]
         got = list(dict.fromkeys(pd.read_parquet(shard, columns=["prompt_id"])["prompt_id"]))
         if got != chunk:
-            raise ValueError(f"{shard}: holds samples of other prompts than shard {k} of this run (first id "
+            raise InputError(f"{shard}: holds samples of other prompts than shard {k} of this run (first id "
                              f"{got[0] if got else None!r}, expected {chunk[0] if chunk else None!r}); use another "
                              "folder or remove it to sample again")
     write_json(path, want)
@@ -76,7 +80,8 @@ def run_sampling(model, tokenizer, records: list[Record], cfg: SampleConfig, out
     """
     engine = resolve_engine(cfg.engine) if model_dir is not None else "transformers"
     out_dir.mkdir(parents=True, exist_ok=True)
-    check_resume(out_dir, records, cfg, prompt_cfg)
+    check_resume(out_dir, records, cfg, prompt_cfg,
+                 model_fingerprint(model_dir) if model_dir is not None else weights_fingerprint(model))
     n_shards = (len(records) + cfg.shard_prompts - 1) // cfg.shard_prompts
     for k in range(n_shards):
         path = _shard_path(out_dir, k)
