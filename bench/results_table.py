@@ -24,21 +24,34 @@ def delta(d: dict | None) -> str:
     return f"{d['delta']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
 
 
+def kept_from_extra(row: dict) -> dict | None:
+    """kept_parent of a JSON written before the bench recorded it: an RL or control row whose dev-best step is 0."""
+    if row.get("stage") not in ("dpo", "grpo", "control"):
+        return None
+    steps = [e.get("dev_best_step") for e in row.get("extra", {}).values() if "dev_best_step" in e]
+    return {"seeds": sum(s == 0 for s in steps), "of": len(steps)} if steps else None
+
+
 def markdown(result: dict, source: str) -> str:
     m = result["machine"]
     lines = [
-        f"Source: `{source}` ({result['model']} model, preset `{result['preset']}`, "
+        f"Source: `{source}` ({result.get('model', 'fresh')} model, preset `{result['preset']}`, "
+        f"teacher error rate {result.get('teacher_error_rate', 0.0)}, "
         f"{m.get('gpu') or m.get('cpu')}, commit `{(result.get('commit') or 'see docs/results.md')[:10]}`). "
         "Test macro-F1 in %, mean over seeds with the 95% bootstrap CI (queries and seeds resampled); deltas are "
-        "paired over seeds and queries.",
+        "paired over seeds and queries. *dev kept parent*: seeds in which dev chose the stage's start model (step 0); "
+        "a row reverted in every seed repeats its parent and is marked (reverted).",
         "",
-        "| row | seeds | macro-F1 | 95% CI | vs its parent | vs its continued-SFT control |",
-        "|---|---|---|---|---|---|",
+        "| row | seeds | macro-F1 | 95% CI | vs its parent | vs its continued-SFT control | dev kept parent |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         ci = f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" if r.get("ci95") else ""
-        lines.append(f"| {r['name']} | {len(r['seeds'])} | {r['mean']:.2f} | {ci} | "
-                     f"{delta(r.get('delta_vs_parent'))} | {delta(r.get('delta_vs_control'))} |")
+        kept = r.get("kept_parent") or kept_from_extra(r)
+        name = r["name"] + (" (reverted)" if kept and kept["seeds"] == kept["of"] else "")
+        reverted = f"{kept['seeds']}/{kept['of']}" if kept else ""
+        lines.append(f"| {name} | {len(r['seeds'])} | {r['mean']:.2f} | {ci} | "
+                     f"{delta(r.get('delta_vs_parent'))} | {delta(r.get('delta_vs_control'))} | {reverted} |")
     return "\n".join(lines)
 
 
