@@ -246,11 +246,12 @@ class Demo:
                                       self.run.prompt, cbs)
             self.console.print(f"DPO pairs ({order}): {counts}")
             m, _ = self.evaluate(model, tok, order, f"dpo_{order}")
-            m.update(pass_at_k=passk, pass_at_k_prior=floor, pair_counts=counts, train=train_summary(s, cbs))
+            m.update(pass_at_k=passk, pass_at_k_prior=floor, pair_counts=counts, train=train_summary(s, cbs),
+                     hallucination=self.hallucination(model, tok, order))
             return m
 
         control = f"control_dpo_{order}" if self.cfg.controls and control_row else None
-        settings = {"test_limit": self.cfg.test_limit,
+        settings = {"test_limit": self.cfg.test_limit, "hallucination_limit": self.cfg.hallucination_limit,
                     "dpo": dpo_cfg.model_dump(), "sample": self.cfg.sample.model_dump(), "seed": self.cfg.seed,
                     "prompts": self.cfg.sample_prompts.get(order), "dev": self.dev_settings(),
                     "parent": self.key(f"sft_{order}")}
@@ -282,9 +283,23 @@ class Demo:
                     "dev": self.dev_settings(), "parent": self.key(parent), "rl_stage": self.key(rl_stage)}
         self.stage(name, row, fn, settings, stage="control", order=order, parent=parent)
 
-    def grpo(self, row: str, control_row: str | None = None, order: str = "answer_first") -> None:
-        name = "grpo" if order == "answer_first" else f"grpo_{order}"
-        grpo_cfg = self.cfg.grpo.model_copy(update={"seed": self.cfg.seed})
+    def hallucination(self, model, tok, order: str) -> dict | None:
+        """Discriminative hallucination (the answer against its own reasoning's conclusion) on `hallucination_limit`
+        test pairs, from whole generated responses; None when not asked for."""
+        if not self.cfg.hallucination_limit or order == "answer_only":
+            return None
+        pairs = test_subset(self.test, self.cfg.hallucination_limit)
+        prompts = [encode_prompt(tok, r, self.run.prompt) for r in pairs]
+        outs = generate_texts(model, tok, prompts, self.run.max_new_tokens, self.run.eval_batch_size,
+                              desc="hallucination: generating")
+        return discriminative_hallucination([t[0] for t in outs])
+
+    def grpo(self, row: str, control_row: str | None = None, order: str = "answer_first",
+             arm: str | None = None) -> None:
+        """GRPO from the DPO model of `order`; `arm` names one of `grpo_arms` (its overrides, its own stage folder)."""
+        name = ("grpo" if order == "answer_first" else f"grpo_{order}") + (f"_{arm}" if arm else "")
+        over = self.cfg.grpo_arms.get(arm, {}) if arm else {}
+        grpo_cfg = type(self.cfg.grpo).model_validate({**self.cfg.grpo.model_dump(), **over, "seed": self.cfg.seed})
         src = self.run.dir / f"dpo_{order}" / "model"
         cands = label_stratified(self.splits["train"], self.cfg.grpo_candidates, 2000 + self.cfg.seed)
         sel_path = self.run.dir / name / SELECTION_FILE
@@ -301,14 +316,14 @@ class Demo:
                                     cbs)
             self.console.print(f"GRPO prompt selection: {sel}")
             m, out = self.evaluate(model, tok, order, name)
-            m.update(selection=sel, train=train_summary(s, cbs))
+            m.update(selection=sel, train=train_summary(s, cbs), hallucination=self.hallucination(model, tok, order))
             return m
 
         control = f"control_{name}" if self.cfg.controls and control_row else None
         settings = {"test_limit": self.cfg.test_limit,
                     "grpo": grpo_cfg.model_dump(), "sample": self.cfg.sample.model_dump(), "seed": self.cfg.seed,
                     "candidates": self.cfg.grpo_candidates, "dev": self.dev_settings(),
-                    "parent": self.key(f"dpo_{order}")}
+                    "hallucination_limit": self.cfg.hallucination_limit, "parent": self.key(f"dpo_{order}")}
         m = self.stage(name, row, fn, settings, stage="grpo", order=order, parent=f"dpo_{order}", control=control)
         if control:
             ids = set(json.loads(sel_path.read_text())["ids"])

@@ -21,7 +21,7 @@ from ..train.configs import DPOStageConfig, GRPOStageConfig, PretrainConfig, Sam
 from .rundir import RunConfig
 
 STAGES = ("baseline", "answer_only", "think_first", "answer_first", "dpo_think_first", "dpo_answer_first", "grpo",
-          "final")  # the table's stages, in pipeline order
+          "grpo_arms", "final")  # the table's stages, in pipeline order
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "demo"  # package data: taosr/configs/demo/
 
 
@@ -76,8 +76,16 @@ class DemoConfig(StrictConfig):
     test_limit: int | None = Field(None, ge=1, description="Test pairs every row is read on, as whole queries drawn at "
                                    "random (None = the whole test split; the method bench uses all of it).")
 
+    grpo_arms: dict[str, dict] = Field(
+        default_factory=dict, description="More GRPO arms from the same post-CoT DPO parent, each a partial grpo "
+        "override in its own stage folder (grpo_<arm>), with a control when controls are on; e.g. {'reasoning': "
+        "{'label_only': False}}: rollouts of the whole response (label, then reasoning), reward on the gold label.")
+    hallucination_limit: int = Field(0, ge=0, description="Test pairs on which the post-CoT DPO and GRPO models "
+                                     "generate their whole response, for the discriminative-hallucination rate (the "
+                                     "answer against its reasoning's conclusion); 0 = not measured there.")
     stop_after: str | None = Field(None, description="Last stage to run (baseline, answer_only, think_first, "
-                                   "answer_first, dpo_think_first, dpo_answer_first, grpo, final); None = all.")
+                                   "answer_first, dpo_think_first, dpo_answer_first, grpo, grpo_arms, final); "
+                                   "None = all.")
 
     @field_validator("stop_after")
     @classmethod
@@ -103,6 +111,8 @@ class DemoConfig(StrictConfig):
                 if order not in ORDERS:
                     raise ValueError(f"{name}: {order!r} is not an output order ({', '.join(ORDERS)})")
                 check_override(base, over, f"{name}.{order}")
+        for arm, over in self.grpo_arms.items():
+            check_override(self.grpo, over, f"grpo_arms.{arm}")
         return self
 
 

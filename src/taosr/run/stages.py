@@ -30,6 +30,9 @@ def run_stages(d: Demo) -> None:
                                          "think-first + continued SFT (DPO control)"),
         "dpo_answer_first": lambda: d.dpo("answer_first", "post-CoT + DPO", "post-CoT + continued SFT (DPO control)"),
         "grpo": lambda: d.grpo("post-CoT + DPO + GRPO (full)", "post-CoT + DPO + continued SFT (GRPO control)"),
+        "grpo_arms": lambda: [d.grpo(f"post-CoT + DPO + GRPO ({arm} arm)",
+                                     f"post-CoT + DPO + continued SFT (GRPO {arm} arm control)", arm=arm)
+                              for arm in d.cfg.grpo_arms],
         "final": lambda: d.cumpt("full, first-token probs (CumPT or argmax, chosen on dev)", "full, generated label"),
     }
     for name in STAGES:
