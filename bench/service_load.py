@@ -161,5 +161,14 @@ def bench_service(model_dir: Path, groups, offline: list, score, concurrency: in
                      "rounds": [{k: v for k, v in r.items() if k != "latencies"} for r in per_round]}
 
 
+def round_line(r: dict) -> str:
+    """One round of `bench_service` in words."""
+    return (f"(a) {r['a_pairs_per_s']} pairs/s, service {r['e_pairs_per_s']}, service/a {r['e_over_a']}; server "
+            f"scoring {r['server_scoring_fraction_of_wall']:.0%} of the wall at {r['server_scoring_pairs_per_s']} "
+            f"pairs/s, {r['mean_requests_per_batch']} req and {r['mean_tokens_per_batch']:.0f} tokens/batch, queue "
+            f"{r['mean_queue_ms']} ms; CPU s server {r['server_cpu_s']} / load generator {r['client_cpu_s']} in "
+            f"{r['wall_s']:.1f} s")
+
+
 if __name__ == "__main__":
     client_main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -18,7 +18,9 @@ benchmark), in the prompt layout of the method: [instructions + ~200 tokens of r
                                        untrained 4-way head: speed only
   (e) the service                      `taosr.deploy.serve` under uvicorn in a subprocess (127.0.0.1, free port),
                                        driven by a second process (httpx, N concurrent); every answer is
-                                       checked against (a)'s offline numbers (`bench/service_load.py`)
+                                       checked against (a)'s offline numbers (`bench/service_load.py`).
+                                       --service-rounds rounds, each (a) then the service on the same
+                                       requests; service/a = the median round's, each round printed
 
 a/c, the target, is timed with (a) and (c) back to back on each think-first query (--paired-rounds
 rounds; the rows run minutes apart, and this machine's speed drifts), and from the rows. Also (a0)/(b0):
@@ -55,7 +57,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # ------------------------------------------------------------------------------------------ helpers
 def summary(name: str, latencies: list[float], pairs: int, **extra) -> dict:
-
     lat = np.array(latencies)
     total = float(lat.sum()) if "wall_s" not in extra else extra.pop("wall_s")
     return {"name": name, "queries": len(lat), "pairs": pairs, "seconds": round(total, 3),
@@ -256,7 +257,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from service_load import bench_service  # bench/ is this script's folder, so on sys.path
+    from service_load import bench_service, round_line  # bench/ is this script's folder, so on sys.path
     from taosr.deploy.schema import SERVING_FILE, ServingConfig
     from taosr.infer.prefix import PrefixScorer
     from taosr.infer.scoring import score_records
@@ -378,11 +379,7 @@ def main() -> None:
                   f"a/d = {ratios['a_over_d']}x{'' if model.device.type == 'cpu' else ' ((d) on the CPU)'}   "
                   f"service/a = {ratios['e_over_a']} (median)")
     for i, r in enumerate(by["(e)"]["rounds"]):
-        console.print(f"service round {i + 1}: (a) {r['a_pairs_per_s']} pairs/s, service {r['e_pairs_per_s']}, "
-                      f"service/a {r['e_over_a']}; server scoring {r['server_scoring_fraction_of_wall']:.0%} of the "
-                      f"wall at {r['server_scoring_pairs_per_s']} pairs/s, {r['mean_requests_per_batch']} req and "
-                      f"{r['mean_tokens_per_batch']:.0f} tokens/batch, queue {r['mean_queue_ms']} ms; CPU s server "
-                      f"{r['server_cpu_s']} / load generator {r['client_cpu_s']} in {r['wall_s']:.1f} s")
+        console.print(f"service round {i + 1}: {round_line(r)}")
     console.print(f"a/c timed back to back (target >= 20x): median {paired['median']}x, {paired['min']}-{paired['max']}x over "
                   f"{paired['rounds']} rounds of {paired['queries']} queries at {paired['decode_steps_mean']:.0f} decode steps")
     console.print(f"a/c by decode steps: {ratios['a_over_c_by_decode_steps']}   packed/batched a/a1 = {ratios['a_over_a1']}x")

@@ -34,7 +34,7 @@ from .schema import ServingConfig
 
 log = logging.getLogger(__name__)
 AGING = 20  # micro-batch times (batch_ms) a job may be passed over before it goes first
-FLOOR_TOKENS = 64  # the smallest token budget, however slow the model measures
+FLOOR_TOKENS = 256  # the smallest token budget, however slow the model measures: smaller forwards waste work
 
 
 class Metrics:
