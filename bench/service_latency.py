@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from service_load import server_counters  # bench/ is this script's folder, so on sys.path
+
 EMOJI = "\U0001F600"
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -97,6 +99,14 @@ async def _phase(url: str, n_small: int, big_streams: int, budget_s: float) -> d
             "wall_s": round(wall, 1)}
 
 
+def _batches(d: dict) -> dict:
+    """The server's micro-batches over a phase, from the differences of its counters."""
+    n = max(d["taosr_batch_requests_count"], 1)
+    return {"batches": int(d["taosr_batch_requests_count"]), "tokens_per_batch": round(d["taosr_batch_tokens_sum"] / n, 1),
+            "ms_per_batch": round(1e3 * d["taosr_batch_seconds_sum"] / n, 1),
+            "scoring_s": round(d["taosr_batch_seconds_sum"], 2), "cpu_s": round(d["process_cpu_seconds_total"], 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", type=int, default=200, help="1-item requests per phase")
@@ -104,6 +114,7 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=240, help="time limit of each phase")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the server")
     ap.add_argument("--max-batch-tokens", type=int, default=None, help="the server's max_batch_tokens (default: its own)")
+    ap.add_argument("--batch-ms", type=float, default=None, help="the server's batch_ms (default: its own)")
     ap.add_argument("--out", type=Path, default=RESULTS / "service_latency.json")
     args = ap.parse_args()
 
@@ -112,7 +123,8 @@ def main() -> None:
         port = s.getsockname()[1]
         s.close()
         _model(Path(tmp) / "model")
-        extra = {} if args.max_batch_tokens is None else {"max_batch_tokens": args.max_batch_tokens}
+        extra = {k: v for k, v in (("max_batch_tokens", args.max_batch_tokens), ("batch_ms", args.batch_ms))
+                 if v is not None}
         settings = {"port": port, "log_level": "warning", "device": "cpu"} | extra
         code = (f"import torch; torch.set_num_threads({args.threads}); from taosr.deploy.serve import run, ServeSettings; "
                 f"run({str(Path(tmp) / 'model')!r}, ServeSettings(**{settings!r}))")
@@ -131,8 +143,11 @@ def main() -> None:
                 time.sleep(0.2)
             else:
                 raise SystemExit("server not ready within 120 s")
-            alone = asyncio.run(_phase(url + "/v1/relevance", args.small, 0, args.budget_s))
-            loaded = asyncio.run(_phase(url + "/v1/relevance", args.small, args.big_streams, args.budget_s))
+            alone, loaded = ({"server": server_counters(url)} | asyncio.run(_phase(url + "/v1/relevance", args.small, n,
+                                                                                     args.budget_s))
+                             for n in (0, args.big_streams))
+            for phase, after in ((alone, loaded["server"]), (loaded, server_counters(url))):
+                phase["server"] = _batches({k: after[k] - phase["server"][k] for k in after})
         finally:
             server.terminate()
             server.wait(30)
@@ -145,7 +160,7 @@ def main() -> None:
     result = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_name(), "affinity": len(os.sched_getaffinity(0)),
               "cores": os.cpu_count(), "torch_threads": args.threads, "torch": torch.__version__,
               "prompt_budgets": PromptConfig().model_dump(include={"max_query_tokens", "max_item_tokens", "max_prompt_tokens"}),
-              "settings": ServeSettings(**extra).model_dump(include={"max_batch_items", "max_batch_tokens",
+              "settings": ServeSettings(**extra).model_dump(include={"max_batch_items", "max_batch_tokens", "batch_ms",
                                                                                "max_wait_ms"}),
               "small_alone": alone, "small_with_large": loaded,
               "p99_ratio": round(loaded["small"]["p99_ms"] / alone["small"]["p99_ms"], 2)

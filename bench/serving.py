@@ -18,7 +18,9 @@ benchmark), in the prompt layout of the method: [instructions + ~200 tokens of r
                                        untrained 4-way head: speed only
   (e) the service                      `taosr.deploy.serve` under uvicorn in a subprocess (127.0.0.1, free port),
                                        driven by a second process (httpx, N concurrent); every answer is
-                                       checked against (a)'s offline numbers (`bench/service_load.py`)
+                                       checked against (a)'s offline numbers (`bench/service_load.py`).
+                                       --service-rounds rounds, each (a) then the service on the same
+                                       requests; service/a = the median round's, each round printed
 
 a/c, the target, is timed with (a) and (c) back to back on each think-first query (--paired-rounds
 rounds; the rows run minutes apart, and this machine's speed drifts), and from the rows. Also (a0)/(b0):
@@ -55,7 +57,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # ------------------------------------------------------------------------------------------ helpers
 def summary(name: str, latencies: list[float], pairs: int, **extra) -> dict:
-
     lat = np.array(latencies)
     total = float(lat.sum()) if "wall_s" not in extra else extra.pop("wall_s")
     return {"name": name, "queries": len(lat), "pairs": pairs, "seconds": round(total, 3),
@@ -231,6 +232,9 @@ def main() -> None:
     ap.add_argument("--paired-rounds", type=int, default=3,
                     help="Rounds of (a) and (c) timed back to back on the think-first queries, at the first --think-tokens length (the a/c target).")
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--service-rounds", type=int, default=3,
+                    help="Rounds of (e), each the offline scorer (a) and then the service on the same requests; "
+                         "service/a is the median round's.")
     ap.add_argument("--rules-prefix-tokens", type=int, default=200,
                     help="Retrieved rules in the shared prefix, about this many tokens (the issue's layout); "
                          "0: the one-line instruction only. (a0)/(b0) always time the one-line prompt too.")
@@ -253,7 +257,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from service_load import bench_service  # bench/ is this script's folder, so on sys.path
+    from service_load import bench_service, round_line  # bench/ is this script's folder, so on sys.path
     from taosr.deploy.schema import SERVING_FILE, ServingConfig
     from taosr.infer.prefix import PrefixScorer
     from taosr.infer.scoring import score_records
@@ -307,11 +311,11 @@ def main() -> None:
         lat, _ = timed_per_query(lambda recs: score_records(model, tok, recs, short_pc, args.batch_size), groups)
         rows.append(summary(f"(b0) = (b) with a {n0}-token instruction only", lat, n_pairs))
     rows.append(bench_minilm(groups))
-    e = bench_service(model_dir, groups, offline, args.concurrency, work, args.threads, args.device)
-    rows.append(summary(f"(e) HTTP service, {args.concurrency} concurrent", e.pop("latencies"), n_pairs, **e,
-                        note=f"{e['status_200']}/{e['requests']} x 200, max |p - offline| "
-                             f"{e['max_abs_diff_vs_offline']:.1e}, {e['mean_requests_per_batch']:.1f} req/batch"))
-
+    e = bench_service(model_dir, groups, offline, prefix.score_items, args.concurrency, work, args.threads,
+                      args.device, args.service_rounds)
+    rows.append(summary(f"(e) HTTP service, {args.concurrency} concurrent (median round)", e.pop("latencies"), n_pairs,
+                        **e, note=f"{e['status_200']}/{e['requests']} x 200, max |p - offline| "
+                        f"{e['max_abs_diff_vs_offline']:.1e}, {e['mean_requests_per_batch']:.1f} req/batch"))
     # FLOP ceiling for (a): 2 * non-embedding params per token it runs (+ the LM head at the one scored position);
     # where the last layer is trimmed (taosr.infer.packed_attention), its tokens other than the answer run only its k/v projections
     # tokens (a) runs per request: the query and the items' common start once, then each item's own tokens
@@ -344,7 +348,7 @@ def main() -> None:
               "a_over_c_by_decode_steps": {f"{t} ({c['decode_steps_mean']:.1f})": round(a / c["pairs_per_s"], 1)
                                            for t, c in zip(lengths, think)},
               "a_over_d": round(a / by["(d)"]["pairs_per_s"], 2) if "pairs_per_s" in by["(d)"] else None,
-              "e_over_a": round(by["(e)"]["pairs_per_s"] / a, 2),
+              "e_over_a": by["(e)"]["e_over_a_median"],
               "a_over_a1": round(a / by["(a1"]["pairs_per_s"], 2) if "(a1" in by else None}
     flop = {"matmul_2048_fp32_gflops": round(flops_square / 1e9, 1),
             f"matmul_{per_request}x{model.config.hidden_size}x{model.config.intermediate_size}_fp32_gflops":
@@ -373,7 +377,9 @@ def main() -> None:
     console.print(f"a/b = {ratios['a_over_b']}x (target >= 2x; FLOP bound {ratios['a_over_b_flop_bound']}x)   "
                   f"a0/b0 (no rules) = {ratios['a0_over_b0']}x   a/c = {ratios['a_over_c']}x (rows)   "
                   f"a/d = {ratios['a_over_d']}x{'' if model.device.type == 'cpu' else ' ((d) on the CPU)'}   "
-                  f"service/a = {ratios['e_over_a']}")
+                  f"service/a = {ratios['e_over_a']} (median)")
+    for i, r in enumerate(by["(e)"]["rounds"]):
+        console.print(f"service round {i + 1}: {round_line(r)}")
     console.print(f"a/c timed back to back (target >= 20x): median {paired['median']}x, {paired['min']}-{paired['max']}x over "
                   f"{paired['rounds']} rounds of {paired['queries']} queries at {paired['decode_steps_mean']:.0f} decode steps")
     console.print(f"a/c by decode steps: {ratios['a_over_c_by_decode_steps']}   packed/batched a/a1 = {ratios['a_over_a1']}x")

@@ -179,6 +179,7 @@ def test_queue_full_answers_503_with_retry_after(net):
 def test_concurrent_requests_share_a_batch_but_get_their_own_answers(net, by_query):
     app = create_app(net, ServeSettings(max_batch_items=256, max_batch_tokens=100_000, max_wait_ms=5))
     service = app.state.service
+    service.budget.start = 100_000  # before any measured speed, a budget that holds them all
     asks = [by_query[i] for i in range(7)] + [(by_query[0][0], by_query[8][1])]  # two requests share a query
     with TestClient(app) as client, ThreadPoolExecutor(9) as pool:
         entered, release, calls = gate(service)
@@ -202,18 +203,18 @@ def test_concurrent_requests_share_a_batch_but_get_their_own_answers(net, by_que
 def test_a_failing_request_does_not_fail_its_batch_mates(net, by_query):
     app = create_app(net)
     service = app.state.service
-    original = service.scorer.score_groups
+    original = service.score_jobs
 
-    def fragile(groups):
-        if any(r.title == "BOOM" for g in groups for r in g):
+    def fragile(pieces):
+        if any(r.title == "BOOM" for p in pieces for r in p.records):
             raise RuntimeError("boom")
-        return original(groups)
+        return original(pieces)
 
+    service.score_jobs = fragile
     with TestClient(app) as client, ThreadPoolExecutor(3) as pool:
         entered, release, calls = gate(service)
         held = pool.submit(client.post, URL, json=GOOD)
         assert entered.wait(5)
-        service.scorer.score_groups = fragile
         query, recs = by_query[2]
         bad = pool.submit(client.post, URL, json={"query": query, "items": [{"title": "BOOM"}]})
         good = pool.submit(client.post, URL, json=payload(query, recs))  # same query: same group

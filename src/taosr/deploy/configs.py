@@ -56,10 +56,12 @@ class ServeSettings(DeviceConfig):
     max_body_bytes: int = Field(4_000_000, ge=1, description="Largest request body in bytes, by Content-Length or "
                                 "as read (chunked bodies too; larger -> 413).")
     max_batch_items: int = Field(256, ge=1, description="Most pairs the worker gathers into one micro-batch.")
-    max_batch_tokens: int = Field(1024, ge=1,
-                                  description="Most item tokens (each at most the prompt's max_item_tokens) "
-                                  "in one micro-batch; a larger request is scored over several, requests with less "
-                                  "work first, so small ones are not held up behind it.")
+    batch_ms: float = Field(50.0, gt=0, description="Model time per micro-batch the worker aims at: it fills each "
+                            "with the tokens its measured speed scores in about this long (at most "
+                            "max_batch_tokens), so a request that arrives waits about this long for the one in "
+                            "flight; smaller requests go first, a larger one is scored in slices.")
+    max_batch_tokens: int = Field(4096, ge=1, description="Most tokens (items, and each query once) in one "
+                                  "micro-batch, whatever batch_ms allows.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long the worker waits for more requests after the first.")
     max_queue: int = Field(64, ge=1, description="Requests waiting for the worker; beyond it -> 503 + Retry-After.")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503.")

@@ -16,12 +16,13 @@ Request flow: a request is validated before any work (422 for wrong or missing f
 JSON or UTF-8, NaN, lone surrogates; 413 for too many items, an over-long text or a body over
 `max_body_bytes`, chunked or not; each message names the field, and never echoes the input) and
 put on a bounded `asyncio.Queue` (full -> 503 with Retry-After). Each text is cut to the prompt's
-token budgets by the rule of `taosr.prompts`. One worker task (`taosr.deploy.serve_worker`) scores the
-requests in micro-batches of at most `max_batch_items` pairs and `max_batch_tokens` tokens, least
-work first, in a thread (`asyncio.to_thread`, so the event loop keeps accepting requests), each
-micro-batch in one call (`PrefixScorer.score_groups` packs its requests into shared forwards over
-the instructions' cached keys). A request past `request_timeout_s` gets 504 and its remaining work
-is dropped.
+token budgets by the rule of `taosr.prompts`, once, when the request arrives. One worker task
+(`taosr.deploy.serve_worker`) scores the requests in micro-batches sized to take about `batch_ms` of
+model time (from its measured speed; at most `max_batch_tokens` tokens and `max_batch_items` pairs),
+least work first, a large request in slices of its own, in a thread (`asyncio.to_thread`, so the event
+loop keeps accepting requests), each micro-batch in one call (`PrefixScorer.score_encoded` packs its
+requests into shared forwards over the instructions' cached keys). A request past `request_timeout_s`
+gets 504 and its remaining work is dropped.
 """
 
 from __future__ import annotations

@@ -1,16 +1,20 @@
-"""The service's one batching worker: requests are scored in slices, small work first, so large requests
-never hold small ones up for long.
+"""The service's one batching worker: micro-batches sized by time, least work first, large requests in slices.
 
-A request (one query, n items) becomes a job; each item has a cost, its tokens (`item_costs`: the
-item segment's tokens, at most the prompt's `max_item_tokens`, counted in a thread). The
-worker repeats: move queued jobs to its active list (waiting `max_wait_ms` for more when it has
-room), then build one micro-batch of at most `max_batch_items` items and `max_batch_tokens` cost:
-whole jobs, least work left first, or else the next slice of the job with the least work left,
-alone; and score it in one `score_groups` call in a thread. A large request is thus scored over
-several micro-batches, and a small one that arrives meanwhile waits for the slice in flight only.
-A job whose request has timed out (504) or gone is dropped before its next slice, so its remaining
-work is abandoned. A micro-batch that fails is retried piece by piece, so one bad request never
-fails the others.
+A request (one query, n items) becomes a job. With `PrefixScorer` it is tokenized once, in a thread,
+when it arrives (`encode_groups`); its micro-batches are then scored from those tokens
+(`score_encoded`), so no tokenizer runs between forwards. Each item costs its tokens, and the job
+its query's tokens once per micro-batch it is in (other scorers: `item_costs`, no query cost).
+
+The worker repeats: move queued jobs to its active list (when idle, waiting up to `max_wait_ms` for
+more), take one micro-batch (`plan_batch`) and score it in one call in a thread. A micro-batch holds
+whole jobs, least work left first, within a token budget (`BatchBudget`: the tokens the model scores
+in about `batch_ms`, from its own measured speed, at most `max_batch_tokens`) and `max_batch_items`;
+a job that does not fit whole gets a slice of its own, never shared with smaller jobs. A request that
+arrives meanwhile thus waits for the micro-batch in flight only (about `batch_ms`) and goes first in
+the next, and a large request is scored over several micro-batches. A job passed over for
+`AGING` micro-batch times goes first once, so a stream of small requests cannot starve a large one.
+A job whose request has timed out (504) or gone is dropped before its next slice. A micro-batch that
+fails is retried piece by piece, so one bad request never fails the others.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from ..prompts import PromptConfig, item_segment
 from ..records import Record
@@ -29,6 +33,8 @@ from .configs import ServeSettings
 from .schema import ServingConfig
 
 log = logging.getLogger(__name__)
+AGING = 20  # micro-batch times (batch_ms) a job may be passed over before it goes first
+FLOOR_TOKENS = 256  # the smallest token budget, however slow the model measures: smaller forwards waste work
 
 
 class Metrics:
@@ -43,9 +49,18 @@ class Metrics:
                                      buckets=(1, 2, 5, 10, 20, 50, 100, 200, 256, 512, 1024))
         self.batch_requests = Histogram("taosr_batch_requests", "Requests per micro-batch.", registry=r,
                                         buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.batch_tokens = Histogram("taosr_batch_tokens", "Tokens per micro-batch (items, and each query once).",
+                                      registry=r, buckets=(64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384))
+        self.batch_seconds = Histogram("taosr_batch_seconds", "Seconds scoring one micro-batch (the model's time).",
+                                       registry=r, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.queue_seconds = Histogram("taosr_queue_seconds", "Seconds from a request's arrival at the worker to the "
+                                       "start of its first micro-batch.", registry=r,
+                                       buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.budget = Gauge("taosr_batch_token_budget", "Token budget of the next micro-batch.", registry=r)
         self.pairs = Counter("taosr_pairs_scored", "Pairs scored.", registry=r)
         self.queue_depth = Gauge("taosr_queue_depth", "Requests waiting for the worker.", registry=r)
         self.queue_depth.set_function(queue_depth)
+        ProcessCollector(registry=r)  # process_cpu_seconds_total etc. (Linux)
 
 
 def item_costs(records: list[Record], cfg: PromptConfig, tokenizer=None) -> list[int]:
@@ -57,26 +72,98 @@ def item_costs(records: list[Record], cfg: PromptConfig, tokenizer=None) -> list
 
 
 @dataclass
-class _Job:
+class Job:
+    """One request: its items, their costs, and (with an encoding scorer) its tokens."""
+
     records: list[Record]
-    future: asyncio.Future
-    costs: list[int]
-    probs: np.ndarray | None = None
+    future: asyncio.Future | None
+    costs: list[int]  # tokens of each item
+    query_cost: int = 0  # tokens the query adds to every micro-batch the job is in
+    query_ids: list[int] | None = None  # the query's tokens (query + the items' common start), if encoded
+    item_ids: list[list[int]] | None = None  # each item's own tokens, if encoded
+    arrived: float = 0.0  # time.perf_counter() when queued
+    served: float = 0.0  # when it last got a micro-batch (or arrived)
     next: int = 0  # items before it are scored or being scored
     scored: int = 0
+    probs: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.probs = np.zeros((len(self.records), 4))
+        self.served = self.served or self.arrived
 
     @property
     def work_left(self) -> int:
-        return sum(self.costs[self.next:])
+        return self.query_cost + sum(self.costs[self.next:])
 
 
 @dataclass
-class _Piece:
-    """Consecutive items of one job, scored in one micro-batch."""
+class Piece:
+    """Items start:end of one job, scored in one micro-batch."""
 
-    job: _Job
+    job: Job
     start: int
-    records: list[Record]
+    end: int
+
+    @property
+    def records(self) -> list[Record]:
+        return self.job.records[self.start:self.end]
+
+    @property
+    def tokens(self) -> int:
+        return self.job.query_cost + sum(self.job.costs[self.start:self.end])
+
+
+def plan_batch(jobs: list[Job], tokens: int, items: int, now: float, overdue_s: float) -> list[Piece]:
+    """The next micro-batch of at most `tokens` tokens and `items` items; advances each job's `next`.
+
+    Jobs go least work left first, ties by arrival; jobs not served for `overdue_s` go before all others, the
+    longest unserved first;
+    whole jobs while they fit; a job that does not fit whole is sliced, but only into an empty
+    micro-batch (its slice alone, at least one item), so a small job never waits for a large one's slice.
+    """
+    def key(j: Job):
+        overdue = now - j.served >= overdue_s
+        return (0, j.served, 0) if overdue else (1, j.work_left, j.arrived)
+
+    order = sorted(jobs, key=key)
+    pieces: list[Piece] = []
+    for job in order:
+        left = len(job.records) - job.next
+        if left <= 0:
+            continue
+        if job.work_left <= tokens and left <= items:
+            end = len(job.records)
+        elif pieces:
+            break
+        else:  # a slice of this job alone: as many items as fit, at least one
+            end, used = job.next + 1, job.query_cost + job.costs[job.next]
+            while end < len(job.records) and end - job.next < items and used + job.costs[end] <= tokens:
+                used, end = used + job.costs[end], end + 1
+        piece = Piece(job, job.next, end)
+        pieces.append(piece)
+        tokens, items, job.next, job.served = tokens - piece.tokens, items - (end - piece.start), end, now
+        if end < len(job.records) or tokens <= 0 or items <= 0:
+            break
+    return pieces
+
+
+class BatchBudget:
+    """Tokens per micro-batch so that one takes about `target_s`: the tokens per second measured so far (a moving
+    average over micro-batches that filled at least half the budget), within [FLOOR_TOKENS, cap]."""
+
+    def __init__(self, target_s: float, cap: int, start: int = 1024):
+        self.target_s, self.cap, self.start = target_s, cap, start
+        self.rate: float | None = None  # tokens per second
+
+    def tokens(self) -> int:
+        guess = self.start if self.rate is None else self.rate * self.target_s
+        return int(min(max(guess, FLOOR_TOKENS), self.cap))
+
+    def observe(self, tokens: int, seconds: float) -> None:
+        if tokens * 2 < self.tokens() or seconds <= 0:  # a small batch is mostly fixed costs
+            return
+        rate = tokens / seconds
+        self.rate = rate if self.rate is None else 0.7 * self.rate + 0.3 * rate
 
 
 class RelevanceService:
@@ -84,13 +171,15 @@ class RelevanceService:
 
     def __init__(self, scorer, serving: ServingConfig, settings: ServeSettings):
         self.serving, self.settings = serving, settings
-        self.scorer = scorer  # anything with score_groups([[records of one query], ...]) -> [(n_i, 4), ...]
-        self.queue: asyncio.Queue[_Job] | None = None
+        self.scorer = scorer  # score_groups([[records of one query], ...]) -> [(n_i, 4), ...]; PrefixScorer also
+        self.encodes = hasattr(scorer, "encode_groups") and hasattr(scorer, "score_encoded")  # scores from tokens
+        self.queue: asyncio.Queue[Job] | None = None
         self.worker: asyncio.Task | None = None
         self.metrics = Metrics(lambda: self.queue.qsize() if self.queue else 0)
+        self.budget = BatchBudget(settings.batch_ms / 1000, settings.max_batch_tokens)
         self._arrived: asyncio.Event | None = None
-        self._active: list[_Job] = []  # taken from the queue, items left to slice
-        self._inflight: list[_Piece] = []  # the micro-batch being scored
+        self._active: list[Job] = []  # taken from the queue, items left to slice
+        self._inflight: list[Piece] = []  # the micro-batch being scored
 
     @property
     def ready(self) -> bool:
@@ -110,18 +199,28 @@ class RelevanceService:
             pending.append(self.queue.get_nowait())
         _fail(pending, RuntimeError("server shutting down"))
 
+    def make_job(self, records: list[Record], future: asyncio.Future | None = None) -> Job:
+        """A job for `records`: tokenized once where the scorer scores from tokens (runs in a thread)."""
+        now = time.perf_counter()
+        if not self.encodes:
+            costs = item_costs(records, self.serving.prompt, getattr(self.scorer, "tok", None))
+            return Job(records, future, costs, arrived=now)
+        (q_ids,), (item_ids,) = self.scorer.encode_groups([records])
+        return Job(records, future, [len(x) for x in item_ids], len(q_ids), q_ids, item_ids, arrived=now)
+
     async def submit(self, records: list[Record]) -> asyncio.Future:
         """Queue one request's records; raises asyncio.QueueFull when `max_queue` requests wait."""
         if self.queue.full():  # before the tokenizer's work
             raise asyncio.QueueFull
-        costs = await asyncio.to_thread(item_costs, records, self.serving.prompt, getattr(self.scorer, "tok", None))
-        job = _Job(records, asyncio.get_running_loop().create_future(), costs, np.zeros((len(records), 4)))
+        job = await asyncio.to_thread(self.make_job, records, asyncio.get_running_loop().create_future())
+        job.arrived = job.served = time.perf_counter()
         self.queue.put_nowait(job)
         self._arrived.set()
         return job.future
 
     async def _gather(self) -> None:
-        """Move queued jobs to the active list; with none active wait for one, then up to `max_wait_ms` for more."""
+        """Move queued jobs to the active list; with none active wait for one, then up to `max_wait_ms` for more
+        (less once a micro-batch's worth waits)."""
         carried = bool(self._active)
         if not carried:
             self._active.append(await self.queue.get())
@@ -131,31 +230,15 @@ class RelevanceService:
                 self._active.append(self.queue.get_nowait())
                 continue
             left = deadline - time.monotonic()
-            waiting = sum(len(j.records) - j.next for j in self._active)
-            if carried or left <= 0 or waiting >= self.settings.max_batch_items:
+            items = sum(len(j.records) - j.next for j in self._active)
+            if (carried or left <= 0 or items >= self.settings.max_batch_items
+                    or sum(j.work_left for j in self._active) >= self.budget.tokens()):
                 break
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), left)
             except TimeoutError:
                 break
-
-    def _slice(self) -> list[_Piece]:
-        """One micro-batch within both budgets: whole jobs, least work first, or one slice of a large job alone."""
-        items, tokens, pieces = self.settings.max_batch_items, self.settings.max_batch_tokens, []
-        for job in sorted(self._active, key=lambda j: j.work_left):
-            if pieces and (job.work_left > tokens or len(job.records) - job.next > items):
-                break  # a job that cannot finish here gets a micro-batch of its own, not one with small jobs
-            start = end = job.next
-            while end < len(job.records) and items > 0 and (job.costs[end] <= tokens or not pieces and end == start):
-                tokens, items, end = tokens - job.costs[end], items - 1, end + 1
-            if end > start:
-                pieces.append(_Piece(job, start, job.records[start:end]))
-                job.next = end
-            if items <= 0 or tokens <= 0:
-                break
-        self._active = [j for j in self._active if j.next < len(j.records)]
-        return pieces
 
     async def _run(self) -> None:
         while True:
@@ -169,18 +252,33 @@ class RelevanceService:
             self._inflight = []
 
     async def _step(self) -> None:
-        """Gather requests, slice one micro-batch and score it in one call (`score_jobs` packs its queries)."""
+        """Gather requests, plan one micro-batch and score it in one call (`score_jobs` packs its queries)."""
         await self._gather()
         self._active = [j for j in self._active if not j.future.done()]  # done = timed out / gone: abandoned
-        self._inflight = pieces = self._slice()
+        now, budget = time.perf_counter(), self.budget.tokens()
+        self._inflight = pieces = plan_batch(self._active, budget, self.settings.max_batch_items, now,
+                                             AGING * self.settings.batch_ms / 1000)
+        self._active = [j for j in self._active if j.next < len(j.records)]
         if not pieces:
             return
-        self.metrics.batch_requests.observe(len(pieces))
-        self.metrics.batch_items.observe(sum(len(p.records) for p in pieces))
-        await self._resolve(pieces)
+        tokens = sum(p.tokens for p in pieces)
+        m = self.metrics
+        m.budget.set(budget)
+        m.batch_requests.observe(len(pieces))
+        m.batch_items.observe(sum(p.end - p.start for p in pieces))
+        m.batch_tokens.observe(tokens)
+        for p in pieces:
+            if p.start == 0:
+                m.queue_seconds.observe(now - p.job.arrived)
+        t0 = time.perf_counter()
+        failed = await self._resolve(pieces)
+        seconds = time.perf_counter() - t0
+        m.batch_seconds.observe(seconds)
+        if not failed:
+            self.budget.observe(tokens, seconds)
 
-    async def _resolve(self, pieces: list[_Piece]) -> None:
-        """Score `pieces` in a thread; on failure retry one by one so only the culprit fails."""
+    async def _resolve(self, pieces: list[Piece]) -> bool:
+        """Score `pieces` in a thread; on failure retry one by one so only the culprit fails. True if any failed."""
         try:
             results = await asyncio.to_thread(self.score_jobs, pieces)
         except Exception as e:
@@ -203,18 +301,22 @@ class RelevanceService:
             if isinstance(res, Exception):
                 job.future.set_exception(res)
                 continue
-            job.probs[piece.start:piece.start + len(piece.records)] = res
-            job.scored += len(piece.records)
+            job.probs[piece.start:piece.end] = res
+            job.scored += piece.end - piece.start
             if job.scored == len(job.records):
                 job.future.set_result(job.probs)
                 self.metrics.pairs.inc(len(job.records))
+        return any(isinstance(res, Exception) for res in results)
 
-    def score_jobs(self, pieces: list[_Piece]) -> list[np.ndarray]:
-        """(n_i, 4) probabilities per piece: each piece (one query) is a group of `score_groups`, packed together."""
-        return self.scorer.score_groups([piece.records for piece in pieces])
+    def score_jobs(self, pieces: list[Piece]) -> list[np.ndarray]:
+        """(n_i, 4) probabilities per piece: each piece (one query) is a group of the scorer, packed together."""
+        if self.encodes:
+            return self.scorer.score_encoded([p.job.query_ids for p in pieces],
+                                             [p.job.item_ids[p.start:p.end] for p in pieces])
+        return self.scorer.score_groups([p.records for p in pieces])
 
 
-def _fail(jobs: list[_Job], error: Exception) -> None:
+def _fail(jobs: list[Job], error: Exception) -> None:
     for job in jobs:
         if not job.future.done():
             job.future.set_exception(error)

@@ -153,17 +153,24 @@ class PrefixScorer:
             suffixes.append(rows)
         return q_ids, suffixes
 
-    @torch.inference_mode()
     def score_groups(self, groups: Sequence[Sequence[Record]]) -> list[np.ndarray]:
         """Several requests at once, each a list of items sharing one query: one (n_i, 4) array per group.
 
         Packed: the groups share forwards (up to `pack_tokens` tokens each), so small requests cost
         one weight pass together instead of one each. Batched: one request after the other.
         """
-        q_ids, suffixes = self.encode_groups(groups)
+        return self.score_encoded(*self.encode_groups(groups))
+
+    @torch.inference_mode()
+    def score_encoded(self, q_ids: Sequence[list[int]], suffixes: Sequence[Sequence[list[int]]]) -> list[np.ndarray]:
+        """`score_groups` on groups already encoded by `encode_groups`: one (n_i, 4) array per group.
+
+        Any subset of a group's items, with the group's `q_ids`, scores as in the whole group (each item's
+        tokens and positions are the same), so a caller may encode a request once and score it in parts.
+        """
         if not (self.packed and self.model.config._attn_implementation == CASCADE):  # or switched since
             return [self._batched(q, s) if s else np.zeros((0, 4)) for q, s in zip(q_ids, suffixes)]
-        out = [np.zeros((len(g), 4)) for g in groups]
+        out = [np.zeros((len(s), 4)) for s in suffixes]
         prefix = self.instructions_cache()
         for forward in plan_packs([len(q) for q in q_ids], [[len(x) for x in s] for s in suffixes], self.pack_tokens):
             pieces = [(len(q_ids[g]), [len(suffixes[g][i]) for i in idx]) for g, idx in forward]
