@@ -36,13 +36,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from .errors import InputError
 from .io import write_text
 from .labels import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, format_answer
 from .records import Record
-from .settings import StrictConfig, errors_text
+from .settings import StrictConfig, read_json_model
 
 log = logging.getLogger(__name__)
 OutputOrder = Literal["answer_only", "think_first", "answer_first"]
@@ -89,12 +88,7 @@ def model_prompt(model_dir: str | Path | None, default: PromptConfig | None = No
             log.warning("%s has no %s: using %s prompt layout (a model trained by taosr always has one)",
                         model_dir, PROMPT_FILE, "the given" if default else "the default plain")
         return default or PromptConfig()
-    try:
-        return PromptConfig.model_validate_json(path.read_text(encoding="utf-8"))
-    except (ValidationError, UnicodeDecodeError) as e:
-        why = errors_text(e) if isinstance(e, ValidationError) else str(e)
-        raise InputError(f"{path}: not a valid prompt layout ({why}); restore the file or train the model "
-                         "again") from None
+    return read_json_model(PromptConfig, path, "prompt layout", "restore the file or train the model again")
 
 
 CHARS_PER_TOKEN = 16  # step 1 of the rule: characters kept per token of budget, before tokenizing

@@ -129,3 +129,14 @@ def validate(model: type[M], data: dict, source: str) -> M:
         return model.model_validate(data)
     except ValidationError as e:
         raise InputError(f"{source}: {errors_text(e)}; fix the setting (`--help` lists them)") from None
+
+
+def read_json_model(model: type[M], path: str | Path, what: str, fix: str) -> M:
+    """A settings file written by taosr (JSON of `model`); a damaged one is an `InputError` saying `what` it should
+    be and the `fix`."""
+    path = Path(path)
+    try:
+        return model.model_validate_json(path.read_text(encoding="utf-8"))
+    except (ValidationError, UnicodeDecodeError) as e:
+        why = errors_text(e) if isinstance(e, ValidationError) else str(e)
+        raise InputError(f"{path}: not a valid {what} ({why}); {fix}") from None

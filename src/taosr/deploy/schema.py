@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from ..errors import InputError
 from ..labels import ANSWER_OPEN, LABEL_TOKENS
 from ..prompts import PromptConfig, model_prompt
-from ..settings import errors_text
+from ..settings import read_json_model
 from .cumpt import DEFAULT_CUTOFFS, argmax_levels, cumpt_levels
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,8 @@ def load_serving_config(model_dir: str | Path) -> ServingConfig:
     if not path.is_file():
         log.info("%s not found: serving with beta = 0.5 (run `taosr calibrate` to tune it)", path)
         return ServingConfig(prompt=model_prompt(model_dir))
-    try:
-        return ServingConfig.model_validate_json(path.read_text(encoding="utf-8"))
-    except (ValidationError, UnicodeDecodeError) as e:
-        why = errors_text(e) if isinstance(e, ValidationError) else str(e)
-        raise InputError(f"{path}: not a valid serving export ({why}); run `taosr calibrate` again, or delete the "
-                         "file to serve with beta 0.5") from None
+    return read_json_model(ServingConfig, path, "serving export",
+                           "run `taosr calibrate` again, or delete the file to serve with beta 0.5")
 
 
 def check_label_ids(cfg: ServingConfig, tokenizer) -> list[int]:
