@@ -1,13 +1,15 @@
-"""`taosr demo`: the whole pipeline on the synthetic benchmark, printed as the paper's table.
+"""Each stage of the table on one run folder (`Demo`), as `taosr demo` and `taosr bench method` run them.
 
 Every row is a real run of its stage, read back from `runs/<name>/<stage>/metrics.json`; a stage
 whose metrics already exist is not run again, so an interrupted demo resumes where it stopped. Each stage
 records the settings it ran with (`<stage>/settings.json`, including its parent stage's), and resuming a
 stage with other settings is refused rather than mixed.
 
-Rows (the paper's, on our benchmark): majority class; answer-only SFT (the "LLM base"); think-first
-CoT SFT; answer-first (post-CoT) SFT; + DPO for both CoT orders; + GRPO on the post-CoT model; and
-the full model read through CumPT with beta calibrated on the dev split.
+Rows (the paper's, on our benchmark): majority class; the cross-encoder; answer-only SFT (the "LLM base");
+think-first CoT SFT; answer-first (post-CoT) SFT; + DPO for both CoT orders; + GRPO on the post-CoT model (and
+its other arms); the full model read through CumPT with beta calibrated on the dev split; a continued-SFT
+control beside each DPO and GRPO stage when asked. SFT reasoning comes from the rule teacher (noisy in a
+noisy-teacher regime); DPO's oracle responses always from the exact one.
 """
 
 from __future__ import annotations
