@@ -58,3 +58,31 @@ MODEL_HELP = "Model folder (a stage's OUT/model), or 'smollm2-135m' (pretrained 
 def model_option(help: str = MODEL_HELP, default=...):
     """`--model`: in every command a model folder, or the name of pretrained weights."""
     return typer.Option(default, "--model", help=help)
+
+
+ORDER_HELP = ("Output order: answer_only | think_first | answer_first. Default: the order stored with the model "
+              "(taosr_prompt.json, written by `taosr sft`), else answer_first; a different order is refused.")
+
+
+def resolve_order(model, given: str | None, default: str = "answer_first") -> str:
+    """The output order to use with `model`: the one stored with it (`taosr sft` writes it), `given` when it
+    agrees or nothing is stored, else `default`. A `given` order that contradicts the stored one is refused."""
+    from ..prompts import ORDERS, PROMPT_FILE, model_order
+
+    if given is not None and given not in ORDERS:
+        raise DataError(f"--order {given}: expected one of {', '.join(ORDERS)}")
+    stored = model_order(model)
+    if given and stored and given != stored:
+        raise DataError(f"--order {given} contradicts {Path(str(model)) / PROMPT_FILE}: the model was trained in "
+                        f"{stored} order; drop --order (it is read from the model) or pass --order {stored}")
+    return given or stored or default
+
+
+def summary_line(stage: str, summary: dict, model_dir: Path) -> None:
+    """The readable end of a training command: the stage's main numbers on one line (all of them are in
+    OUT/summary.json)."""
+    keys = ("order", "examples", "pairs", "prompts", "steps", "wall_s", "loss_first", "loss_last",
+            "mean_accuracy_reward", "groups_masked", "groups_total", "rejects")
+    shown = " ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
+                     for k in keys if summary.get(k) is not None)
+    typer.echo(f"{stage}: {shown} -> {model_dir} (summary: {model_dir.parent / 'summary.json'})")

@@ -27,6 +27,20 @@ for stage in (data, teacher, train, evaluate, deploy):
     stage.register(app)
 
 
+def show_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"taosr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                         help="Print the taosr version and exit.")):
+    """taosr: train, evaluate and serve TaoSR1-style thinking relevance judges."""
+
+
 @app.command()
 def demo(
     name: str = typer.Option("demo", help="Run name (folder under runs/)."),

@@ -24,19 +24,28 @@ def register(app: typer.Typer) -> None:
         cache: Optional[Path] = typer.Option(None, help="teacher=openai: SQLite response cache (default "
                                              "OUT.cache.sqlite)."),
         limit: Optional[int] = typer.Option(None, help="Only the first N records."),
+        json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON (for machines)."),
     ):
-        """Teacher CoT for every labelled pair, from rules retrieved per pair (ok / inconsistent / failed, all
-        counted)."""
-        from ..teacher.cot import make_teacher, run_cot
+        """Five-step teacher reasoning for every labelled pair (ok / inconsistent / failed, all counted, and
+        which teacher wrote each). The default teacher, auto, works offline on any catalogue."""
+        from ..teacher.cot import cot_line, make_teacher, read_rows, run_cot
 
         if cfg.teacher == "local" and model is None:
             raise typer.BadParameter("--teacher local needs the teacher's model folder", param_hint="--model")
         records = load_input(data, rejects=out.with_suffix(".rejects.jsonl"))[:limit]
-        summary = run_cot(records, make_teacher(cfg, model, cache or out.with_suffix(".cache.sqlite")), out)
-        console.print_json(data=summary)
+        summary = run_cot(records, make_teacher(cfg, model, cache or out.with_suffix(".cache.sqlite")), out,
+                          verbose=False)
+        if json_out:
+            console.print_json(data=summary)
+        else:
+            typer.echo(cot_line(summary))
         if summary["written"] + summary["resumed"] == 0:
             raise DataError(f"no pair to explain: {summary['unlabelled']} unlabelled, {summary['duplicate_id']} "
                             "repeated ids")
+        failed = [r for r in read_rows(out) if r.get("status") == "failed"]
+        if failed:
+            typer.echo(f"warning: {len(failed)} pairs got no reasoning; first reason: {failed[0].get('reason')}",
+                       err=True)
         if summary["written"] and summary["failed"] == summary["written"]:
             typer.echo(f"error: every pair failed ({summary['failed']}); reasons in {out}", err=True)
             raise typer.Exit(1)

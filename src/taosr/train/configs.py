@@ -45,6 +45,9 @@ class SFTStageConfig(BaseModel):
                                 "a small model then learns the reasoning but not the label.")
     save_steps: int = Field(200, description="Checkpoint every this many steps (resume point).")
     seed: int = Field(0, description="Data order and dropout seed.")
+    report_to: Literal["none", "tensorboard", "wandb"] = Field(
+        "none", exclude=True, description="Experiment tracker TRL logs to (its own settings say where: "
+        "TENSORBOARD_LOGGING_DIR, WANDB_PROJECT); the package must be installed. Not part of the stage's settings.")
 
 
 class SampleConfig(BaseModel):
@@ -88,6 +91,9 @@ class DPOStageConfig(BaseModel):
     lora: LoraSwitch = Field(default_factory=LoraSwitch,
                              description="LoRA adapters instead of full fine-tuning (r > 0); "
                              "the reference is then the base with adapters off.")
+    report_to: Literal["none", "tensorboard", "wandb"] = Field(
+        "none", exclude=True, description="Experiment tracker TRL logs to (its own settings say where: "
+        "TENSORBOARD_LOGGING_DIR, WANDB_PROJECT); the package must be installed. Not part of the stage's settings.")
 
 
 class GRPOStageConfig(BaseModel):
@@ -122,3 +128,6 @@ class GRPOStageConfig(BaseModel):
     use_vllm: bool | None = Field(None, description="Rollouts through TRL's vLLM integration (colocate mode); "
                                   "None = when vLLM and a GPU are present.")
     vllm_gpu_memory_utilization: float = Field(0.3, description="GPU memory share of the colocated vLLM engine.")
+    report_to: Literal["none", "tensorboard", "wandb"] = Field(
+        "none", exclude=True, description="Experiment tracker TRL logs to (its own settings say where: "
+        "TENSORBOARD_LOGGING_DIR, WANDB_PROJECT); the package must be installed. Not part of the stage's settings.")
