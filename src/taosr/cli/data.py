@@ -9,6 +9,7 @@ import typer
 
 from ..data.splits import SplitConfig
 from ..data.synth import SynthConfig
+from ..labels import LEVEL_NAMES
 from .inputs import INPUT_ERROR, console, input_errors
 from .options import config_command
 
@@ -64,6 +65,7 @@ def data_split(
                                                  help="ESCI products parquet: FILES[0] is then the examples parquet."),
     esci_split: Optional[str] = typer.Option(None, help="Keep only this ESCI split (train / test)."),
     locale: Optional[str] = typer.Option(None, help="Keep only this ESCI product_locale (us / es / jp)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the split's statistics as JSON (for machines)."),
 ):
     """Validate labelled pairs and split them by query (no query in two splits) into train/dev/test.jsonl."""
     from ..data.loaders import load_records
@@ -82,4 +84,25 @@ def data_split(
     typer.echo(f"{len(res.rejects) + len(res.records)} rows, {len(res.records)} loaded, {len(res.rejects)} rejected "
                f"-> {rejects}", err=True)
     write_json(out / "stats.json", stats)
-    console.print_json(data=stats)
+    for line in missing_levels(stats):
+        typer.echo(f"warning: {line}", err=True)
+    if json_out:
+        console.print_json(data=stats)
+    else:
+        typer.echo(f"split -> {out}: " + " | ".join(
+            f"{name} {s['pairs']} pairs, {s['queries']} queries, levels {dict(sorted(s['labels'].items()))}"
+            for name, s in stats.items() if name in ("train", "dev", "test")))
+
+
+def missing_levels(stats: dict) -> list[str]:
+    """A line per dev/test split lacking a level the data has: its macro-F1 would count that level as 0."""
+    have = {str(lv) for s in stats.values() if isinstance(s, dict) for lv in s.get("labels", {})}
+    lines = []
+    for name in ("dev", "test"):
+        split = stats.get(name)
+        if isinstance(split, dict) and (lack := sorted(have - {str(lv) for lv in split.get("labels", {})})):
+            named = ", ".join(f"{lv} {LEVEL_NAMES[int(lv)]}" for lv in lack)
+            lines.append(f"{name} has no pair of level(s) {named} (the data has them): its macro-F1 over "
+                         "four levels counts them as 0; `taosr eval` also reports macro-F1 over the levels present. "
+                         "Add pairs of those levels, or change --seed / --dev-frac / --test-frac")
+    return lines

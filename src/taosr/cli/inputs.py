@@ -86,3 +86,14 @@ def summary_line(stage: str, summary: dict, model_dir: Path) -> None:
     shown = " ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
                      for k in keys if summary.get(k) is not None)
     typer.echo(f"{stage}: {shown} -> {model_dir} (summary: {model_dir.parent / 'summary.json'})")
+
+
+def warn_think_first(model) -> None:
+    """First-token scoring (calibrate, score, serve) reads the label a model gives first; a think-first model
+    gives it after its reasoning."""
+    from ..prompts import model_order
+
+    if model_order(model) == "think_first":
+        typer.echo(f"warning: {model} was trained think_first (its label comes after its reasoning); first-token "
+                   "scoring reads a label it was not trained to give first: use an answer_first model, or "
+                   "`taosr eval`, which generates the reasoning", err=True)
