@@ -74,8 +74,8 @@ def write_card(model_dir: str | Path) -> Path:
     summary = read_json(model_dir.parent / "summary.json") or {}
     shown = [(k, summary[k]) for k in SUMMARY_KEYS if summary.get(k) is not None]
     if shown:
-        lines += ["", "## Training", "", "| | |", "|---|---|", *(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-                                                        for k, v in shown)]
+        rows = [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in shown]
+        lines += ["", "## Training", "", "| | |", "|---|---|", *rows]
     evals = evaluations(model_dir)
     if evals:
         lines += ["", "## Evaluation (%)", "", "| file | n | macro-F1 | macro-F1 (levels present) | accuracy | "
