@@ -68,10 +68,8 @@ class DPOStageConfig(BaseModel):
 
     beta: float | None = Field(
         None, gt=0, description="DPO temperature: how far the policy may move from the reference. None = 2.0 on "
-        "answer spans, 0.1 on whole responses. On a label-only preference the optimum sharpens the reference's "
-        "label odds to the power 1 + 1/beta, so 0.1 overshoots (it wiped out a whole level on the small model's "
-        "dev split). 2.0 raised post-CoT by 4.9 in `make demo`; SmolLM2 needed 0.5 (at 2.0 no dev prediction "
-        "moved); a converged small model kept its parent at 0.5, 1 and 2 (docs/results.md).")
+        "answer spans, 0.1 on whole responses (on a label-only preference the optimum sharpens the reference's "
+        "label odds to the power 1 + 1/beta, so a small beta overshoots; why these values: docs/results.md).")
     learning_rate: float = Field(5e-5, description="Peak learning rate.")
     span: Literal["answer", "full"] = Field(
         "answer", description="What the preference is on. 'answer': where the answer comes first (answer_first, "
