@@ -65,9 +65,10 @@ def words(text: str | None) -> set[str]:
 
 
 def query_terms(query: str) -> tuple[list[str], list[str]]:
-    """(wanted, excluded) content words of the query, in order; a word after `without` / `no` is excluded."""
+    """(wanted, excluded) content words of the query, in order; a word after `without` / `no` is excluded, and a
+    price cap ("under $80") is a constraint of its own, not a term."""
     wanted, excluded, negate = [], [], False
-    for raw in WORD.findall(query.lower()):
+    for raw in WORD.findall(PRICE_CAP.sub(" ", query.lower())):
         if raw in NEGATIONS:
             negate = True
             continue
@@ -105,7 +106,7 @@ class FieldTeacher:
         matched = [t for t in wanted if norm(t) in in_item]
         described = [t for t in wanted if norm(t) not in in_item and norm(t) in in_description]
         missing = [t for t in wanted if norm(t) not in in_item and norm(t) not in in_description]
-        attributes = self.attribute_step(record, item, in_item, excluded)
+        attributes = self.attribute_step(record, item, in_item, wanted, excluded)
         steps = [self.query_step(record, wanted, excluded), self.item_step(record),
                  self.category_step(record, wanted, item),
                  f"{attributes[:-1]}; {self.verdict(record.label, matched + described, missing, described)}",
@@ -147,15 +148,17 @@ class FieldTeacher:
                 + (f" ({listed(head)})." if head else "."))
 
     @staticmethod
-    def attribute_step(record: Record, item: dict[str, set[str]], in_item: set[str], excluded: list[str]) -> str:
+    def attribute_step(record: Record, item: dict[str, set[str]], in_item: set[str], wanted: list[str],
+                       excluded: list[str]) -> str:
         checks = []
-        q = words(record.query)
+        want, avoid = {norm(t) for t in wanted}, {norm(t) for t in excluded}
         if record.brand:
             checks.append(f"brand {cut(safe(record.brand), 40)} "
-                          + ("named in the query" if item["brand"] & q else "not named in the query"))
+                          + ("named in the query" if item["brand"] & want else "not named in the query"))
         for k, v in sorted(record.attributes.items())[:4]:
-            asked = words(v) & q
-            checks.append(f"{cut(safe(k), 30)} {cut(safe(v), 40)} " + ("asked for" if asked else "not asked for"))
+            how = ("excluded by the query" if words(v) & avoid else "asked for" if words(v) & want
+                   else "not asked for")
+            checks.append(f"{cut(safe(k), 30)} {cut(safe(v), 40)} {how}")
         for t in excluded:
             checks.append(f"{t} " + ("present, which the query excludes" if norm(t) in in_item else "absent, as asked"))
         if (cap := PRICE_CAP.search(record.query)) and record.price is not None:
