@@ -254,8 +254,9 @@ def _pass_at_k(run: Path) -> str:
     ax.set_xticks(sorted({k for _, pk, _ in curves for k, _ in pk}))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
-    counts = "".join(f"<div>{escape(n)} DPO pairs: " + escape(", ".join(f"{k} {v}" for k, v in c.items())) + "</div>"
-                     for n, _, c in curves if isinstance(c, dict))
+    counts = "".join(f"<div>{escape(n)}: pass@1 {_pct(pk[0][1])}, pass@{pk[-1][0]} {_pct(pk[-1][1])}"
+                     + (" &middot; DPO pairs: " + escape(", ".join(f"{k} {v}" for k, v in c.items()))
+                        if isinstance(c, dict) else "") + "</div>" for n, pk, c in curves)
     return (out[0] + f'<div class="card" style="display:inline-block">{_png(fig)}'
             f'<div class="cap" style="text-align:left">{counts}</div></div>')
 
