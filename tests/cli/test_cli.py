@@ -78,4 +78,4 @@ def test_data_split_warns_when_dev_or_test_lack_a_level(tmp_path):
     stats = json.loads((tmp_path / "out/stats.json").read_text())
     for split in ("dev", "test"):
         assert ("2" in stats[split]["labels"]) != (f"warning: {split} has no pair of level(s) 2 Mismatch" in r.output)
-    assert "split -> " in r.output and "train " in r.output
+    assert "splits -> " in r.output and "train " in r.output

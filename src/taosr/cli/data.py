@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
 
     @config_command(app, "synth", SynthConfig)
     def synth(cfg: SynthConfig, out: Path = typer.Option(Path("data/synth"), "--out",
-                                                         help="Output folder for train/dev/test.jsonl.")):
+                                                         help="Output folder for train/dev/test.jsonl."),
+              json_out: bool = typer.Option(False, "--json", help="Print the statistics as JSON (for machines).")):
         """Generate the synthetic benchmark (splits share no query)."""
         from ..data.splits import write_splits
         from ..data.synth import generate
@@ -29,7 +30,10 @@ def register(app: typer.Typer) -> None:
 
         stats = write_splits(generate(cfg), out)
         write_json(out / "stats.json", stats)
-        console.print_json(data=stats)
+        if json_out:
+            console.print_json(data=stats)
+        else:
+            typer.echo(split_line(out, stats))
 
 
 @data_app.command("inspect")
@@ -89,9 +93,14 @@ def data_split(
     if json_out:
         console.print_json(data=stats)
     else:
-        typer.echo(f"split -> {out}: " + " | ".join(
-            f"{name} {s['pairs']} pairs, {s['queries']} queries, levels {dict(sorted(s['labels'].items()))}"
-            for name, s in stats.items() if name in ("train", "dev", "test")))
+        typer.echo(split_line(out, stats))
+
+
+def split_line(out: Path, stats: dict) -> str:
+    """The readable summary of written splits: pairs, queries and levels per split."""
+    return f"splits -> {out}: " + " | ".join(
+        f"{name} {s['pairs']} pairs, {s['queries']} queries, levels {dict(sorted(s['labels'].items()))}"
+        for name, s in stats.items() if name in ("train", "dev", "test"))
 
 
 def missing_levels(stats: dict) -> list[str]:

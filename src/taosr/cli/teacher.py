@@ -33,6 +33,9 @@ def register(app: typer.Typer) -> None:
         if cfg.teacher == "local" and model is None:
             raise typer.BadParameter("--teacher local needs the teacher's model folder", param_hint="--model")
         records = load_input(data, rejects=out.with_suffix(".rejects.jsonl"))[:limit]
+        if cfg.teacher == "local":
+            typer.echo(f"cot: the local teacher generates up to 256 tokens per pair, {cfg.max_attempts} attempt(s), in "
+                       "batches of 8 (slow on a CPU); progress after each batch, rows written every 32 pairs", err=True)
         summary = run_cot(records, make_teacher(cfg, model, cache or out.with_suffix(".cache.sqlite")), out,
                           verbose=False)
         if json_out:
