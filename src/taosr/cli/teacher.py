@@ -47,8 +47,9 @@ def register(app: typer.Typer) -> None:
                             "repeated ids")
         failed = [r for r in read_rows(out) if r.get("status") == "failed"]
         if failed:
-            typer.echo(f"warning: {len(failed)} pairs got no reasoning; first reason: {failed[0].get('reason')}",
-                       err=True)
+            instead = "" if cfg.teacher in ("auto", "fields") else " (offline reasoning for any pair: --teacher auto)"
+            typer.echo(f"warning: {len(failed)} pairs got no reasoning; first reason: {failed[0].get('reason')}"
+                       f"{instead}", err=True)
         if summary["written"] and summary["failed"] == summary["written"]:
             typer.echo(f"error: every pair failed ({summary['failed']}); reasons in {out}", err=True)
             raise typer.Exit(1)

@@ -48,9 +48,9 @@ def register(app: typer.Typer) -> None:
 
         check_report_to(cfg.report_to)
         if model is None:
-            typer.echo("note: no --model: training a fresh small model built from a config (pre-trained on this "
-                       "data's text only); pass --model smollm2-135m to start from a model that knows English",
-                       err=True)
+            typer.echo("note: no --model: training a fresh small model with random weights (its tokenizer built "
+                       "from this data), fine for a smoke run; pass --model smollm2-135m to start from a model that "
+                       "knows English", err=True)
         run = RunConfig(name=out.name, runs_dir=str(out.parent), sft=cfg,
                         model=model_cfg.model_copy(update={"name_or_path": model, "seed": cfg.seed}))
         train = load_input(data / "train.jsonl", require_label=True)
