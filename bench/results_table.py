@@ -1,11 +1,11 @@
-"""The README's results table, generated from a method-bench JSON (docs/results/*.json).
+"""The results tables of docs/results.md, generated from a method-bench JSON (docs/results/*.json).
 
-    python bench/results_table.py docs/results/method_gpu_h200.json            # print the markdown
-    python bench/results_table.py docs/results/method_gpu_h200.json --readme   # rewrite README's block
-    python bench/results_table.py docs/results/smollm2.json --readme --block smollm2-table
+    python bench/results_table.py docs/results/method_gpu_h200.json         # print the markdown
+    python bench/results_table.py docs/results/method_gpu_h200.json --doc   # rewrite the block in docs/results.md
+    python bench/results_table.py docs/results/smollm2.json --doc --block smollm2-table
 
-A README block sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` (NAME: `--block`, default
-method-table).
+A block sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` (NAME: `--block`, default method-table).
+The README's short table quotes these numbers by hand.
 """
 
 from __future__ import annotations
@@ -58,16 +58,16 @@ def markdown(result: dict, source: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("json", type=Path)
-    ap.add_argument("--readme", action="store_true", help="Rewrite the README block instead of printing.")
-    ap.add_argument("--block", default="method-table", help="Name of the README block to rewrite.")
+    ap.add_argument("--doc", action="store_true", help="Rewrite the block in docs/results.md instead of printing.")
+    ap.add_argument("--block", default="method-table", help="Name of the block to rewrite.")
     args = ap.parse_args()
     path = args.json.resolve()
     table = markdown(json.loads(path.read_text()), str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path))
-    if not args.readme:
+    if not args.doc:
         print(table)
         return
     start, end = f"<!-- {args.block}:start -->", f"<!-- {args.block}:end -->"
-    readme = ROOT / "README.md"
+    readme = ROOT / "docs" / "results.md"
     text = readme.read_text()
     if start not in text or end not in text:
         raise SystemExit(f"{readme}: no {start} ... {end} block")

@@ -15,3 +15,10 @@ The package reads as the pipeline; imports run one way, from the core to the com
 
 docs/architecture.md maps every stage to its modules, command and files.
 """
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("taosr")
+except PackageNotFoundError:  # run from a source tree that was not installed
+    __version__ = "0+unknown"

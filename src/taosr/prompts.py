@@ -30,6 +30,7 @@ Responses, by output order (label tokens and tags are single tokens):
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -73,9 +74,23 @@ class PromptConfig(StrictConfig):
 PROMPT_FILE = "taosr_prompt.json"  # the prompt layout a model folder was trained with
 
 
-def write_prompt(cfg: PromptConfig, model_dir: str | Path) -> None:
-    """Store `cfg` with a model, so that every later stage and the service build the same prompts."""
-    write_text(Path(model_dir) / PROMPT_FILE, cfg.model_dump_json(indent=1))
+def write_prompt(cfg: PromptConfig, model_dir: str | Path, order: str | None = None) -> None:
+    """Store `cfg` with a model, so that every later stage and the service build the same prompts; `order`, the
+    output order the model was trained in, is stored beside the layout (key "order", read by `model_order`)."""
+    data = cfg.model_dump(mode="json") | ({"order": order} if order else {})
+    write_text(Path(model_dir) / PROMPT_FILE, json.dumps(data, indent=1))
+
+
+def model_order(model_dir: str | Path | None) -> str | None:
+    """The output order stored with a model folder by `write_prompt`, or None."""
+    path = Path(model_dir) / PROMPT_FILE if model_dir else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        order = json.loads(path.read_text(encoding="utf-8")).get("order")
+    except (ValueError, AttributeError):
+        return None
+    return order if order in ORDERS else None
 
 
 def model_prompt(model_dir: str | Path | None, default: PromptConfig | None = None) -> PromptConfig:
@@ -88,7 +103,8 @@ def model_prompt(model_dir: str | Path | None, default: PromptConfig | None = No
             log.warning("%s has no %s: using %s prompt layout (a model trained by taosr always has one)",
                         model_dir, PROMPT_FILE, "the given" if default else "the default plain")
         return default or PromptConfig()
-    return read_json_model(PromptConfig, path, "prompt layout", "restore the file or train the model again")
+    return read_json_model(PromptConfig, path, "prompt layout", "restore the file or train the model again",
+                           besides=("order",))
 
 
 CHARS_PER_TOKEN = 16  # step 1 of the rule: characters kept per token of budget, before tokenizing

@@ -131,12 +131,17 @@ def validate(model: type[M], data: dict, source: str) -> M:
         raise InputError(f"{source}: {errors_text(e)}; fix the setting (`--help` lists them)") from None
 
 
-def read_json_model(model: type[M], path: str | Path, what: str, fix: str) -> M:
-    """A settings file written by taosr (JSON of `model`); a damaged one is an `InputError` saying `what` it should
-    be and the `fix`."""
+def read_json_model(model: type[M], path: str | Path, what: str, fix: str, besides: tuple[str, ...] = ()) -> M:
+    """A settings file written by taosr (JSON of `model`, plus the keys `besides` that other readers use); a damaged
+    one is an `InputError` saying `what` it should be and the `fix`."""
+    import json
+
     path = Path(path)
     try:
-        return model.model_validate_json(path.read_text(encoding="utf-8"))
-    except (ValidationError, UnicodeDecodeError) as e:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in besides}
+        return model.model_validate(data)
+    except (ValidationError, ValueError, UnicodeDecodeError) as e:
         why = errors_text(e) if isinstance(e, ValidationError) else str(e)
         raise InputError(f"{path}: not a valid {what} ({why}); {fix}") from None

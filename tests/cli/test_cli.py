@@ -73,3 +73,16 @@ def test_demo_controls_continue_sft_at_the_stage_learning_rate(tmp_path, monkeyp
     assert lr == {"control_dpo_answer_first": 1e-4, "control_dpo_think_first": 1e-4, "control_grpo": 3e-4}
     names = [row["name"] for row in json.loads((run / "results.json").read_text())["rows"]]
     assert "post-CoT + DPO + continued SFT (GRPO control)" in names
+
+
+def test_data_split_warns_when_dev_or_test_lack_a_level(tmp_path):
+    from taosr.records import Record
+
+    rows = [Record(id=str(i), query=f"q{i}", title="t", label=4 if i else 2) for i in range(40)]
+    (tmp_path / "all.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    r = runner.invoke(app, ["data", "split", str(tmp_path / "all.jsonl"), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    stats = json.loads((tmp_path / "out/stats.json").read_text())
+    for split in ("dev", "test"):
+        assert ("2" in stats[split]["labels"]) != (f"warning: {split} has no pair of level(s) 2 Mismatch" in r.output)
+    assert "splits -> " in r.output and "train " in r.output

@@ -99,7 +99,7 @@ def test_report_has_all_sections(tmp_path):
     for heading in ("Run configuration", "Stage table", "query type", "Confusion", "Training curves", "pass@k", "CumPT",
                     "Sample judgements"):
         assert heading in page
-    assert "Served: argmax (chosen on dev)." in page
+    assert "run: served argmax, beta 0.55, dev macro_f1" in page
 
 
 def test_report_sections_missing(tmp_path):
@@ -141,3 +141,31 @@ def test_report_renders_in_chromium(tmp_path):
     assert img.shape[:2] == (3000, 1400)
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 200  # text, tables and plots, not a blank page
     assert (img.std(axis=(1, 2)) > 5).mean() > 0.3  # content spread down the page
+
+
+def test_report_reads_a_folder_built_stage_by_stage(tmp_path):
+    """The README's own-data layout: eval-*.json beside a model, pass_at_k.json of `taosr sample`,
+    model/taosr_serving.json of `taosr calibrate`; no results.json, no calibration.json."""
+    run = tmp_path / "me"
+    metrics = {"n": 30, "macro_f1": 0.2115, "macro_f1_present": 0.2821, "levels_absent": [2], "accuracy": 0.7333,
+               "per_class": {str(lv): {"f1": 0.8462 if lv == 4 else 0.0} for lv in (1, 2, 3, 4)},
+               "confusion": [[0, 0, 0, 0, 1], [0] * 5, [0, 0, 0, 0, 7], [0, 0, 0, 0, 22]], "unparseable": 0,
+               "ranking": {"ndcg@10": 0.9, "mrr": 0.75, "queries": 5, "queries_ranked": 4}}
+    for stage in ("sft", "dpo", "grpo"):
+        (run / stage / "model").mkdir(parents=True)
+        (run / stage / "summary.json").write_text(json.dumps({"steps": 4, "loss_curve": [[1, 2.0], [2, 1.5]]}))
+    (run / "grpo" / "eval-test.json").write_text(json.dumps(metrics))
+    (run / "grpo" / "model" / "taosr_serving.json").write_text(json.dumps(
+        {"rule": "cumpt", "beta": 0.36, "objective": "macro_f1", "dev_score": 0.2389, "n_dev": 20,
+         "comparison": {"argmax": {"macro_f1": 0.2}}}))
+    (run / "samples").mkdir()
+    (run / "samples" / "pass_at_k.json").write_text(json.dumps({"1": 0.25, "2": 0.4}))
+    page = render_html(run)
+    cells = re.search(r"<td class=l>grpo \(test\)</td>(.*?)</tr>", page).group(1)
+    nums = re.findall(r"<td>([\d.\-]+)</td>", cells)
+    assert nums[:3] == ["30", "21.15", "28.21"]  # n, macro-F1 over four levels, over the levels present
+    assert nums[-3:-1] == ["90.00", "75.00"]  # nDCG@10, MRR
+    assert "absent from an evaluated split" in page
+    assert "grpo: served cumpt, beta 0.36, dev macro_f1 23.89 (argmax 20.00) on 20 pairs" in page
+    assert page.count('<img src="data:image/png;base64,') == 1 + 3 + 1  # confusion, training curves, pass@k
+    assert "No results.json, no stage" not in page and "No calibration.json and no" not in page

@@ -9,6 +9,7 @@ import typer
 
 from ..data.splits import SplitConfig
 from ..data.synth import SynthConfig
+from ..labels import LEVEL_NAMES
 from .inputs import INPUT_ERROR, claim_out, console, overwrite_option
 from .options import config_command
 
@@ -21,7 +22,8 @@ def register(app: typer.Typer) -> None:
     @config_command(app, "synth", SynthConfig)
     def synth(cfg: SynthConfig, out: Path = typer.Option(Path("data/synth"), "--out",
                                                          help="Output folder for train/dev/test.jsonl."),
-              overwrite: bool = overwrite_option()):
+              overwrite: bool = overwrite_option(),
+              json_out: bool = typer.Option(False, "--json", help="Print the statistics as JSON (for machines).")):
         """Generate the synthetic benchmark (splits share no query)."""
         from ..data.splits import write_splits
 
@@ -31,7 +33,10 @@ def register(app: typer.Typer) -> None:
 
         stats = write_splits(generate(cfg), out)
         write_json(out / "stats.json", stats)
-        console.print_json(data=stats)
+        if json_out:
+            console.print_json(data=stats)
+        else:
+            typer.echo(split_line(out, stats))
 
 
 @data_app.command("inspect")
@@ -66,6 +71,7 @@ def data_split(
     esci_split: Optional[str] = typer.Option(None, help="Keep only this ESCI split (train / test)."),
     locale: Optional[str] = typer.Option(None, help="Keep only this ESCI product_locale (us / es / jp)."),
     overwrite: bool = overwrite_option(),
+    json_out: bool = typer.Option(False, "--json", help="Print the split's statistics as JSON (for machines)."),
 ):
     """Validate labelled pairs and split them by query (no query in two splits) into train/dev/test.jsonl."""
     from ..data.loaders import load_records
@@ -86,4 +92,30 @@ def data_split(
     typer.echo(f"{len(res.rejects) + len(res.records)} rows, {len(res.records)} loaded, {len(res.rejects)} rejected "
                f"-> {rejects}", err=True)
     write_json(out / "stats.json", stats)
-    console.print_json(data=stats)
+    for line in missing_levels(stats):
+        typer.echo(f"warning: {line}", err=True)
+    if json_out:
+        console.print_json(data=stats)
+    else:
+        typer.echo(split_line(out, stats))
+
+
+def split_line(out: Path, stats: dict) -> str:
+    """The readable summary of written splits: pairs, queries and levels per split."""
+    return f"splits -> {out}: " + " | ".join(
+        f"{name} {s['pairs']} pairs, {s['queries']} queries, levels {dict(sorted(s['labels'].items()))}"
+        for name, s in stats.items() if name in ("train", "dev", "test"))
+
+
+def missing_levels(stats: dict) -> list[str]:
+    """A line per dev/test split lacking a level the data has: its macro-F1 would count that level as 0."""
+    have = {str(lv) for s in stats.values() if isinstance(s, dict) for lv in s.get("labels", {})}
+    lines = []
+    for name in ("dev", "test"):
+        split = stats.get(name)
+        if isinstance(split, dict) and (lack := sorted(have - {str(lv) for lv in split.get("labels", {})})):
+            named = ", ".join(f"{lv} {LEVEL_NAMES[int(lv)]}" for lv in lack)
+            lines.append(f"{name} has no pair of level(s) {named} (the data has them): its macro-F1 over "
+                         "four levels counts them as 0; `taosr eval` also reports macro-F1 over the levels present. "
+                         "Add pairs of those levels, or change --seed / --dev-frac / --test-frac")
+    return lines

@@ -8,9 +8,16 @@ from typing import Optional
 import typer
 
 from ..evaluation.configs import BaselineConfig, EvalConfig
-from ..prompts import OutputOrder
 from ..runtime import DeviceConfig
-from .inputs import claim_out, console, load_input, model_option, overwrite_option
+from .inputs import (
+    ORDER_HELP,
+    claim_out,
+    console,
+    load_input,
+    model_option,
+    overwrite_option,
+    resolve_order,
+)
 from .options import config_command
 
 
@@ -20,27 +27,42 @@ def register(app: typer.Typer) -> None:
         cfg: EvalConfig, device_cfg: DeviceConfig,
         model: Path = model_option("Model folder (e.g. runs/demo/sft_answer_first/model)."),
         data: Path = typer.Option(..., "--data", help="Labelled file to evaluate on (JSONL/CSV/Parquet)."),
-        order: OutputOrder = typer.Option("answer_first", help="How the model answers: answer_only | think_first | "
-                                          "answer_first."),
+        order: Optional[str] = typer.Option(None, help=ORDER_HELP),
         out: Optional[Path] = typer.Option(None, "--out", help="Metrics JSON path (default: eval-DATA_STEM.json next "
                                            "to the model folder, so the stage's own metrics.json is kept)."),
+        json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON (for machines)."),
     ):
-        """Macro-F1, per-class F1, accuracy, confusion matrix and per-query-type scores."""
+        """Macro-F1 (over all four levels and over the levels present), per-class F1, accuracy, confusion matrix,
+        per-query-type scores, and nDCG@10 / MRR per query."""
         from ..evaluation.evaluate import evaluate, query_type_table, stage_table
+        from ..evaluation.ranking import ranking_note
         from ..io import check_writable, write_json
+        from ..labels import LEVEL_NAMES
+        from ..modelcard import write_card
         from ..modeling import check_model_dir, load_model
         from ..prompts import model_prompt
 
         check_model_dir(model)
         out = check_writable(out or model.parent / f"eval-{data.stem}.json")  # before the work, not after it
+        order = resolve_order(model, order)
         records = load_input(data, require_label=True)
         m, tok = load_model(model, device_cfg.dtype, device_cfg.device)
         metrics, _ = evaluate(m, tok, records, order, model_prompt(model), batch_size=cfg.batch_size,
                               max_new_tokens=cfg.max_new_tokens)
         write_json(out, metrics)
+        write_card(model)
         typer.echo(f"metrics -> {out}", err=True)
+        if absent := metrics["levels_absent"]:
+            names = ", ".join(f"{lv} {LEVEL_NAMES[lv]}" for lv in absent)
+            typer.echo(f"warning: {data} has no pair of level(s) {names}: macro-F1 over all four levels "
+                       f"{100 * metrics['macro_f1']:.2f} counts them as 0; over the {4 - len(absent)} present it is "
+                       f"{100 * metrics['macro_f1_present']:.2f}", err=True)
+        if json_out:
+            console.print_json(data=metrics)
+            return
         console.print(stage_table([(f"{model} ({order})", metrics)], title=f"eval on {data}"))
         console.print(query_type_table([(str(model), metrics)]))
+        typer.echo(ranking_note(metrics["ranking"]))
 
     @config_command(app, "baseline", BaselineConfig)
     def baseline(

@@ -95,3 +95,40 @@ def claim_out(out: Path, command: str, settings: dict, overwrite: bool) -> Path:
     settings = {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in settings.items()}
     with main_process_first():
         return claim_folder(out, command, settings, overwrite)
+ORDER_HELP = ("Output order: answer_only | think_first | answer_first. Default: the order stored with the model "
+              "(taosr_prompt.json, written by `taosr sft`), else answer_first; a different order is refused.")
+
+
+def resolve_order(model, given: str | None, default: str = "answer_first") -> str:
+    """The output order to use with `model`: the one stored with it (`taosr sft` writes it), `given` when it
+    agrees or nothing is stored, else `default`. A `given` order that contradicts the stored one is refused."""
+    from ..prompts import ORDERS, PROMPT_FILE, model_order
+
+    if given is not None and given not in ORDERS:
+        raise DataError(f"--order {given}: expected one of {', '.join(ORDERS)}")
+    stored = model_order(model)
+    if given and stored and given != stored:
+        raise DataError(f"--order {given} contradicts {Path(str(model)) / PROMPT_FILE}: the model was trained in "
+                        f"{stored} order; drop --order (it is read from the model) or pass --order {stored}")
+    return given or stored or default
+
+
+def summary_line(stage: str, summary: dict, model_dir: Path) -> None:
+    """The readable end of a training command: the stage's main numbers on one line (all of them are in
+    OUT/summary.json)."""
+    keys = ("order", "examples", "pairs", "prompts", "steps", "wall_s", "loss_first", "loss_last",
+            "mean_accuracy_reward", "groups_masked", "groups_total", "rejects")
+    shown = " ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
+                     for k in keys if summary.get(k) is not None)
+    typer.echo(f"{stage}: {shown} -> {model_dir} (summary: {model_dir.parent / 'summary.json'})")
+
+
+def warn_think_first(model) -> None:
+    """First-token scoring (calibrate, score, serve) reads the label a model gives first; a think-first model
+    gives it after its reasoning."""
+    from ..prompts import model_order
+
+    if model_order(model) == "think_first":
+        typer.echo(f"warning: {model} was trained think_first (its label comes after its reasoning); first-token "
+                   "scoring reads a label it was not trained to give first: use an answer_first model, or "
+                   "`taosr eval`, which generates the reasoning", err=True)

@@ -27,11 +27,26 @@ for stage in (data, teacher, train, evaluate, deploy, bench):
     stage.register(app)
 
 
+def show_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"taosr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                         help="Print the taosr version and exit.")):
+    """taosr: train, evaluate and serve TaoSR1-style thinking relevance judges."""
+
+
 @app.command()
 def demo(
     name: str = typer.Option("demo", help="Run name (folder under runs/)."),
     preset: str = typer.Option("default", help="Budgets: a preset (taosr/configs/demo/; default: the full demo, about "
-                               "20 min on 2 cores; tiny: a 1-minute smoke run) or a YAML file of DemoConfig."),
+                               "20 min on 2 cores; tiny: a smoke run of about 80 s on 2 cores) or a YAML file of "
+                               "DemoConfig."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file whose settings override the preset's "
                                           "(nested mappings merged key by key)."),
     fresh: bool = typer.Option(False, help="Delete the run folder first instead of resuming it."),

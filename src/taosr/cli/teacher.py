@@ -23,21 +23,34 @@ def register(app: typer.Typer) -> None:
         cache: Optional[Path] = typer.Option(None, help="teacher=openai: SQLite response cache (default "
                                              "OUT.cache.sqlite)."),
         limit: Optional[int] = typer.Option(None, help="Only the first N records."),
+        json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON (for machines)."),
     ):
-        """Teacher CoT for every labelled pair, from rules retrieved per pair (ok / inconsistent / failed, all
-        counted)."""
+        """Five-step teacher reasoning for every labelled pair (ok / inconsistent / failed, all counted, and
+        which teacher wrote each). The default teacher, auto, works offline on any catalogue."""
         from ..io import check_writable
-        from ..teacher.cot import make_teacher, run_cot
+        from ..teacher.cot import cot_line, make_teacher, read_rows, run_cot
 
         if cfg.teacher == "local" and model is None:
             raise typer.BadParameter("--teacher local needs the teacher's model folder", param_hint="--model")
         check_writable(out)
         records = load_input(data, rejects=out.with_suffix(".rejects.jsonl"))[:limit]
-        summary = run_cot(records, make_teacher(cfg, model, cache or out.with_suffix(".cache.sqlite")), out)
-        console.print_json(data=summary)
+        if cfg.teacher == "local":
+            typer.echo(f"cot: the local teacher generates up to 256 tokens per pair, {cfg.max_attempts} attempt(s), in "
+                       "batches of 8 (slow on a CPU); progress after each batch, rows written every 32 pairs", err=True)
+        summary = run_cot(records, make_teacher(cfg, model, cache or out.with_suffix(".cache.sqlite")), out,
+                          verbose=False)
+        if json_out:
+            console.print_json(data=summary)
+        else:
+            typer.echo(cot_line(summary))
         if summary["written"] + summary["resumed"] == 0:
             raise DataError(f"no pair to explain: {summary['unlabelled']} unlabelled, {summary['duplicate_id']} "
                             "repeated ids")
+        failed = [r for r in read_rows(out) if r.get("status") == "failed"]
+        if failed:
+            instead = "" if cfg.teacher in ("auto", "fields") else " (offline reasoning for any pair: --teacher auto)"
+            typer.echo(f"warning: {len(failed)} pairs got no reasoning; first reason: {failed[0].get('reason')}"
+                       f"{instead}", err=True)
         if summary["written"] and summary["failed"] == summary["written"]:
             typer.echo(f"error: every pair failed ({summary['failed']}); reasons in {out}", err=True)
             raise typer.Exit(1)

@@ -22,8 +22,7 @@ class CalibrateConfig(StrictConfig):
     objective: Literal["macro_f1", "accuracy"] = Field("macro_f1", description="What beta maximises on dev.")
     rule: Literal["auto", "cumpt", "argmax"] = Field(
         "auto", description="Level rule to serve: auto = CumPT at the best beta unless argmax scores at least as "
-        "well on dev (no single threshold reproduces argmax, and on one small-model seed none came within 1 point "
-        "of it; docs/results.md).")
+        "well on dev (no single threshold reproduces argmax).")
     batch_size: int = Field(32, ge=1, description=ITEMS_PER_FORWARD)
 
 

@@ -19,12 +19,14 @@ from ..infer.scoring import score_records
 from ..labels import THINK_CLOSE, THINK_OPEN, conclusion_of, parse_response
 from ..prompts import PromptConfig, encode_prompt
 from ..records import Record
+from .ranking import pair_scores, ranking_metrics
 
 LEVELS = [1, 2, 3, 4]
 
 
 def macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:
-    """Macro-F1 over levels 1-4 (a prediction 0, unparseable, is wrong for every level)."""
+    """Macro-F1 over levels 1-4 (a prediction 0, unparseable, is wrong for every level). A level absent from
+    `gold` counts 0 unless predicted (then also 0): `metrics` also reports the mean over the levels present."""
     return float(f1_score(gold, pred, labels=LEVELS, average="macro", zero_division=0))
 
 
@@ -32,9 +34,13 @@ def metrics(gold: Sequence[int], pred: Sequence[int], query_types: Sequence[str 
     """All reported numbers for one set of predictions (pred 0 = unparseable, always wrong)."""
     gold, pred = np.asarray(gold), np.asarray(pred)
     p, r, f, s = precision_recall_fscore_support(gold, pred, labels=LEVELS, zero_division=0)
+    present = [lv for lv in LEVELS if (gold == lv).any()]
     out = {
         "n": int(len(gold)),
         "macro_f1": macro_f1(gold, pred),
+        "macro_f1_present": float(f1_score(gold, pred, labels=present, average="macro", zero_division=0))
+        if present else 0.0,
+        "levels_absent": [lv for lv in LEVELS if lv not in present],
         "accuracy": float(accuracy_score(gold, pred)),
         "per_class": {lv: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
                       for i, lv in enumerate(LEVELS)},
@@ -94,6 +100,7 @@ def evaluate(model, tokenizer, records: Sequence[Record], order: str, prompt_cfg
              **kw) -> tuple[dict, dict]:
     out = predict(model, tokenizer, records, order, prompt_cfg, **kw)
     m = metrics([r.label for r in records], out["pred"], [r.query_type for r in records])
+    m["ranking"] = ranking_metrics(records, pair_scores(out["pred"], out.get("probs")))
     if "texts" in out:
         m["hallucination"] = discriminative_hallucination(out["texts"])
     return m, out
@@ -110,12 +117,15 @@ def stage_table(rows: list[tuple[str, dict]], title: str = "TaoSR1 table on the 
     t = Table(title=title)
     t.add_column("model / stage")
     majority = next((m["macro_f1"] for name, m in rows if name == "majority class"), None)
-    cols = ["macro-F1", "F1-4", "F1-3", "F1-2", "F1-1", "accuracy", "unparsed"] + (["vs majority"] if majority else [])
+    present = any(m.get("levels_absent") for _, m in rows)  # a level missing from the split: show both means
+    cols = ["macro-F1", *(["macro-F1 (levels present)"] if present else []), "F1-4", "F1-3", "F1-2", "F1-1",
+            "accuracy", "unparsed"] + (["vs majority"] if majority else [])
     for col in cols:
         t.add_column(col, justify="right")
     for name, m in rows:
         extra = [f"{100 * (m['macro_f1'] - majority):+.2f}"] if majority else []
-        t.add_row(name, f"{100 * m['macro_f1']:.2f}",
+        both = [f"{100 * m.get('macro_f1_present', m['macro_f1']):.2f}"] if present else []
+        t.add_row(name, f"{100 * m['macro_f1']:.2f}", *both,
                   *(f"{100 * class_f1(m, lv):.2f}" for lv in (4, 3, 2, 1)),
                   f"{100 * m['accuracy']:.2f}", str(m.get("unparseable", 0)), *extra)
     return t

@@ -6,11 +6,14 @@ Every input is optional; a section whose files are missing says so instead of fa
     data/stats.json                    split sizes and label mix
     results.json                       {"rows": [{"name", ...metrics}], "wall_s"} -> stage table,
                                        per-query-type bars, confusion matrices
-                                       (fallback: <stage>/metrics.json of each stage folder)
+                                       (fallback: <stage>/metrics.json and <stage>/eval-*.json)
     <stage>/summary.json               loss_curve (+ margin_curve for dpo_*, reward_curve for grpo)
-    dpo_*/metrics.json                 pass_at_k {"1": p1, ...} -> pass@k curve
-    calibration.json                   {"beta": b, "curve": [[beta, score], ...]} -> CumPT beta curve
+    dpo_*/metrics.json, */pass_at_k.json   pass@k {"1": p1, ...} -> pass@k curve
+    calibration.json, */model/taosr_serving.json   CumPT beta (curve where recorded), rule, dev scores
     <stage>/samples.json               [{id, query, title, gold, pred, text?, probs?}] -> sample table
+
+Which files a folder holds is `report_inputs`' business: a demo folder and one built stage by stage
+(README, "Your own data") both work.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import io
-import json
 from html import escape
 from pathlib import Path
 
@@ -26,9 +28,8 @@ import numpy as np
 
 from ..io import write_text
 from ..labels import LEVEL_NAMES
+from .report_inputs import calibrations, pass_at_k_curves, read, result_rows, stage_dirs
 
-STAGE_ORDER = ["base", "baseline", "sft_answer_only", "sft_think_first", "sft_answer_first",
-               "dpo_think_first", "dpo_answer_first", "grpo"]
 PAPER_TABLE = [("BERT (24-layer)", 61.33, 33.87, 69.36), ("Qwen3-0.6B SFT", 52.95, 23.50, 70.29),
                ("LLM base, answer-only SFT", 62.22, 32.91, 75.04),
                ("TaoSR1 CoT (think-first SFT)", 51.54, 19.68, 68.22),
@@ -60,13 +61,6 @@ nav{margin-top:8px} nav a{margin-right:14px;font-size:13px;color:#2b6cb0}
 """
 
 
-def _read(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _png(fig) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -93,17 +87,10 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * float(x):.2f}"
 
 
-def _stage_dirs(run: Path) -> list[Path]:
-    written = ("summary.json", "metrics.json", "samples.json")
-    dirs = [d for d in run.iterdir() if d.is_dir() and any((d / f).exists() for f in written)]
-    rank = {s: i for i, s in enumerate(STAGE_ORDER)}
-    return sorted(dirs, key=lambda d: (rank.get(d.name, len(rank)), d.name))
-
-
 # ---------------------------------------------------------------- sections
 
 def _header(run: Path, results: dict | None) -> str:
-    cfg = _read(run / "config.json") or (_read(run / "demo_config.json") or {}).get("run")
+    cfg = read(run / "config.json") or (read(run / "demo_config.json") or {}).get("run")
     out = [f"<h1>taosr run: {escape(run.name)}</h1>",
            f'<div class="sub">{escape(str(run.resolve()))} &middot; report generated {dt.datetime.now():%Y-%m-%d %H:%M}'
            + (f" &middot; pipeline wall time {results['wall_s']:.0f} s" if results and results.get("wall_s") else "")
@@ -125,7 +112,7 @@ def _header(run: Path, results: dict | None) -> str:
             if (run / name).exists():
                 text = escape((run / name).read_text())
                 out.append(f"<details><summary>{name} (full)</summary><pre>{text}</pre></details>")
-    stats = _read(run / "data" / "stats.json")
+    stats = read(run / "data" / "stats.json")
     if stats:
         out.append("<h3>Data</h3><table><tr><th class=l>split</th><th>pairs</th><th>queries</th>"
                    + "".join(f"<th>level {lv}</th>" for lv in (4, 3, 2, 1)) + "</tr>")
@@ -140,31 +127,30 @@ def _header(run: Path, results: dict | None) -> str:
     return "\n".join(out)
 
 
-def _rows(run: Path, results: dict | None) -> tuple[list[dict], str]:
-    if results and results.get("rows"):
-        return results["rows"], "from results.json"
-    rows = []
-    for d in _stage_dirs(run):
-        m = _read(d / "metrics.json")
-        if isinstance(m, dict) and "macro_f1" in m:
-            rows.append({"name": d.name, **m})
-    return rows, "no results.json; rows from the stage folders' metrics.json"
-
-
 def _table(rows: list[dict], source: str) -> str:
     out = ['<h2 id="table">Stage table (test split, %)</h2>']
     if not rows:
-        return out[0] + '<p class="note">No results.json and no stage metrics.json yet.</p>'
+        return out[0] + '<p class="note">No results.json, no stage metrics.json and no eval-*.json yet.</p>'
     best = max(range(len(rows)), key=lambda i: rows[i].get("macro_f1", -1))
-    out.append(f'<p class="sub">{escape(source)}; best macro-F1 highlighted.</p>'
-               "<table><tr><th class=l>model / stage</th><th>n</th><th>macro-F1</th>"
-               "<th>F1-4</th><th>F1-3</th><th>F1-2</th><th>F1-1</th><th>accuracy</th>"
-               "<th>unparsed</th></tr>")
+    absent = sorted({lv for m in rows for lv in m.get("levels_absent") or ()})
+    ranked = any((m.get("ranking") or {}).get("ndcg@10") is not None for m in rows)
+    out.append(f'<p class="sub">{escape(source)}; best macro-F1 highlighted.</p>')
+    if absent:
+        out.append(f'<p class="note">Level(s) {", ".join(map(str, absent))} absent from an evaluated split: macro-F1 '
+                   "over four levels counts them as 0; the next column averages the levels present.</p>")
+    out.append("<table><tr><th class=l>model / stage</th><th>n</th><th>macro-F1</th>"
+               + ("<th>macro-F1 (levels present)</th>" if absent else "")
+               + "<th>F1-4</th><th>F1-3</th><th>F1-2</th><th>F1-1</th><th>accuracy</th>"
+               + ("<th>nDCG@10</th><th>MRR</th>" if ranked else "") + "<th>unparsed</th></tr>")
     for i, m in enumerate(rows):
+        rank = m.get("ranking") or {}
         out.append(f'<tr{" class=best" if i == best else ""}><td class=l>{escape(str(m.get("name", "?")))}</td>'
                    f'<td>{m.get("n", "-")}</td><td>{_pct(m.get("macro_f1"))}</td>'
+                   + (f'<td>{_pct(m.get("macro_f1_present"))}</td>' if absent else "")
                    + "".join(f"<td>{_pct(_pc(m, lv).get('f1'))}</td>" for lv in (4, 3, 2, 1))
-                   + f'<td>{_pct(m.get("accuracy"))}</td><td>{m.get("unparseable", 0)}</td></tr>')
+                   + f'<td>{_pct(m.get("accuracy"))}</td>'
+                   + (f"<td>{_pct(rank.get('ndcg@10'))}</td><td>{_pct(rank.get('mrr'))}</td>" if ranked else "")
+                   + f'<td>{m.get("unparseable", 0)}</td></tr>')
     out.append("</table><details><summary>the paper's table, for the shape (macro-F1 / class-3 F1 / accuracy)</summary>"
                "<table><tr><th class=l>model</th><th>macro-F1</th><th>F1-3</th><th>accuracy</th></tr>"
                + "".join(f"<tr><td class=l>{escape(n)}</td><td>{a:.2f}</td><td>{b:.2f}</td><td>{c:.2f}</td></tr>"
@@ -234,8 +220,8 @@ def _curve(ax, pts, label: str, color: str) -> bool:
 def _training(run: Path) -> str:
     out = ['<h2 id="training">Training curves</h2>']
     cards = []
-    for d in _stage_dirs(run):
-        s = _read(d / "summary.json")
+    for d in stage_dirs(run):
+        s = read(d / "summary.json")
         if not isinstance(s, dict):
             continue
         curves = (("margin_curve", "reward margin"), ("reward_curve", "accuracy reward"))
@@ -256,51 +242,54 @@ def _training(run: Path) -> str:
 
 
 def _pass_at_k(run: Path) -> str:
-    out = ['<h2 id="passk">Offline sampling: pass@k of the SFT models</h2>']
-    curves = []
-    for d in _stage_dirs(run):
-        m = _read(d / "metrics.json") if d.name.startswith("dpo_") else None
-        if isinstance(m, dict) and m.get("pass_at_k"):
-            pk = sorted((int(k), float(v)) for k, v in m["pass_at_k"].items())
-            curves.append((d.name.removeprefix("dpo_"), pk, m.get("pair_counts")))
+    out = ['<h2 id="passk">Offline sampling: pass@k</h2>']
+    curves = pass_at_k_curves(run)
     if not curves:
-        return out[0] + '<p class="note">No dpo_*/metrics.json with pass_at_k.</p>'
+        return out[0] + '<p class="note">No dpo_*/metrics.json with pass_at_k and no pass_at_k.json.</p>'
     fig, (ax,) = _fig(5.5, 3.4)
     for name, pk, _ in curves:
-        ax.plot([k for k, _ in pk], [100 * v for _, v in pk], marker="o", label=f"{name} SFT")
+        ax.plot([k for k, _ in pk], [100 * v for _, v in pk], marker="o", label=name)
     ax.set_xlabel("k (samples per prompt)")
     ax.set_ylabel("pass@k (%)")
     ax.set_xticks(sorted({k for _, pk, _ in curves for k, _ in pk}))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
-    counts = "".join(f"<div>{escape(n)} DPO pairs: " + escape(", ".join(f"{k} {v}" for k, v in c.items())) + "</div>"
-                     for n, _, c in curves if isinstance(c, dict))
+    counts = "".join(f"<div>{escape(n)}: pass@1 {_pct(pk[0][1])}, pass@{pk[-1][0]} {_pct(pk[-1][1])}"
+                     + (" &middot; DPO pairs: " + escape(", ".join(f"{k} {v}" for k, v in c.items()))
+                        if isinstance(c, dict) else "") + "</div>" for n, pk, c in curves)
     return (out[0] + f'<div class="card" style="display:inline-block">{_png(fig)}'
             f'<div class="cap" style="text-align:left">{counts}</div></div>')
 
 
 def _calibration(run: Path) -> str:
     out = ['<h2 id="cumpt">CumPT threshold (beta) on dev</h2>']
-    cal = _read(run / "calibration.json")
-    if not isinstance(cal, dict) or not cal.get("curve"):
-        return out[0] + '<p class="note">No calibration.json (written by CumPT calibration).</p>'
+    found = calibrations(run)
+    if not found:
+        return out[0] + ('<p class="note">No calibration.json and no model/taosr_serving.json (written by '
+                         "`taosr calibrate`).</p>")
+    for name, cal in found:
+        objective = cal.get("objective") or "macro_f1"
+        argmax = ((cal.get("comparison") or {}).get("argmax") or {}).get(objective)
+        out.append(f'<p class="note">{escape(name)}: served {escape(str(cal.get("rule", "cumpt")))}, beta '
+                   f'{float(cal["beta"]):.3g}, dev {escape(objective)} {_pct(cal.get("dev_score"))} '
+                   f'(argmax {_pct(argmax)}) on {cal.get("n_dev", "?")} pairs.</p>')
+        if cal.get("curve"):
+            out.append(f'<div class="card" style="display:inline-block">{_beta_plot(cal, argmax)}</div>')
+    return "\n".join(out)
+
+
+def _beta_plot(cal: dict, argmax) -> str:
     pts = sorted((float(b), float(s)) for b, s in cal["curve"])
     fig, (ax,) = _fig(5.5, 3.4)
     ax.plot([b for b, _ in pts], [100 * s if s <= 1 else s for _, s in pts], color="#2b6cb0")
-    beta = cal.get("beta")
-    if beta is not None:
-        ax.axvline(float(beta), color="#c53030", ls="--", lw=1.2, label=f"chosen beta = {float(beta):.3g}")
-    argmax = ((cal.get("comparison") or {}).get("argmax") or {}).get(cal.get("objective") or "macro_f1")
+    ax.axvline(float(cal["beta"]), color="#c53030", ls="--", lw=1.2, label=f"chosen beta = {float(cal['beta']):.3g}")
     if argmax is not None:
         ax.axhline(100 * float(argmax), color="#2f855a", ls=":", lw=1.2, label="argmax")
-    if beta is not None or argmax is not None:
-        ax.legend(fontsize=9)
+    ax.legend(fontsize=9)
     ax.set_xlabel("beta (cumulative-probability threshold)")
     ax.set_ylabel(f"{cal.get('metric', 'macro-F1')} (%)")
     ax.grid(alpha=0.3)
-    rule = cal.get("rule")
-    note = f'<p class="note">Served: {escape(str(rule))} (chosen on dev).</p>' if rule else ""
-    return out[0] + note + f'<div class="card" style="display:inline-block">{_png(fig)}</div>'
+    return _png(fig)
 
 
 def _level(v) -> str:
@@ -320,8 +309,8 @@ def _probs(probs) -> str:
 def _samples(run: Path, max_samples: int) -> str:
     out = ['<h2 id="samples">Sample judgements</h2>']
     blocks = []
-    for d in _stage_dirs(run):
-        rows = _read(d / "samples.json")
+    for d in stage_dirs(run):
+        rows = read(d / "samples.json")
         if not isinstance(rows, list) or not rows:
             continue
         shown = rows[:max_samples]
@@ -351,9 +340,9 @@ def render_html(run_dir: str | Path, max_samples: int = 20) -> str:
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"no run folder {run}")
-    results = _read(run / "results.json")
+    results = read(run / "results.json")
     results = results if isinstance(results, dict) else None
-    rows, source = _rows(run, results)
+    rows, source = result_rows(run, results)
     body = [_header(run, results), _table(rows, source), _query_types(rows), _confusions(rows),
             _training(run), _pass_at_k(run), _calibration(run), _samples(run, max_samples)]
     return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

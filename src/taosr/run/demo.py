@@ -37,6 +37,7 @@ from ..generation import generate_texts
 from ..infer.prefix import PrefixScorer
 from ..io import record_differences, write_json
 from ..labels import parse_response
+from ..modelcard import record_stage
 from ..modeling import load_model, save
 from ..prompts import answer_span_length, chat_prompt_config, encode_prompt, model_prompt, write_prompt
 from ..teacher.noise import make_teacher
@@ -108,6 +109,10 @@ class Demo:
             t0 = time.perf_counter()
             m = fn()
             m["stage_wall_s"] = round(time.perf_counter() - t0, 1)
+            model_dir = self.run.dir / name / "model"
+            if meta.get("order") and model_dir.is_dir():  # the output order and a model card travel with the model
+                record_stage(model_dir, meta.get("stage", name), self.run.model.name_or_path or None,
+                             self.run.dir / "data", meta["order"], self.run.prompt)
             write_json(path, m)
             self.console.print(f"{name}: macro-F1 {100 * m['macro_f1']:.2f}, accuracy {100 * m['accuracy']:.2f} "
                                f"({m['stage_wall_s']} s)")

@@ -32,9 +32,10 @@ STATUSES = ("ok", "inconsistent", "failed")
 class TeacherConfig(StrictConfig):
     """Which teacher `taosr cot` asks, and how (the HTTP settings apply to teacher=openai)."""
 
-    teacher: Literal["rules", "openai", "local"] = Field(
-        "rules", description="rules (the rule engine, no model) | openai (an OpenAI-compatible server) | local (a "
-        "local transformers model, --model).")
+    teacher: Literal["auto", "rules", "fields", "openai", "local"] = Field(
+        "auto", description="auto (rules where the rule engine parses the pair, fields elsewhere) | rules (the "
+        "synthetic catalogue's rule engine) | fields (offline, from the item's own fields, any catalogue) | openai "
+        "(an OpenAI-compatible server: the best reasoning) | local (a local transformers model, --model).")
     base_url: str = Field("http://127.0.0.1:8001", description="teacher=openai: the server's address.")
     server_model: str = Field("taosr-rules", description="teacher=openai: the model name sent to the server.")
     api_key_env: str = Field("OPENAI_API_KEY", description="teacher=openai: environment variable holding the API key.")
@@ -51,10 +52,11 @@ class TeacherConfig(StrictConfig):
 def make_teacher(cfg: TeacherConfig, model: Path | None = None, cache: Path | None = None):
     """The teacher `cfg` names: rule-based, over HTTP (answers cached in the SQLite file `cache`), or the local
     model folder `model`."""
-    if cfg.teacher == "rules":
+    if cfg.teacher in ("auto", "rules", "fields"):
+        from .fields import AutoTeacher, FieldTeacher
         from .reasoning import RuleTeacher
 
-        return RuleTeacher()
+        return {"auto": AutoTeacher, "rules": RuleTeacher, "fields": FieldTeacher}[cfg.teacher]()
     from .retrieval import RuleRetriever
 
     retriever = RuleRetriever(use_embeddings=cfg.embeddings)
@@ -82,26 +84,42 @@ def teacher_name(teacher) -> str:
     return getattr(teacher, "name", None) or type(teacher).__name__
 
 
-def _outcomes(teacher, records: list[Record]) -> list[Outcome]:
-    """Outcomes from an LLM teacher, or from any `Teacher` (`reason` only) checked against gold here."""
+def no_reasoning(teacher) -> str:
+    """Why `teacher` wrote nothing for a pair, and what to use instead."""
+    from .fields import RULES_CANNOT
+    from .reasoning import RuleTeacher
+
+    return RULES_CANNOT if isinstance(teacher, RuleTeacher) else "teacher returned no reasoning"
+
+
+def _explain(teacher, record: Record) -> tuple[object, str]:
+    """(reasoning or None, the name of the teacher that wrote it): `AutoTeacher` says which of its teachers ran."""
+    if hasattr(teacher, "explain"):
+        return teacher.explain(record)
+    return teacher.reason(record), teacher_name(teacher)
+
+
+def _outcomes(teacher, records: list[Record]) -> list[tuple[Outcome, str]]:
+    """(outcome, teacher name) from an LLM teacher, or from any `Teacher` (`reason` only) checked against gold."""
+    name = teacher_name(teacher)
     if hasattr(teacher, "outcome_many"):
-        return teacher.outcome_many(records)
+        return [(o, name) for o in teacher.outcome_many(records)]
     out = []
     for r in records:
         try:
-            reasoning = teacher.reason(r)
+            reasoning, name = _explain(teacher, r)
         except Exception as e:  # noqa: BLE001 -- recorded as a failed row, never lost
-            out.append(Outcome("failed", reason=f"{type(e).__name__}: {e}"))
+            out.append((Outcome("failed", reason=f"{type(e).__name__}: {e}"), name))
             continue
         if reasoning is None:
-            out.append(Outcome("failed", reason="teacher returned no reasoning"))
+            out.append((Outcome("failed", reason=no_reasoning(teacher)), name))
             continue
         ok, why = check(reasoning.text, r.label, reasoning.rule_ids)
         if ok is None or reasoning.level != r.label:
-            out.append(Outcome("inconsistent", reason=why or "level differs from gold", text=reasoning.text,
-                               attempts=1, rule_ids=reasoning.rule_ids))
+            out.append((Outcome("inconsistent", reason=why or "level differs from gold", text=reasoning.text,
+                                attempts=1, rule_ids=reasoning.rule_ids), name))
         else:
-            out.append(Outcome("ok", reasoning, text=reasoning.text, attempts=1, rule_ids=reasoning.rule_ids))
+            out.append((Outcome("ok", reasoning, text=reasoning.text, attempts=1, rule_ids=reasoning.rule_ids), name))
     return out
 
 
@@ -163,13 +181,15 @@ def run_cot(records: list[Record], teacher: Teacher, out_path: Path, retry_faile
         seen.add(rid)
 
     name = teacher_name(teacher)
+    teachers: Counter[str] = Counter()  # pairs with usable reasoning, per teacher that wrote them
     with progress_bar(len(todo), f"cot ({name})") as advance, out_path.open("a", encoding="utf-8") as f:
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start:start + chunk_size]
             outcomes = _outcomes(teacher, [rec for _, rec in chunk])
-            for (rid, rec), outcome in zip(chunk, outcomes):
-                f.write(to_json(row_for(rec, rid, outcome, name), None) + "\n")
+            for (rid, rec), (outcome, who) in zip(chunk, outcomes):
+                f.write(to_json(row_for(rec, rid, outcome, who), None) + "\n")
                 counts[outcome.status] += 1
+                teachers[who] += outcome.status == "ok"
             f.flush()
             advance(len(chunk), info=" ".join(f"{s}={counts[s]}" for s in STATUSES))
 
@@ -179,11 +199,19 @@ def run_cot(records: list[Record], teacher: Teacher, out_path: Path, retry_faile
         **{s: counts[s] for s in STATUSES},
         "resumed": counts["resumed"], "unlabelled": counts["unlabelled"], "duplicate_id": counts["duplicate_id"],
         "file": {s: file_counts.get(s, 0) for s in STATUSES},
+        "ok_by_teacher": dict(sorted(teachers.items())),
     }
     if isinstance(getattr(teacher, "stats", None), dict):
         summary["teacher_stats"] = dict(teacher.stats)
     if verbose:
-        print(f"cot: {summary['written']} written -> {out_path} | " + " ".join(f"{s}={summary[s]}" for s in STATUSES)
-              + f" | resumed={summary['resumed']} unlabelled={summary['unlabelled']} "
-                f"duplicate_id={summary['duplicate_id']} | file: {summary['file']}")
+        print(cot_line(summary))
     return summary
+
+
+def cot_line(summary: dict) -> str:
+    """The readable one-line summary of a `run_cot` result."""
+    by = ", ".join(f"{k} {v}" for k, v in summary["ok_by_teacher"].items()) or "none"
+    return (f"cot ({summary['teacher']}): {summary['written']} written -> {summary['out']} | "
+            + " ".join(f"{s}={summary[s]}" for s in STATUSES)
+            + f" | reasoning by teacher: {by} | resumed={summary['resumed']} unlabelled={summary['unlabelled']} "
+              f"duplicate_id={summary['duplicate_id']} | file: {summary['file']}")

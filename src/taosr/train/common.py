@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 
 def common_args(out_dir: Path, max_steps: int, seed: int, save_steps: int,
-                gradient_checkpointing: bool = False) -> dict:
-    """Training arguments every stage shares: device, checkpoints (the resume points), no reporters, seeds.
+                gradient_checkpointing: bool = False, report_to: str = "none") -> dict:
+    """Training arguments every stage shares: device, checkpoints (the resume points), the experiment tracker
+    (`report_to`: none | tensorboard | wandb, passed to TRL, which logs where the tracker's own settings say), seeds.
 
     Gradient checkpointing is off unless asked for: TRL's configs default it to on, which only slows
     small models down.
@@ -39,7 +40,7 @@ def common_args(out_dir: Path, max_steps: int, seed: int, save_steps: int,
     return dict(
         output_dir=str(out_dir / "checkpoints"), max_steps=max_steps, use_cpu=not gpu_available(),
         gradient_checkpointing=gradient_checkpointing,
-        save_strategy="steps", save_steps=save_steps, save_total_limit=1, report_to="none", disable_tqdm=True,
+        save_strategy="steps", save_steps=save_steps, save_total_limit=1, report_to=report_to, disable_tqdm=True,
         seed=seed, data_seed=seed,
     )
 
@@ -53,7 +54,8 @@ def sft_arguments(cfg, out_dir: Path, **extra):
     from trl import SFTConfig
 
     return SFTConfig(
-        **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps, cfg.gradient_checkpointing),
+        **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps, cfg.gradient_checkpointing,
+                      getattr(cfg, "report_to", "none")),
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine",

@@ -59,6 +59,9 @@ class SFTStageConfig(StrictConfig):
         if self.epochs is None:
             return self.max_steps
         return max(1, -(-int(self.epochs * examples) // (self.batch_size * processes)))
+    report_to: Literal["none", "tensorboard", "wandb"] = Field(
+        "none", exclude=True, description="Experiment tracker TRL logs to (its own settings say where: "
+        "TENSORBOARD_LOGGING_DIR, WANDB_PROJECT); the package must be installed. Not part of the stage's settings.")
 
 
 class SampleConfig(StrictConfig):
@@ -79,10 +82,8 @@ class DPOStageConfig(StrictConfig):
 
     beta: float | None = Field(
         None, gt=0, description="DPO temperature: how far the policy may move from the reference. None = 2.0 on "
-        "answer spans, 0.1 on whole responses. On a label-only preference the optimum sharpens the reference's "
-        "label odds to the power 1 + 1/beta, so 0.1 overshoots (it wiped out a whole level on the small model's "
-        "dev split). 2.0 raised post-CoT by 4.9 in `make demo`; SmolLM2 needed 0.5 (at 2.0 no dev prediction "
-        "moved); a converged small model kept its parent at 0.5, 1 and 2 (docs/results.md).")
+        "answer spans, 0.1 on whole responses (on a label-only preference the optimum sharpens the reference's "
+        "label odds to the power 1 + 1/beta, so a small beta overshoots; why these values: docs/results.md).")
     learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate.")
     span: Literal["answer", "full"] = Field(
         "answer", description="What the preference is on. 'answer': where the answer comes first (answer_first, "
@@ -102,6 +103,9 @@ class DPOStageConfig(StrictConfig):
     lora: LoraSwitch = Field(default_factory=LoraSwitch,
                              description="LoRA adapters instead of full fine-tuning (r > 0); "
                              "the reference is then the base with adapters off.")
+    report_to: Literal["none", "tensorboard", "wandb"] = Field(
+        "none", exclude=True, description="Experiment tracker TRL logs to (its own settings say where: "
+        "TENSORBOARD_LOGGING_DIR, WANDB_PROJECT); the package must be installed. Not part of the stage's settings.")
 
 
 class GRPOStageConfig(StrictConfig):
@@ -141,3 +145,6 @@ class GRPOStageConfig(StrictConfig):
                                   "None = when vLLM and a GPU are present.")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1,
                                                description="GPU memory share of the colocated vLLM engine.")
+    report_to: Literal["none", "tensorboard", "wandb"] = Field(
+        "none", exclude=True, description="Experiment tracker TRL logs to (its own settings say where: "
+        "TENSORBOARD_LOGGING_DIR, WANDB_PROJECT); the package must be installed. Not part of the stage's settings.")

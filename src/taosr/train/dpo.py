@@ -128,7 +128,7 @@ def run_dpo(model, tokenizer, pairs: list[dict], cfg: DPOStageConfig, out_dir: P
     rows = tokenize_pairs(tokenizer, pairs, records, prompt_cfg or PromptConfig(), eos=not short)
     data = shared_dataset(rows, out_dir / "pairs_dataset")
     args = DPOConfig(
-        **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps, cfg.gradient_checkpointing),
+        **common_args(out_dir, cfg.max_steps, cfg.seed, cfg.save_steps, cfg.gradient_checkpointing, cfg.report_to),
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, cfg.max_steps // 20),
         beta=beta, precompute_ref_log_probs=True,

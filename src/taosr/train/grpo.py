@@ -230,7 +230,8 @@ def run_grpo(model, tokenizer, prompts: list[Record], cfg: GRPOStageConfig, out_
         funcs.append(TokenReward(format_reward, tokenizer, prefix))
         weights.append(cfg.format_weight)
     args = GRPOConfig(
-        **common_args(out_dir, cfg.max_steps, cfg.seed, max(cfg.max_steps, 1), cfg.gradient_checkpointing),
+        **common_args(out_dir, cfg.max_steps, cfg.seed, max(cfg.max_steps, 1), cfg.gradient_checkpointing,
+                      cfg.report_to),
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
         num_generations=cfg.num_generations, learning_rate=cfg.learning_rate, beta=cfg.beta,
         temperature=cfg.temperature, max_completion_length=rollout_length(tokenizer, cfg, order),
