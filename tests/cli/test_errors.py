@@ -89,10 +89,16 @@ CASES += [
     pytest.param(["demo", "--preset", "tiny", "--config", "{root}/demo_type.yaml"], {},
                  "grpo.max_steps: expected a number, got true", id="demo-wrong-type"),
     pytest.param(["demo", "--preset", "nosuch"], {}, "unknown preset", id="demo-unknown-preset"),
+    pytest.param(["bench", "method", "--preset", "nosuch", "--seeds", "0"], {}, "unknown preset",
+                 id="bench-unknown-preset"),
+    pytest.param(["bench", "method", "--preset", "tiny", "--config", "{root}/demo_typo.yaml"], {},
+                 "dpo.betaa: unknown setting", id="bench-typo"),
+    pytest.param(["bench", "seed", "--preset", "nosuch", "--name", "x", "--seed", "0", "--first", "0"], {},
+                 "unknown preset", id="bench-seed-unknown-preset"),
     pytest.param(["sft", "--data", "{root}/sft", "--out", "{tmp}/s", "--cot", "{root}/nope.jsonl",
                   "--order", "think_first"], {}, "nope.jsonl: No such file", id="sft-missing-cot"),
     pytest.param(["sft", "--data", "{root}/sft", "--out", "{tmp}/s", "--cot", "{root}/binary.cot",
-                  "--order", "think_first"], {}, "no usable reasoning row", id="sft-corrupt-cot"),
+                  "--order", "think_first"], {}, "no training pair has usable reasoning", id="sft-corrupt-cot"),
     pytest.param(["score", "--model", "{root}/good", "--data", "{root}/data.jsonl", "--out",
                   "{root}/a_file/s.parquet"], {}, "a_file", id="score-unwritable-out"),
     pytest.param(["cot", "{root}/data.jsonl", "--out", "{root}/a_file/cot.jsonl"], {}, "a_file", id="cot-unwritable"),
@@ -195,6 +201,6 @@ def test_a_retrained_model_is_not_mixed_into_a_resumed_score(root, tmp_path, mon
                             str(tmp_path / "s.parquet"), "--batch-queries", "1"])
     one_error_line(r, "model_fingerprint")
     r = runner.invoke(app, ["score", "--model", str(tmp_path / "m"), "--data", str(root / "data.jsonl"), "--out",
-                            str(tmp_path / "s.parquet"), "--batch-queries", "1", "--fresh"])
+                            str(tmp_path / "s.parquet"), "--batch-queries", "1", "--fresh", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output[r.output.index("{"):r.output.index("}") + 1])["resumed_rows"] == 0

@@ -28,9 +28,12 @@ def method(
 ):
     """Run the preset's stages for every seed (resumable) and write the table: CIs, deltas, reverted stages."""
     from ..run.bench import run_method_bench
+    from ..run.presets import load_preset
     from .options import read_config
 
-    run_method_bench(preset, list(seeds), name, out, read_config(config), deadline_s, jobs, boot, console)
+    overrides = read_config(config)
+    load_preset(preset, "check", overrides, config)  # refuse a bad preset or --config before anything runs
+    run_method_bench(preset, list(seeds), name, out, overrides, deadline_s, jobs, boot, console)
 
 
 @bench_app.command("seed", hidden=True)

@@ -42,9 +42,9 @@ def register(app: typer.Typer) -> None:
         from ..modeling import check_model_dir, load_model
         from ..prompts import model_prompt
 
+        order = resolve_order(model, order)
         check_model_dir(model)
         out = check_writable(out or model.parent / f"eval-{data.stem}.json")  # before the work, not after it
-        order = resolve_order(model, order)
         records = load_input(data, require_label=True)
         m, tok = load_model(model, device_cfg.dtype, device_cfg.device)
         metrics, _ = evaluate(m, tok, records, order, model_prompt(model), batch_size=cfg.batch_size,
