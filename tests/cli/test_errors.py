@@ -126,7 +126,7 @@ def _commands(typer_app, prefix=()) -> set[tuple[str, ...]]:
 
 
 def test_the_cases_walk_every_command():
-    covered = {tuple(p.values[0][:2]) if p.values[0][0] == "data" else (p.values[0][0],) for p in CASES}
+    covered = {tuple(p.values[0][:2]) if p.values[0][0] in ("data", "bench") else (p.values[0][0],) for p in CASES}
     assert _commands(app) <= covered, sorted(_commands(app) - covered)
 
 
