@@ -309,9 +309,9 @@ def test_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
 def test_no_stage_of_the_demo_or_the_bench_hard_codes_a_precision():
     """Every training config of the demo presets leaves bf16 unset, so the hardware decides (an AVX2-only CPU
     runs bf16 autocast about 20x slower than fp32)."""
-    from taosr.run.presets import load_preset
+    from taosr.run.presets import PRESET_DIR, load_preset
 
-    for name in ("default", "tiny"):
+    for name in sorted(p.stem for p in PRESET_DIR.glob("*.yaml")):
         cfg = load_preset(name, "t")
         stages = [cfg.run.sft, cfg.pretrain, cfg.dpo, cfg.grpo]
         assert [s.bf16 for s in stages] == [None] * 4, name
