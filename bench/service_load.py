@@ -138,20 +138,27 @@ def service_round(url: str, groups, offline: list, concurrency: int, work: Path)
 
 def bench_service(model_dir: Path, groups, offline: list, score, concurrency: int, work: Path, threads: int,
                   device: str, rounds: int) -> dict:
-    """(e): `rounds` rounds, each the offline scorer (`score`, one request at a time) and then the service on the
-    same requests, back to back; service/a per round (pairs/s over pairs/s) and its median.
+    """(e): `rounds` rounds, each the service between two runs of the offline scorer (`score`, one request at a
+    time) on the same requests, back to back; service/a per round (the service's pairs/s over the offline
+    scorer's, timed before and after it, so a drift of the machine's speed cancels) and its median.
 
     The row's latencies and checks are those of the median round; `rounds` lists every round.
     """
     pairs, per_round = sum(len(r) for _, r in groups), []
     with served(model_dir, work, threads, device) as url:
         service_round(url, groups[:concurrency], offline, concurrency, work)  # warm-up, not counted
-        for _ in range(rounds):
+        def offline_s() -> float:
             t0 = time.perf_counter()
             for _, recs in groups:
                 score(recs)
-            a = pairs / (time.perf_counter() - t0)
+            return time.perf_counter() - t0
+
+        for _ in range(rounds):
+            before = offline_s()
             res = service_round(url, groups, offline, concurrency, work)
+            after = offline_s()
+            a = 2 * pairs / (before + after)  # the machine's speed drifts: (a) brackets the service
+            res["a_before_after_pairs_per_s"] = [round(pairs / before, 1), round(pairs / after, 1)]
             res["a_pairs_per_s"], res["e_pairs_per_s"] = round(a, 1), round(pairs / res["wall_s"], 1)
             res["e_over_a"] = round(res["e_pairs_per_s"] / a, 3)
             per_round.append(res)
@@ -163,7 +170,7 @@ def bench_service(model_dir: Path, groups, offline: list, score, concurrency: in
 
 def round_line(r: dict) -> str:
     """One round of `bench_service` in words."""
-    return (f"(a) {r['a_pairs_per_s']} pairs/s, service {r['e_pairs_per_s']}, service/a {r['e_over_a']}; server "
+    return (f"(a) {r['a_pairs_per_s']} pairs/s (before/after {r['a_before_after_pairs_per_s']}), service {r['e_pairs_per_s']}, service/a {r['e_over_a']}; server "
             f"scoring {r['server_scoring_fraction_of_wall']:.0%} of the wall at {r['server_scoring_pairs_per_s']} "
             f"pairs/s, {r['mean_requests_per_batch']} req and {r['mean_tokens_per_batch']:.0f} tokens/batch, queue "
             f"{r['mean_queue_ms']} ms; CPU s server {r['server_cpu_s']} / load generator {r['client_cpu_s']} in "

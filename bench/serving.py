@@ -19,7 +19,7 @@ benchmark), in the prompt layout of the method: [instructions + ~200 tokens of r
   (e) the service                      `taosr.deploy.serve` under uvicorn in a subprocess (127.0.0.1, free port),
                                        driven by a second process (httpx, N concurrent); every answer is
                                        checked against (a)'s offline numbers (`bench/service_load.py`).
-                                       --service-rounds rounds, each (a) then the service on the same
+                                       --service-rounds rounds, each the service between two (a) runs on the same
                                        requests; service/a = the median round's, each round printed
 
 a/c, the target, is timed with (a) and (c) back to back on each think-first query (--paired-rounds
@@ -232,8 +232,9 @@ def main() -> None:
     ap.add_argument("--paired-rounds", type=int, default=3,
                     help="Rounds of (a) and (c) timed back to back on the think-first queries, at the first --think-tokens length (the a/c target).")
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--service-rounds", type=int, default=3,
-                    help="Rounds of (e), each the offline scorer (a) and then the service on the same requests; "
+    ap.add_argument("--service-rounds", type=int, default=5,
+                    help="Rounds of (e), each the service between two runs of the offline scorer (a) on the "
+                         "same requests; "
                          "service/a is the median round's.")
     ap.add_argument("--rules-prefix-tokens", type=int, default=200,
                     help="Retrieved rules in the shared prefix, about this many tokens (the issue's layout); "

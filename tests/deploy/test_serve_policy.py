@@ -22,7 +22,7 @@ def job(name: str, costs: list[int], arrived: float = 0.0, query: int = 5) -> Jo
 
 
 def simulate(arrivals: list[tuple[float, Job]], budget: int, rate: float = 10_000.0, items: int = 256,
-             overdue_s: float = 1.0) -> tuple[dict[str, float], list[list[tuple[str, int]]]]:
+             overdue_s: float = 1.0, whole: int = 0) -> tuple[dict[str, float], list[list[tuple[str, int]]]]:
     """The worker's loop on a fake clock: a micro-batch takes tokens / rate seconds; a job joins the active list
     when it has arrived by the start of a micro-batch. Returns each job's finish time and the batches' pieces."""
     pending, active, clock, done, batches = sorted(arrivals, key=lambda a: a[0]), [], 0.0, {}, []
@@ -31,7 +31,7 @@ def simulate(arrivals: list[tuple[float, Job]], budget: int, rate: float = 10_00
             clock = pending[0][0]  # idle until the next arrival
         while pending and pending[0][0] <= clock:
             active.append(pending.pop(0)[1])
-        pieces = plan_batch(active, budget, items, clock, overdue_s)
+        pieces = plan_batch(active, budget, items, clock, overdue_s, whole)
         assert pieces, "a non-empty active list always yields a micro-batch"
         clock += sum(p.tokens for p in pieces) / rate
         batches.append([(p.job.records[0].query, p.end - p.start) for p in pieces])
@@ -59,6 +59,21 @@ def test_a_full_queue_forms_full_batches():
     assert [len(b) for b in batches] == [3, 3, 3, 1]
     assert all(n == 20 for b in batches for _, n in b)  # whole requests, none sliced
     assert [q for b in batches for q, _ in b] == [f"q{i}" for i in range(10)]  # equal work: first come first
+
+
+def test_a_typical_request_over_the_budget_goes_whole_and_alone():
+    """With a time budget below one typical request, requests up to `whole` tokens are not sliced (each slice
+    would recompute the query); each goes alone, smaller ones first; a larger one is still sliced."""
+    def typical():
+        return [job(f"q{i}", [20] * 20, arrived=i * 1e-6, query=175) for i in range(3)]  # 575 tokens each
+
+    large = job("large", [288] * 20, arrived=1.0, query=175)
+    _, batches = simulate([(0.0, j) for j in typical()] + [(0.0, large)], budget=256, whole=1024)
+    assert batches[:3] == [[("q0", 20)], [("q1", 20)], [("q2", 20)]]
+    assert all(b[0][0] == "large" and len(b) == 1 for b in batches[3:])
+    assert [n for (_, n), in batches[3:]] == [1] * 18 + [2]  # sliced, until its last 2 items (751 tokens) fit whole
+    _, sliced = simulate([(0.0, j) for j in typical()], budget=256, whole=0)
+    assert len(sliced) > 3 and all(n < 20 for b in sliced for _, n in b)
 
 
 def test_least_work_first_and_the_item_cap():

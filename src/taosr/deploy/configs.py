@@ -61,6 +61,9 @@ class ServeSettings(DeviceConfig):
                             "flight; smaller requests go first, a larger one is scored in slices.")
     max_batch_tokens: int = Field(4096, ge=1, description="Most tokens (items, and each query once) in one "
                                   "micro-batch, whatever batch_ms allows.")
+    whole_tokens: int = Field(1024, ge=0, description="A request of at most this many tokens (its items, and its "
+                              "query once) is scored whole in one micro-batch even over batch_ms's budget: slicing "
+                              "it would recompute the query's tokens in every slice. Larger requests are sliced.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long the worker waits for more requests after the first.")
     max_queue: int = Field(64, ge=1, description="Requests waiting for the worker; beyond it -> 503 + Retry-After.")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503.")

@@ -19,7 +19,7 @@ put on a bounded `asyncio.Queue` (full -> 503 with Retry-After). Each text is cu
 token budgets by the rule of `taosr.prompts`, once, when the request arrives. One worker task
 (`taosr.deploy.serve_worker`) scores the requests in micro-batches sized to take about `batch_ms` of
 model time (from its measured speed; at most `max_batch_tokens` tokens and `max_batch_items` pairs),
-least work first, a large request in slices of its own, in a thread (`asyncio.to_thread`, so the event
+least work first, a large request in slices of its own, in one model thread (so the event
 loop keeps accepting requests), each micro-batch in one call (`PrefixScorer.score_encoded` packs its
 requests into shared forwards over the instructions' cached keys). A request past `request_timeout_s`
 gets 504 and its remaining work is dropped.

@@ -9,7 +9,8 @@ The worker repeats: move queued jobs to its active list (when idle, waiting up t
 more), take one micro-batch (`plan_batch`) and score it in one call in a thread. A micro-batch holds
 whole jobs, least work left first, within a token budget (`BatchBudget`: the tokens the model scores
 in about `batch_ms`, from its own measured speed, at most `max_batch_tokens`) and `max_batch_items`;
-a job that does not fit whole gets a slice of its own, never shared with smaller jobs. A request that
+a job that does not fit whole gets a slice of its own, never shared with smaller jobs, unless it is
+at most `whole_tokens` (a typical request: it then goes whole, alone, so its query is computed once). A request that
 arrives meanwhile thus waits for the micro-batch in flight only (about `batch_ms`) and goes first in
 the next, and a large request is scored over several micro-batches. A job passed over for
 `AGING` micro-batch times goes first once, so a stream of small requests cannot starve a large one.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,13 +115,16 @@ class Piece:
         return self.job.query_cost + sum(self.job.costs[self.start:self.end])
 
 
-def plan_batch(jobs: list[Job], tokens: int, items: int, now: float, overdue_s: float) -> list[Piece]:
+def plan_batch(jobs: list[Job], tokens: int, items: int, now: float, overdue_s: float,
+               whole: int = 0) -> list[Piece]:
     """The next micro-batch of at most `tokens` tokens and `items` items; advances each job's `next`.
 
     Jobs go least work left first, ties by arrival; jobs not served for `overdue_s` go before all others, the
     longest unserved first;
     whole jobs while they fit; a job that does not fit whole is sliced, but only into an empty
     micro-batch (its slice alone, at least one item), so a small job never waits for a large one's slice.
+    A job of at most `whole` tokens is never sliced: it goes whole into an empty micro-batch even over
+    `tokens` (slicing it would recompute its query's tokens in every slice, the work prefix sharing saves).
     """
     def key(j: Job):
         overdue = now - j.served >= overdue_s
@@ -131,7 +136,7 @@ def plan_batch(jobs: list[Job], tokens: int, items: int, now: float, overdue_s: 
         left = len(job.records) - job.next
         if left <= 0:
             continue
-        if job.work_left <= tokens and left <= items:
+        if left <= items and (job.work_left <= tokens or (not pieces and job.work_left <= whole)):
             end = len(job.records)
         elif pieces:
             break
@@ -180,6 +185,9 @@ class RelevanceService:
         self._arrived: asyncio.Event | None = None
         self._active: list[Job] = []  # taken from the queue, items left to slice
         self._inflight: list[Piece] = []  # the micro-batch being scored
+        # Every forward runs on this one thread: torch's OpenMP threads form one team per calling thread, and
+        # forwards from rotating threads (asyncio.to_thread's pool) left about half the cores idle.
+        self._model_thread: ThreadPoolExecutor | None = None
 
     @property
     def ready(self) -> bool:
@@ -187,7 +195,8 @@ class RelevanceService:
 
     async def start(self) -> None:
         self.queue, self._arrived = asyncio.Queue(self.settings.max_queue), asyncio.Event()
-        await asyncio.to_thread(self.scorer.score_items, [Record(query="warm up", title="warm up")])
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="taosr-model")
+        await self.on_model_thread(self.scorer.score_items, [Record(query="warm up", title="warm up")])
         self.worker = asyncio.create_task(self._run(), name="taosr-batcher")
 
     async def stop(self) -> None:
@@ -198,6 +207,12 @@ class RelevanceService:
         while self.queue and not self.queue.empty():
             pending.append(self.queue.get_nowait())
         _fail(pending, RuntimeError("server shutting down"))
+        if self._model_thread:
+            self._model_thread.shutdown(wait=False, cancel_futures=True)
+
+    async def on_model_thread(self, fn, *args):
+        """`fn(*args)` on the service's one model thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._model_thread, fn, *args)
 
     def make_job(self, records: list[Record], future: asyncio.Future | None = None) -> Job:
         """A job for `records`: tokenized once where the scorer scores from tokens (runs in a thread)."""
@@ -257,7 +272,8 @@ class RelevanceService:
         self._active = [j for j in self._active if not j.future.done()]  # done = timed out / gone: abandoned
         now, budget = time.perf_counter(), self.budget.tokens()
         self._inflight = pieces = plan_batch(self._active, budget, self.settings.max_batch_items, now,
-                                             AGING * self.settings.batch_ms / 1000)
+                                             AGING * self.settings.batch_ms / 1000,
+                                             min(self.settings.whole_tokens, self.settings.max_batch_tokens))
         self._active = [j for j in self._active if j.next < len(j.records)]
         if not pieces:
             return
@@ -280,7 +296,7 @@ class RelevanceService:
     async def _resolve(self, pieces: list[Piece]) -> bool:
         """Score `pieces` in a thread; on failure retry one by one so only the culprit fails. True if any failed."""
         try:
-            results = await asyncio.to_thread(self.score_jobs, pieces)
+            results = await self.on_model_thread(self.score_jobs, pieces)
         except Exception as e:
             results = [e]
             if len(pieces) > 1:
@@ -291,7 +307,7 @@ class RelevanceService:
                         results.append(None)
                         continue
                     try:
-                        results.append((await asyncio.to_thread(self.score_jobs, [piece]))[0])
+                        results.append((await self.on_model_thread(self.score_jobs, [piece]))[0])
                     except Exception as e1:
                         results.append(e1)
         for piece, res in zip(pieces, results):
