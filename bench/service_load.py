@@ -50,15 +50,17 @@ def client_main(url: str, payloads_path: str, out_path: str, concurrency: int, b
 
 
 @contextmanager
-def served(model_dir: Path, work: Path, threads: int, device: str):
-    """`taosr.deploy.serve` on `model_dir` in a subprocess on a free port, ready: yields its base URL."""
+def served(model_dir: Path, work: Path, threads: int, device: str, settings: dict | None = None):
+    """`taosr.deploy.serve` on `model_dir` in a subprocess on a free port, ready: yields its base URL.
+    `settings`: ServeSettings fields beyond the port, log level and device."""
     import httpx
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code = (f"import torch; torch.set_num_threads({threads}); from taosr.deploy.serve import run, ServeSettings; "
-            f"run({str(model_dir)!r}, ServeSettings(port={port}, log_level='warning', device={device!r}))")
+            f"run({str(model_dir)!r}, ServeSettings(port={port}, log_level='warning', device={device!r}, "
+            f"**{settings or {}!r}))")
     log = (work / "server.log").open("w")
     server = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -137,7 +139,7 @@ def service_round(url: str, groups, offline: list, concurrency: int, work: Path)
 
 
 def bench_service(model_dir: Path, groups, offline: list, score, concurrency: int, work: Path, threads: int,
-                  device: str, rounds: int) -> dict:
+                  device: str, rounds: int, settings: dict | None = None) -> dict:
     """(e): `rounds` rounds, each the service between two runs of the offline scorer (`score`, one request at a
     time) on the same requests, back to back; service/a per round (the service's pairs/s over the offline
     scorer's, timed before and after it, so a drift of the machine's speed cancels) and its median.
@@ -145,7 +147,7 @@ def bench_service(model_dir: Path, groups, offline: list, score, concurrency: in
     The row's latencies and checks are those of the median round; `rounds` lists every round.
     """
     pairs, per_round = sum(len(r) for _, r in groups), []
-    with served(model_dir, work, threads, device) as url:
+    with served(model_dir, work, threads, device, settings) as url:
         service_round(url, groups[:concurrency], offline, concurrency, work)  # warm-up, not counted
         def offline_s() -> float:
             t0 = time.perf_counter()

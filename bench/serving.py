@@ -236,6 +236,7 @@ def main() -> None:
                     help="Rounds of (e), each the service between two runs of the offline scorer (a) on the "
                          "same requests; "
                          "service/a is the median round's.")
+    ap.add_argument("--batch-ms", type=float, default=None, help="The service's batch_ms (default: its own).")
     ap.add_argument("--rules-prefix-tokens", type=int, default=200,
                     help="Retrieved rules in the shared prefix, about this many tokens (the issue's layout); "
                          "0: the one-line instruction only. (a0)/(b0) always time the one-line prompt too.")
@@ -313,7 +314,8 @@ def main() -> None:
         rows.append(summary(f"(b0) = (b) with a {n0}-token instruction only", lat, n_pairs))
     rows.append(bench_minilm(groups))
     e = bench_service(model_dir, groups, offline, prefix.score_items, args.concurrency, work, args.threads,
-                      args.device, args.service_rounds)
+                      args.device, args.service_rounds,
+                      {"batch_ms": args.batch_ms} if args.batch_ms is not None else None)
     rows.append(summary(f"(e) HTTP service, {args.concurrency} concurrent (median round)", e.pop("latencies"), n_pairs,
                         **e, note=f"{e['status_200']}/{e['requests']} x 200, max |p - offline| "
                         f"{e['max_abs_diff_vs_offline']:.1e}, {e['mean_requests_per_batch']:.1f} req/batch"))
