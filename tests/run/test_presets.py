@@ -52,6 +52,25 @@ def test_presets_extend_and_regimes_differ_only_in_the_teacher(tmp_path):
         load_preset("tiny", "t", {"stop_after": "sft"})
 
 
+def test_regimes_share_answer_only_sft(tmp_path):
+    """Answer-only SFT never reads the teacher: its recorded settings are equal across regimes (so a noisy regime
+    can reuse the exact regime's), those of a CoT order are not."""
+    from rich.console import Console
+
+    from taosr.run.demo import Demo
+
+    def recorded(preset: str, order: str) -> dict:
+        d = Demo(load_preset(preset, "t", {"run": {"runs_dir": str(tmp_path / preset)}}), Console(quiet=True))
+        seen = {}
+        d.stage = lambda name, row, fn, settings=None, **meta: seen.update(settings)
+        d.sft(order, "row")
+        return seen
+
+    assert recorded("cpu-long", "answer_only") == recorded("regime-noisy-30", "answer_only")
+    assert recorded("cpu-long", "answer_only")["sft"]["teacher_disagreement"] is None
+    assert recorded("cpu-long", "think_first") != recorded("regime-noisy-30", "think_first")
+
+
 @pytest.mark.parametrize("name", ["default", "tiny", "smollm2"])
 def test_per_order_overrides_are_valid_settings(name):
     """The overrides are applied with model_copy (not validated), so a YAML typo such as 2e-3 (text) would slip by."""

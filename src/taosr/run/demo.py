@@ -215,7 +215,10 @@ class Demo:
             return m
 
         teacher = self.cfg.teacher_noise.model_dump() if order != "answer_only" else None
-        self.stage(f"sft_{order}", row, fn, {"sft": cfg.model_dump(), "start": start, "teacher": teacher,
+        sft = cfg.model_dump()
+        if order == "answer_only":  # never reads the teacher: the regimes share it
+            sft["teacher_disagreement"] = None
+        self.stage(f"sft_{order}", row, fn, {"sft": sft, "start": start, "teacher": teacher,
                                               "dev": {**self.dev_settings(), "checks": self.cfg.sft_dev_checks},
                                               "test_limit": self.cfg.test_limit,
                                               "parent": self.key(f"sft_{start}" if start else "base")},
