@@ -47,3 +47,26 @@ def tiny_model(tiny_tokenizer, tiny_config):
     from taosr.modeling import build_model
 
     return build_model(tiny_tokenizer, tiny_config)
+
+
+@pytest.fixture()
+def score_killed_after_one_part(monkeypatch):
+    """`score(model, data, out, **kw)`: `taosr score`'s `score_file` killed after its first part is written, as a
+    crash would leave it; returns the parts folder."""
+    import taosr.deploy.batch_score as bs
+
+    def score(model, data, out, **kw):
+        real = bs._write_part
+
+        def crash(parts, number, table):
+            if number >= 1:
+                raise KeyboardInterrupt("killed")
+            return real(parts, number, table)
+
+        monkeypatch.setattr(bs, "_write_part", crash)
+        with pytest.raises(KeyboardInterrupt):
+            bs.score_file(model, data, out, **kw)
+        monkeypatch.setattr(bs, "_write_part", real)
+        return bs.parts_dir_of(out)
+
+    return score

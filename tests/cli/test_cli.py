@@ -29,12 +29,13 @@ def test_demo_tiny_end_to_end(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "runs/t/results.json").read_text())
     names = [row["name"] for row in res["rows"]]
-    assert names[0] == "majority class" and "post-CoT + DPO + GRPO (full)" in names and len(names) == 11
-    assert "post-CoT + DPO + GRPO (reasoning arm)" in names
+    assert names[0] == "majority class" and "post-CoT + DPO + GRPO (full)" in names and len(names) == 12
+    assert "post-CoT + DPO + GRPO (reasoning arm)" in names and "think-first + DPO + GRPO (think_first arm)" in names
     for row in res["rows"]:
         assert 0.0 <= row["macro_f1"] <= 1.0 and row["n"] == res["rows"][0]["n"]
     assert (tmp_path / "runs/t/grpo/model/model.safetensors").exists()
     assert (tmp_path / "runs/t/grpo_reasoning/model/model.safetensors").exists()
+    assert (tmp_path / "runs/t/grpo_think_first/model/model.safetensors").exists()
     rows = {row["name"]: row for row in res["rows"]}
     assert rows["post-CoT + DPO + GRPO (reasoning arm)"]["hallucination"]["judged"] >= 0
     # the tiny preset's teacher errs (rate 0.3, kept as written): think-first SFT trained on some wrong labels
@@ -43,7 +44,7 @@ def test_demo_tiny_end_to_end(tmp_path, monkeypatch):
     assert (tmp_path / "runs/t/calibration.json").exists()
     # a second run resumes: every stage is read back, nothing is retrained
     r2 = runner.invoke(app, ["demo", "--preset", "tiny", "--name", "t"])
-    assert r2.exit_code == 0 and r2.output.count("done before") == 10, r2.output
+    assert r2.exit_code == 0 and r2.output.count("done before") == 11, r2.output
 
 
 def test_data_split_by_query(tmp_path):

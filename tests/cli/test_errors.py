@@ -180,22 +180,10 @@ def test_a_model_without_its_prompt_layout_is_said(root, tmp_path, caplog):
     assert f"{tmp_path / 'm'} has no {PROMPT_FILE}" in caplog.text
 
 
-def test_a_retrained_model_is_not_mixed_into_a_resumed_score(root, tmp_path, monkeypatch, tiny_tokenizer,
-                                                           tiny_config):
-    import taosr.deploy.batch_score as bs
-
+def test_a_retrained_model_is_not_mixed_into_a_resumed_score(root, tmp_path, tiny_tokenizer, tiny_config,
+                                                           score_killed_after_one_part):
     shutil.copytree(root / "good", tmp_path / "m")
-    real = bs._write_part
-
-    def crash(parts, number, table):
-        if number >= 1:
-            raise KeyboardInterrupt("killed")
-        return real(parts, number, table)
-
-    monkeypatch.setattr(bs, "_write_part", crash)
-    with pytest.raises(KeyboardInterrupt):
-        bs.score_file(tmp_path / "m", root / "data.jsonl", tmp_path / "s.parquet", batch_queries=1)
-    monkeypatch.setattr(bs, "_write_part", real)
+    score_killed_after_one_part(tmp_path / "m", root / "data.jsonl", tmp_path / "s.parquet", batch_queries=1)
     save(build_model(tiny_tokenizer, tiny_config.model_copy(update={"seed": 5})), tiny_tokenizer, tmp_path / "m")
     r = runner.invoke(app, ["score", "--model", str(tmp_path / "m"), "--data", str(root / "data.jsonl"), "--out",
                             str(tmp_path / "s.parquet"), "--batch-queries", "1"])

@@ -26,21 +26,6 @@ def setup(tiny_tokenizer, tiny_config, tiny_splits, tmp_path_factory):
     return root, rows, pq.read_table(full)
 
 
-def _kill_after_one_part(root, out, monkeypatch, **kw):
-    real = bs._write_part
-
-    def crash(parts, number, table):
-        if number >= 1:
-            raise KeyboardInterrupt("killed")
-        return real(parts, number, table)
-
-    monkeypatch.setattr(bs, "_write_part", crash)
-    with pytest.raises(KeyboardInterrupt):
-        bs.score_file(root / "model", root / "in.jsonl", out, batch_queries=3, **kw)
-    monkeypatch.setattr(bs, "_write_part", real)
-    return bs.parts_dir_of(out)
-
-
 def test_bad_label_is_not_a_reject(setup):
     root, rows, full = setup
     assert full.num_rows == len(rows) and "bogus" not in (root / "full.rejects.jsonl").read_text()
@@ -50,10 +35,10 @@ def test_bad_label_is_not_a_reject(setup):
     ("dtype", {"dtype": "bfloat16"}, "dtype (float32 there, bfloat16 now)"),
     ("prefix", {"prefix_sharing": False}, "prefix_sharing (true there, false now)"),
 ])
-def test_resume_with_other_settings_is_refused(setup, tmp_path, monkeypatch, changed, kw, message):
+def test_resume_with_other_settings_is_refused(setup, tmp_path, score_killed_after_one_part, changed, kw, message):
     root, rows, full = setup
     out = tmp_path / "s.parquet"
-    parts = _kill_after_one_part(root, out, monkeypatch)
+    parts = score_killed_after_one_part(root / "model", root / "in.jsonl", out, batch_queries=3)
     manifest = json.loads((parts / "manifest.json").read_text())
     assert {"dtype", "device", "prefix_sharing", "engine", "prompt"} <= set(manifest)
     with pytest.raises(bs.ResumeError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -63,16 +48,12 @@ def test_resume_with_other_settings_is_refused(setup, tmp_path, monkeypatch, cha
     assert pq.read_table(out).equals(full)
 
 
-def test_edited_input_is_refused(setup, tmp_path, monkeypatch):
+def test_edited_input_is_refused(setup, tmp_path, score_killed_after_one_part):
     root, rows, _ = setup
     src = tmp_path / "in.jsonl"
     src.write_text((root / "in.jsonl").read_text())
     out = tmp_path / "s.parquet"
-    real = bs._write_part
-    monkeypatch.setattr(bs, "_write_part", lambda p, n, t: (_ for _ in ()).throw(KeyboardInterrupt) if n else real(p, n, t))
-    with pytest.raises(KeyboardInterrupt):
-        bs.score_file(root / "model", src, out, batch_queries=3)
-    monkeypatch.setattr(bs, "_write_part", real)
+    score_killed_after_one_part(root / "model", src, out, batch_queries=3)
     edited = [dict(r) for r in rows]
     edited[30]["price"] = 123.0  # only the price: id, query and title unchanged
     src.write_text("".join(json.dumps(r) + "\n" for r in edited))
@@ -80,10 +61,10 @@ def test_edited_input_is_refused(setup, tmp_path, monkeypatch):
         bs.score_file(root / "model", src, out, batch_queries=3)
 
 
-def test_truncated_part_is_scored_again(setup, tmp_path, monkeypatch):
+def test_truncated_part_is_scored_again(setup, tmp_path, score_killed_after_one_part):
     root, rows, full = setup
     out = tmp_path / "s.parquet"
-    parts = _kill_after_one_part(root, out, monkeypatch)
+    parts = score_killed_after_one_part(root / "model", root / "in.jsonl", out, batch_queries=3)
     part = parts / "part-00000.parquet"
     part.write_bytes(part.read_bytes()[:100])
     info = bs.score_file(root / "model", root / "in.jsonl", out, batch_queries=3)

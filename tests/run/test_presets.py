@@ -50,6 +50,9 @@ def test_presets_extend_and_regimes_differ_only_in_the_teacher(tmp_path):
         load_preset(tmp_path / "a.yaml", "t")
     with pytest.raises(ValueError, match="stop_after"):
         load_preset("tiny", "t", {"stop_after": "sft"})
+    assert exact.grpo_arms["think_first"]["order"] == "think_first"
+    with pytest.raises(ValueError, match="grpo_arms.x.order"):
+        load_preset("tiny", "t", {"grpo_arms": {"x": {"order": "answer_only"}}})
 
 
 def test_regimes_share_answer_only_sft(tmp_path):

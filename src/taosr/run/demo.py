@@ -307,8 +307,8 @@ class Demo:
     def grpo(self, row: str, control_row: str | None = None, order: str = "answer_first",
              arm: str | None = None) -> None:
         """GRPO from the DPO model of `order`; `arm` names one of `grpo_arms` (its overrides, its own stage folder)."""
-        name = ("grpo" if order == "answer_first" else f"grpo_{order}") + (f"_{arm}" if arm else "")
-        over = self.cfg.grpo_arms.get(arm, {}) if arm else {}
+        name = f"grpo_{arm}" if arm else ("grpo" if order == "answer_first" else f"grpo_{order}")
+        over = {k: v for k, v in self.cfg.grpo_arms.get(arm, {}).items() if k != "order"} if arm else {}
         grpo_cfg = type(self.cfg.grpo).model_validate({**self.cfg.grpo.model_dump(), **over, "seed": self.cfg.seed})
         src = self.run.dir / f"dpo_{order}" / "model"
         cands = label_stratified(self.splits["train"], self.cfg.grpo_candidates, 2000 + self.cfg.seed)

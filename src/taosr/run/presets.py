@@ -77,9 +77,10 @@ class DemoConfig(StrictConfig):
                                    "random (None = the whole test split; the method bench uses all of it).")
 
     grpo_arms: dict[str, dict] = Field(
-        default_factory=dict, description="More GRPO arms from the same post-CoT DPO parent, each a partial grpo "
-        "override in its own stage folder (grpo_<arm>), with a control when controls are on; e.g. {'reasoning': "
-        "{'label_only': False}}: rollouts of the whole response (label, then reasoning), reward on the gold label.")
+        default_factory=dict, description="More GRPO arms, each a partial grpo override in its own stage folder "
+        "(grpo_<arm>), with a control when controls are on, from the post-CoT DPO model "
+        "or, with 'order': 'think_first', the think-first one; e.g. {'reasoning': {'label_only': False}}: rollouts "
+        "of the whole response (label, then reasoning), reward on the gold label.")
     hallucination_limit: int = Field(0, ge=0, description="Test pairs on which the post-CoT DPO and GRPO models "
                                      "generate their whole response, for the discriminative-hallucination rate (the "
                                      "answer against its reasoning's conclusion); 0 = not measured there.")
@@ -112,7 +113,10 @@ class DemoConfig(StrictConfig):
                     raise ValueError(f"{name}: {order!r} is not an output order ({', '.join(ORDERS)})")
                 check_override(base, over, f"{name}.{order}")
         for arm, over in self.grpo_arms.items():
-            check_override(self.grpo, over, f"grpo_arms.{arm}")
+            if over.get("order", "answer_first") not in ("answer_first", "think_first"):
+                raise ValueError(f"grpo_arms.{arm}.order: {over['order']!r}: answer_first or think_first (the "
+                                 "DPO model it starts from)")
+            check_override(self.grpo, {k: v for k, v in over.items() if k != "order"}, f"grpo_arms.{arm}")
         return self
 
 

@@ -30,9 +30,11 @@ def run_stages(d: Demo) -> None:
                                          "think-first + continued SFT (DPO control)"),
         "dpo_answer_first": lambda: d.dpo("answer_first", "post-CoT + DPO", "post-CoT + continued SFT (DPO control)"),
         "grpo": lambda: d.grpo("post-CoT + DPO + GRPO (full)", "post-CoT + DPO + continued SFT (GRPO control)"),
-        "grpo_arms": lambda: [d.grpo(f"post-CoT + DPO + GRPO ({arm} arm)",
-                                     f"post-CoT + DPO + continued SFT (GRPO {arm} arm control)", arm=arm)
-                              for arm in d.cfg.grpo_arms],
+        "grpo_arms": lambda: [d.grpo(f"{parent} + DPO + GRPO ({arm} arm)",
+                                     f"{parent} + DPO + continued SFT (GRPO {arm} arm control)", order, arm)
+                              for arm, over in d.cfg.grpo_arms.items()
+                              for order in [over.get("order", "answer_first")]
+                              for parent in ["post-CoT" if order == "answer_first" else "think-first"]],
         "final": lambda: d.cumpt("full, first-token probs (CumPT or argmax, chosen on dev)", "full, generated label"),
     }
     for name in STAGES:
