@@ -4,6 +4,7 @@ scorer's (`RelevanceService` on a tiny model, no HTTP)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 from hypothesis import given, settings
@@ -148,9 +149,10 @@ def test_service_answers_equal_the_offline_scorer(tiny_model, tiny_tokenizer, ti
     want = [offline.score_items(large)] + [offline.score_items(g) for g in requests[1:]]
     service = RelevanceService(PrefixScorer(tiny_model, tiny_tokenizer), ServingConfig(),
                                ServeSettings(max_batch_tokens=60, max_wait_ms=0))
-    slices = []
+    slices, threads = [], set()
     original = service.score_jobs
-    service.score_jobs = lambda pieces: slices.append(len(pieces)) or original(pieces)
+    service.score_jobs = lambda pieces: slices.append(len(pieces)) or threads.add(threading.get_ident()) or original(
+        pieces)
 
     async def main():
         await service.start()
@@ -166,5 +168,6 @@ def test_service_answers_equal_the_offline_scorer(tiny_model, tiny_tokenizer, ti
 
     got = asyncio.run(main())
     assert len(slices) > 6  # the large request took several micro-batches
+    assert len(threads) == 1 and threading.get_ident() not in threads  # every forward on the one model thread
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, atol=1e-5)
