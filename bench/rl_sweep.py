@@ -112,7 +112,7 @@ def main() -> None:
     prompt = model_prompt(args.source / "base" / "model")
     print(f"rl_sweep: {args.stage} {args.setting} at {args.values} (fixed: {args.over}) from {parent}; dev {len(dev)} "
           "pairs", flush=True)
-    t0 = time.perf_counter()
+    t0, commit = time.perf_counter(), git_commit()  # the code that runs
     rows = [{"value": None, "model": str(parent), **dev_score(parent / "model", dev, prompt)}]
     print(f"parent: dev macro-F1 {rows[0]['macro_f1']:.2f}", flush=True)
     for value in args.values:
@@ -133,7 +133,7 @@ def main() -> None:
     result = {"stage": args.stage, "setting": args.setting, "fixed": args.over, "preset": args.preset,
               "source": str(args.source), "dev_pairs": len(dev), "rows": rows, "chosen": best["value"],
               "machine": machine(),
-              "wall_s": round(time.perf_counter() - t0, 1), "command": " ".join(sys.argv), "commit": git_commit()}
+              "wall_s": round(time.perf_counter() - t0, 1), "command": " ".join(sys.argv), "commit": commit}
     out = args.out or ROOT / "docs" / "results" / f"rl_{args.stage}_{args.setting}.json"
     out.write_text(json.dumps(result, indent=1))
     print(f"chosen on dev: {args.stage} {args.setting} {best['value']:g} ({best['macro_f1']:.2f}); wrote {out}")

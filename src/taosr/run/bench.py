@@ -191,7 +191,7 @@ def run_method_bench(preset: str, seeds: list[int], name: str | None = None, out
     console.print(f"method bench: preset {preset}, seeds {seeds}, jobs {jobs}, "
                   f"precision {'bf16' if resolve_bf16(None) else 'fp32'}; machine {machine()}")
     console.print("budgets per seed: " + json.dumps(budgets(cfg)))
-    t0 = time.perf_counter()
+    t0, commit = time.perf_counter(), git_commit()  # the code that runs, not what is checked out at the end
     seed_demo(preset, name, seeds[0], seeds[0], overrides, console).base()  # shared before the seeds fork
     rest = list(seeds)
     env = dict(os.environ)
@@ -220,7 +220,7 @@ def run_method_bench(preset: str, seeds: list[int], name: str | None = None, out
               "teacher_error_rate": cfg.teacher_noise.error_rate, "teacher_noise": cfg.teacher_noise.model_dump(),
               "teacher_disagreement": cfg.run.sft.teacher_disagreement, "budgets": budgets(cfg), "rows": rows,
               "machine": machine(), "wall_s": round(time.perf_counter() - t0, 1), "command": " ".join(sys.argv),
-              "commit": git_commit()}
+              "commit": commit}
     out = out or Path("docs") / "results" / f"{name}.json"
     write_json(out, result)
     print_table(result, console)
