@@ -47,7 +47,7 @@ def stage_run(args, value: float):
     from taosr.run.presets import DemoConfig, load_preset, merge
     from taosr.run.rundir import prepare_data, save_config
 
-    fixed = "".join(f"-{k}{v:g}" for k, v in args.over.items())
+    fixed = "".join(f"-{k}{v:g}" if isinstance(v, float) else f"-{k}{v}" for k, v in args.over.items())
     name = f"{args.stage}-{args.setting}{value:g}{fixed}"
     over = {args.stage: {**args.over, args.setting: value}, "seed": args.seed, "controls": False}
     if args.preset:
@@ -66,6 +66,14 @@ def stage_run(args, value: float):
     d.splits = prepare_data(cfg.run)
     d.base()
     return d
+
+
+def setting_value(text: str):
+    """A --over value: a number, true/false, or text (e.g. balance_mode=downsample)."""
+    try:
+        return float(text)
+    except ValueError:
+        return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def dev_score(model_dir: Path, dev, prompt) -> dict:
@@ -90,14 +98,15 @@ def main() -> None:
     ap.add_argument("--setting", default="learning_rate", help="The stage's setting to sweep (a DPOStageConfig or "
                     "GRPOStageConfig field).")
     ap.add_argument("--values", type=float, nargs="+", required=True, help="Values of that setting to try.")
-    ap.add_argument("--over", nargs="*", default=[], help="Other settings of the stage held fixed, as key=value.")
+    ap.add_argument("--over", nargs="*", default=[], help="Other settings of the stage held fixed, as key=value "
+                    "(numbers, true/false or text: balance_classes=false).")
     ap.add_argument("--dpo-from", type=Path, default=None, help="grpo: the run folder whose dpo_answer_first GRPO "
                     "starts from (default: the source run's).")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="rl-sweep-smollm2", help="Folder under runs/.")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default docs/results/rl_<stage>_<setting>.json).")
     args = ap.parse_args()
-    args.over = {k: float(v) for k, v in (o.split("=", 1) for o in args.over)}
+    args.over = {k: setting_value(v) for k, v in (o.split("=", 1) for o in args.over)}
     args.source, args.dpo_from = args.source.resolve(), (args.dpo_from or args.source).resolve()
     if args.preset is None and not (args.source / "demo_config.json").is_file():
         ap.error(f"{args.source / 'demo_config.json'} not found: name the run's demo preset with --preset")
