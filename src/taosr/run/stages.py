@@ -17,6 +17,13 @@ from .presets import STAGES, budgets, load_preset
 from .rundir import prepare_data, save_config
 
 
+def grpo_arm(d: Demo, arm: str) -> None:
+    """One of `grpo_arms`, from the DPO model of its order (post-CoT unless it says think_first)."""
+    order = d.cfg.grpo_arms[arm].get("order", "answer_first")
+    parent = "post-CoT" if order == "answer_first" else "think-first"
+    d.grpo(f"{parent} + DPO + GRPO ({arm} arm)", f"{parent} + DPO + continued SFT (GRPO {arm} arm control)", order, arm)
+
+
 def run_stages(d: Demo) -> None:
     """Every row of the table, in pipeline order, up to `d.cfg.stop_after` (controls run where `d.cfg.controls`)."""
     d.rows.append(("majority class", majority_baseline(d.splits["train"], d.test),
@@ -30,11 +37,7 @@ def run_stages(d: Demo) -> None:
                                          "think-first + continued SFT (DPO control)"),
         "dpo_answer_first": lambda: d.dpo("answer_first", "post-CoT + DPO", "post-CoT + continued SFT (DPO control)"),
         "grpo": lambda: d.grpo("post-CoT + DPO + GRPO (full)", "post-CoT + DPO + continued SFT (GRPO control)"),
-        "grpo_arms": lambda: [d.grpo(f"{parent} + DPO + GRPO ({arm} arm)",
-                                     f"{parent} + DPO + continued SFT (GRPO {arm} arm control)", order, arm)
-                              for arm, over in d.cfg.grpo_arms.items()
-                              for order in [over.get("order", "answer_first")]
-                              for parent in ["post-CoT" if order == "answer_first" else "think-first"]],
+        "grpo_arms": lambda: [grpo_arm(d, arm) for arm in d.cfg.grpo_arms],
         "final": lambda: d.cumpt("full, first-token probs (CumPT or argmax, chosen on dev)", "full, generated label"),
     }
     for name in STAGES:
