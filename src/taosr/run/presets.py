@@ -81,7 +81,7 @@ class DemoConfig(StrictConfig):
         "(grpo_<arm>), with a control when controls are on, from the post-CoT DPO model "
         "or, with 'order': 'think_first', the think-first one; e.g. {'reasoning': {'label_only': False}}: rollouts "
         "of the whole response (label, then reasoning), reward on the gold label.")
-    hallucination_limit: int = Field(0, ge=0, description="Test pairs on which the post-CoT DPO and GRPO models "
+    hallucination_limit: int = Field(0, ge=0, description="Test pairs on which every DPO and GRPO model "
                                      "generate their whole response, for the discriminative-hallucination rate (the "
                                      "answer against its reasoning's conclusion); 0 = not measured there.")
     stop_after: str | None = Field(None, description="Last stage to run (baseline, answer_only, think_first, "
