@@ -33,7 +33,7 @@ def test_budgets_name_every_stage():
     assert b["sft_budget"]["think_first"] == "150 steps" and b["dpo_steps"] == 30 and b["grpo_group"] == 8
     assert b["sft_budget"]["answer_first"] == "100 steps" and b["sft_start"] == {"answer_first": "answer_only"}
     long = budgets(load_preset("cpu-long", "t"))
-    assert long["sft_budget"] == {"answer_only": "5.0 epochs", "think_first": "2.0 epochs", "answer_first": "2.0 epochs"}
+    assert long["sft_budget"] == {"answer_only": "5.0 epochs", "think_first": "6.0 epochs", "answer_first": "6.0 epochs"}
     assert long["baseline"] == "1.0 epochs" and long["test_limit"] is None
 
 
