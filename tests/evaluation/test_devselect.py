@@ -6,8 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from taosr.evaluation.devselect import DevSelect
+from taosr.evaluation.devselect import DevSelect, still_rising
 from taosr.prompts import PromptConfig
 
 
@@ -53,3 +55,22 @@ def test_a_resumed_run_has_no_start_candidate():
     cb = ScriptedDev(model, [0.9], include_start=True)
     cb.on_train_begin(None, SimpleNamespace(global_step=2, max_steps=4), None)
     assert cb.history == []
+
+
+def test_still_rising_reads_the_measured_curves():
+    # the cross-encoder at 1 epoch and answer-only SFT at 5 (dev-best last, under 1.5 points above the check
+    # before; the final-step check 2 steps after a scheduled one stands in for it)
+    assert still_rising([[98, .42094], [196, .67602], [294, .84024], [392, .84994], [394, .84994]], 1.5) is False
+    assert still_rising([[393, .235], [786, .398], [1179, .466], [1572, .534], [1965, .5445], [1969, .5445]], 1.5) is False
+    # think-first SFT at 4 epochs: +6.9 at the last check
+    assert still_rising([[315, .279], [630, .323], [945, .438], [1260, .717], [1575, .786]], 1.5) is True
+    assert still_rising([[0, .6], [20, .55]], 1.5) is False  # peaked at the start
+    assert still_rising([[10, .5]], 1.5) is None
+
+
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=8), st.floats(0, 20))
+def test_still_rising_only_when_the_last_check_is_best_and_far_above_the_one_before(fs, within):
+    curve = [[100 * (i + 1), f] for i, f in enumerate(fs)]
+    want = fs[-1] >= max(fs) and 100 * (fs[-1] - fs[-2]) >= within
+    assert still_rising(curve, within) is want
+

@@ -42,10 +42,14 @@ def test_aggregate_marks_reverted_stages_and_reports_query_types(tmp_path):
     assert set(out["sft"]["per_query_type"]) == {"plain", "negation"}
     assert out["sft"]["per_query_type"]["plain"]["pairs"] == 20
     assert out["sft"]["extra"][0]["dev_last_macro_f1"] == 0.5 and out["sft"]["extra"][0]["epochs"] == 2.0
+    assert out["sft"]["dev_still_rising"] == {"seeds": 0, "of": 2}
+    assert out["control"]["dev_still_rising"] == {"seeds": 2, "of": 2}  # +2 points at its last check
+    assert {r["name"]: r for r in aggregate(tmp_path, [0, 1], None, n_boot=50, within=2.5)}["control"][
+        "dev_still_rising"] == {"seeds": 0, "of": 2}
 
 
 def test_stage_extra_keeps_grpo_selection():
     e = stage_extra({"stage": "grpo", "selection": {"prompts_out": 8, "distinct_per_level": {1: 2, 4: 4}},
-                     "train": {"dev_best_step": 0, "frac_zero_spread_groups": 0.25, "steps": 10}})
+                     "train": {"dev_best_step": 0, "frac_zero_spread_groups": 0.25, "steps": 10}}, 1.5)
     assert e == {"steps": 10, "dev_best_step": 0, "kept_parent": True, "grpo_prompts_out": 8,
                  "grpo_distinct_per_level": {1: 2, 4: 4}, "zero_spread_frac": 0.25}

@@ -66,3 +66,19 @@ class DevSelect(TrainerCallback):
     def summary(self) -> dict:
         return {"dev_best_step": self.best_step, "dev_best_macro_f1": self.best_f1,
                 "dev_curve": [(s, round(f, 5)) for s, f in self.history]}
+
+
+def still_rising(curve: Sequence[Sequence[float]], within: float) -> bool | None:
+    """Whether a dev curve ((step, macro-F1 in 0-1) pairs) was still rising when training stopped: its best
+    value is the last check's, `within` points (0-100) or more above the check before. None below two checks.
+
+    A check at the final step right after a scheduled one (fewer steps apart than half the widest gap) stands
+    in for it, so the two are not compared with each other."""
+    pts = sorted((int(s), float(f)) for s, f in curve)
+    if len(pts) >= 3 and pts[-1][0] - pts[-2][0] < max(b[0] - a[0] for a, b in zip(pts, pts[1:])) / 2:
+        pts = pts[:-2] + pts[-1:]
+    if len(pts) < 2:
+        return None
+    last, before = pts[-1][1], pts[-2][1]
+    return last >= max(f for _, f in pts) and 100 * (last - before) >= within
+

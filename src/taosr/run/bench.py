@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..data.splits import read_split
+from ..evaluation.devselect import still_rising
 from ..evaluation.stats import paired_delta, seed_stats
 from ..io import write_json
 from ..runtime import bf16_native, gpu_available, resolve_bf16
@@ -74,8 +75,9 @@ def run_seed(preset: str, name: str, seed: int, first: int, overrides: dict | No
     run_stages(d)
 
 
-def stage_extra(r: dict) -> dict:
-    """What a row of one seed shows beyond its score: dev selection, pairs, GRPO prompts, sampling."""
+def stage_extra(r: dict, within: float) -> dict:
+    """What a row of one seed shows beyond its score: dev selection (and whether dev was still rising by more
+    than `within` points at the last check), pairs, GRPO prompts, sampling."""
     out = {k: r[k] for k in ("pass_at_k", "pass_at_k_prior", "hallucination", "rule", "beta", "stage_wall_s",
                              "pair_counts") if r.get(k) is not None}
     train = r.get("train") or {}
@@ -84,6 +86,9 @@ def stage_extra(r: dict) -> dict:
             out[k] = train[k]
     if train.get("dev_curve"):
         out["dev_last_macro_f1"] = train["dev_curve"][-1][1]
+        rising = still_rising(train["dev_curve"], within)
+        if rising is not None:
+            out["dev_still_rising"] = rising
     if r.get("stage") in RL_STAGES and "dev_best_step" in train:
         out["kept_parent"] = train["dev_best_step"] == 0
     sel = r.get("selection") or {}
@@ -96,8 +101,10 @@ def stage_extra(r: dict) -> dict:
     return out
 
 
-def aggregate(runs: Path, seeds: list[int], test_limit: int | None, n_boot: int = 1000) -> list[dict]:
-    """The table's rows: per-seed and mean macro-F1 with a 95% CI, per query type, deltas against control/parent."""
+def aggregate(runs: Path, seeds: list[int], test_limit: int | None, n_boot: int = 1000,
+              within: float = 1.5) -> list[dict]:
+    """The table's rows: per-seed and mean macro-F1 with a 95% CI, per query type, deltas against control/parent,
+    and per row how many seeds dev reverted (`kept_parent`) or found still rising (`dev_still_rising`)."""
     test = test_subset(read_split(runs / f"seed{seeds[0]}" / "data" / "test.jsonl"), test_limit)
     gold, qids, qtypes = [r.label for r in test], [r.query for r in test], [r.query_type for r in test]
     per_seed = {s: json.loads((runs / f"seed{s}" / "rows.json").read_text()) for s in seeds
@@ -117,10 +124,13 @@ def aggregate(runs: Path, seeds: list[int], test_limit: int | None, n_boot: int 
             stats = seed_stats(gold, [r["pred"] for _, r in found], qids, n_boot=n_boot)
         row = {"name": r0["name"], "stage": r0["stage"], "order": r0.get("order"),
                "parent": names.get(r0.get("parent")), "control": names.get(r0.get("control")),
-               "seeds": [s for s, _ in found], **stats, "extra": {s: stage_extra(r) for s, r in found}}
+               "seeds": [s for s, _ in found], **stats, "extra": {s: stage_extra(r, within) for s, r in found}}
         kept = [e["kept_parent"] for e in row["extra"].values() if "kept_parent" in e]
         if kept:
             row["kept_parent"] = {"seeds": sum(kept), "of": len(kept)}
+        rising = [e["dev_still_rising"] for e in row["extra"].values() if "dev_still_rising" in e]
+        if rising:
+            row["dev_still_rising"] = {"seeds": sum(rising), "of": len(rising)}
         if r0["pred"] is not None:
             row["per_query_type"] = per_type_stats(gold, [r["pred"] for _, r in found], qids, qtypes, n_boot)
         for rel in ("control", "parent"):
@@ -174,8 +184,10 @@ def print_table(result: dict, console: Console) -> None:
 
     for r in result["rows"]:
         ci = f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" if r["ci95"] else "-"
-        kp = r.get("kept_parent")
-        t.add_row(r["name"] + (" (reverted)" if kp and kp["seeds"] == kp["of"] else ""), str(len(r["seeds"])),
+        kp, up = r.get("kept_parent"), r.get("dev_still_rising")
+        mark = (" (reverted)" if kp and kp["seeds"] == kp["of"] else "") + (
+            f" (dev still rising in {up['seeds']}/{up['of']})" if up and up["seeds"] else "")
+        t.add_row(r["name"] + mark, str(len(r["seeds"])),
                   f"{r['mean']:.2f}", ci, delta(r.get("delta_vs_control")), delta(r.get("delta_vs_parent")),
                   f"{kp['seeds']}/{kp['of']}" if kp else "-")
     console.print(t)
@@ -215,7 +227,7 @@ def run_method_bench(preset: str, seeds: list[int], name: str | None = None, out
                 break
         if any(p.returncode not in (0, None, -9) for p in procs):
             raise RuntimeError(f"a seed process failed: exit codes {[p.returncode for p in procs]}")
-    rows = aggregate(Path(cfg.run.runs_dir) / name, seeds, cfg.test_limit, n_boot)
+    rows = aggregate(Path(cfg.run.runs_dir) / name, seeds, cfg.test_limit, n_boot, cfg.converged_within)
     result = {"benchmark": "taosr synthetic", "preset": preset, "seeds": seeds,
               "teacher_error_rate": cfg.teacher_noise.error_rate, "teacher_noise": cfg.teacher_noise.model_dump(),
               "teacher_disagreement": cfg.run.sft.teacher_disagreement, "budgets": budgets(cfg), "rows": rows,

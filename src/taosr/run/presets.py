@@ -70,6 +70,9 @@ class DemoConfig(StrictConfig):
     sft_dev_checks: int = Field(0, ge=0, description="Dev evaluations during each SFT order (and the cross-encoder "
                                 "baseline): the dev-best step is kept, so a budget in epochs that overshoots costs "
                                 "time, not accuracy (0 = keep the last step).")
+    converged_within: float = Field(1.5, ge=0, description="Macro-F1 points: a stage whose dev curve peaks at its "
+                                    "last check, at least this far above the check before, was still rising when "
+                                    "its budget ran out; the tables mark its row 'dev still rising'.")
     teacher_noise: TeacherNoiseConfig = Field(default_factory=TeacherNoiseConfig,
                                               description="The SFT teacher's error model (0 = the exact rule teacher; "
                                               "DPO's oracle responses always come from the exact teacher).")

@@ -9,6 +9,7 @@ import time
 
 from rich.console import Console
 
+from ..evaluation.devselect import still_rising
 from ..evaluation.evaluate import majority_baseline, query_type_table, stage_table
 from ..io import write_json
 from ..runtime import resolve_bf16
@@ -76,7 +77,12 @@ def run_demo(name: str = "demo", preset: str = "default", fresh: bool = False,
         if m["macro_f1"] < majority + 0.05:  # a row within 5 points of the majority class has not learned the task
             console.print(f"[red]warning[/red]: {row!r} is within 5 macro-F1 points of the majority class: "
                           "it has not learned the task (raise its budget)")
-    result = {"rows": [{"name": n, **{k: v for k, v in m.items() if k != "pred"}} for n, m in rows],
+    rising = {n: still_rising((m.get("train") or {}).get("dev_curve") or [], cfg.converged_within) for n, m in rows}
+    for row in (n for n, up in rising.items() if up):
+        console.print(f"[yellow]dev still rising[/yellow]: {row!r} gained {cfg.converged_within} or more macro-F1 "
+                      "points on dev at its last check: its budget ran out before it converged")
+    result = {"rows": [{"name": n, **{k: v for k, v in m.items() if k != "pred"}, "dev_still_rising": rising[n]}
+                       for n, m in rows],
               "wall_s": round(wall, 1)}
     write_json(cfg.run.dir / "results.json", result)
     from ..evaluation.report import build_report
