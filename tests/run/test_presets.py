@@ -216,3 +216,13 @@ def test_resuming_a_stage_with_other_settings_is_refused(tmp_path, monkeypatch):
     (tmp_path / "t" / "sft_think_first" / "metrics.json").unlink()  # an empty folder is a stage not yet run
     demo(1e-3).sft("think_first", "think-first")
     assert trained == [1e-3, 1e-3, 1e-3] and (tmp_path / "t" / "sft_think_first" / SETTINGS_FILE).exists()
+
+
+@pytest.mark.parametrize("name", ["cpu-long", "regime-noisy-15", "regime-noisy-30", "gpu", "smollm2-study",
+                                  "smollm2-gpu"])
+def test_study_presets_train_every_baseline_by_epochs_with_dev_checks(name):
+    """Every SFT order and the cross-encoder: a budget in epochs, the dev-best step kept, controls on."""
+    cfg = load_preset(name, "t")
+    b = budgets(cfg)
+    assert all(v.endswith("epochs") for v in b["sft_budget"].values()) and b["baseline"].endswith("epochs")
+    assert cfg.sft_dev_checks > 0 and cfg.baseline.dev_checks > 0 and cfg.controls
