@@ -36,7 +36,8 @@ def make_fake_run(root: Path) -> tuple[Path, list[dict]]:
     rng = np.random.default_rng(0)
     run = root / "fake"
     (run / "data").mkdir(parents=True)
-    rows = [{"name": name, **_fake_metrics(skill, rng)} for name, skill in ROWS]
+    rows = [{"name": name, **_fake_metrics(skill, rng), "dev_still_rising": name == "CoT think-first SFT"}
+            for name, skill in ROWS]
     (run / "results.json").write_text(json.dumps({"rows": rows, "wall_s": 812.4}))
     (run / "config.json").write_text(json.dumps({"name": "fake", "runs_dir": "runs",
                                                  "synth": {"seed": 0, "n_queries": 3000},
@@ -85,7 +86,8 @@ def test_report_has_all_sections(tmp_path):
     assert "http://" not in page and "https://" not in page  # self-contained
     # the stage table: macro-F1, F1-4 and accuracy of every row, in %
     for m in rows:
-        cells = re.search(rf"<td class=l>{re.escape(m['name'])}</td>(.*?)</tr>", page).group(1)
+        mark = " <span class=note>(dev still rising)</span>" if m["dev_still_rising"] else ""
+        cells = re.search(rf"<td class=l>{re.escape(m['name'] + mark)}</td>(.*?)</tr>", page).group(1)
         nums = re.findall(r"<td>([\d.\-]+)</td>", cells)
         assert nums[1] == f"{100 * m['macro_f1']:.2f}"
         assert nums[2] == f"{100 * m['per_class']['4']['f1']:.2f}"

@@ -144,7 +144,8 @@ def _table(rows: list[dict], source: str) -> str:
                + ("<th>nDCG@10</th><th>MRR</th>" if ranked else "") + "<th>unparsed</th></tr>")
     for i, m in enumerate(rows):
         rank = m.get("ranking") or {}
-        out.append(f'<tr{" class=best" if i == best else ""}><td class=l>{escape(str(m.get("name", "?")))}</td>'
+        rising = " <span class=note>(dev still rising)</span>" if m.get("dev_still_rising") else ""
+        out.append(f'<tr{" class=best" if i == best else ""}><td class=l>{escape(str(m.get("name", "?")))}{rising}</td>'
                    f'<td>{m.get("n", "-")}</td><td>{_pct(m.get("macro_f1"))}</td>'
                    + (f'<td>{_pct(m.get("macro_f1_present"))}</td>' if absent else "")
                    + "".join(f"<td>{_pct(_pc(m, lv).get('f1'))}</td>" for lv in (4, 3, 2, 1))
