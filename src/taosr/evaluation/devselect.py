@@ -81,4 +81,3 @@ def still_rising(curve: Sequence[Sequence[float]], within: float) -> bool | None
         return None
     last, before = pts[-1][1], pts[-2][1]
     return last >= max(f for _, f in pts) and 100 * (last - before) >= within
-
