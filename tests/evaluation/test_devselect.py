@@ -73,4 +73,3 @@ def test_still_rising_only_when_the_last_check_is_best_and_far_above_the_one_bef
     curve = [[100 * (i + 1), f] for i, f in enumerate(fs)]
     want = fs[-1] >= max(fs) and 100 * (fs[-1] - fs[-2]) >= within
     assert still_rising(curve, within) is want
-

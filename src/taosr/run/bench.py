@@ -102,7 +102,7 @@ def stage_extra(r: dict, within: float) -> dict:
 
 
 def aggregate(runs: Path, seeds: list[int], test_limit: int | None, n_boot: int = 1000,
-              within: float = 1.5) -> list[dict]:
+              within: float = DemoConfig.model_fields["converged_within"].default) -> list[dict]:
     """The table's rows: per-seed and mean macro-F1 with a 95% CI, per query type, deltas against control/parent,
     and per row how many seeds dev reverted (`kept_parent`) or found still rising (`dev_still_rising`)."""
     test = test_subset(read_split(runs / f"seed{seeds[0]}" / "data" / "test.jsonl"), test_limit)
