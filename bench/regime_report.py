@@ -1,0 +1,156 @@
+"""The regime study's report, from its method-bench JSONs (docs/results/regime_*.json).
+
+    python bench/regime_report.py docs/results/regime_exact_seed0.json docs/results/regime_noisy_30_seed0.json
+    python bench/regime_report.py docs/results/regime_*.json --doc   # rewrite the blocks in docs/results.md
+
+Prints one summary table (a column per regime: the SFT orders, the full model, and every RL row as its paired
+delta against its continued-SFT control) and, per regime, what the study's plan asks to see beside it: how
+often the teacher erred in the SFT data, every RL and control stage's dev gain over its parent and whether dev
+kept it, the hallucination rate per stage, pass@k of the sampled models against the label-prior floor, the
+prompts GRPO kept, and macro-F1 per query type. The blocks `regime-summary` and `regime-diagnostics` sit
+between `<!-- NAME:start -->` and `<!-- NAME:end -->` in docs/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN_ROWS = ("majority class", "BERT-style cross-encoder (MiniLM-L6)", "LLM base, answer-only SFT",
+             "CoT think-first SFT", "CoT answer-first SFT (post-CoT)", "full, generated label",
+             "full, first-token probs (CumPT or argmax, chosen on dev)")
+RL_STAGES = ("dpo", "grpo")
+SFT_ROWS = MAIN_ROWS[2:6]
+
+
+def regime_name(result: dict) -> str:
+    return f"{result['preset']} (error {result.get('teacher_error_rate', 0.0):g}, {len(result['seeds'])} seed" \
+        f"{'s' if len(result['seeds']) != 1 else ''})"
+
+
+def score(row: dict) -> str:
+    ci = f" [{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}]" if row.get("ci95") else ""
+    return f"{row['mean']:.2f}{ci}"
+
+
+def delta(d: dict | None) -> str:
+    return f"{d['delta']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d else "n/a"
+
+
+def kept_seeds(row: dict) -> tuple[int, int]:
+    """(seeds in which dev kept the stage, seeds) for an RL or control row."""
+    flags = [not e["kept_parent"] for e in row.get("extra", {}).values() if "kept_parent" in e]
+    return sum(flags), len(flags)
+
+
+def rl_cell(row: dict) -> str:
+    kept, of = kept_seeds(row)
+    mark = "reverted" if of and not kept else f"kept {kept}/{of}"
+    return f"{delta(row.get('delta_vs_control'))} ({mark})"
+
+
+def summary(results: list[dict]) -> str:
+    """One table: the main rows' test macro-F1 and every RL row's delta vs its control, a column per regime."""
+    head = "| row | " + " | ".join(regime_name(r) for r in results) + " |"
+    lines = [head, "|---" * (len(results) + 1) + "|"]
+    by_name = [{row["name"]: row for row in r["rows"]} for r in results]
+    for name in MAIN_ROWS:
+        lines.append(f"| {name} | " + " | ".join(score(b[name]) if name in b else "" for b in by_name) + " |")
+    rl_names = [row["name"] for r in results for row in r["rows"] if row.get("stage") in RL_STAGES]
+    for name in dict.fromkeys(rl_names):
+        cells = [rl_cell(b[name]) if name in b else "" for b in by_name]
+        lines.append(f"| {name}, minus its control | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def dev_gain(extra: dict) -> float | None:
+    """The stage's best dev check after step 0 minus its parent's (step 0), in points: what training reached on
+    dev, whether or not dev kept it. None without a step-0 check or any later one."""
+    curve = extra.get("dev_curve", [])
+    start, later = [f for s, f in curve if s == 0], [f for s, f in curve if s > 0]
+    return 100 * (max(later) - start[0]) if start and later else None
+
+
+def mean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def fmt(x: float | None, spec: str = ".2f") -> str:
+    return "" if x is None else format(x, spec)
+
+
+def diagnostics(result: dict) -> str:
+    rows = result["rows"]
+    out = [f"**{regime_name(result)}**", ""]
+    teach = []
+    for row in rows:
+        for e in row.get("extra", {}).values():
+            t = e.get("teacher")
+            if row["name"] in SFT_ROWS[1:3] and t and t.get("teacher_agrees", 0) + t.get("teacher_disagrees", 0):
+                teach.append(t["teacher_disagrees"] / (t["teacher_agrees"] + t["teacher_disagrees"]))
+    if teach:
+        out += [f"Teacher label wrong in {100 * mean(teach):.1f}% of the CoT SFT examples (mean over orders and seeds).",
+                ""]
+    out += ["| stage | best dev check minus parent (points, mean) | dev kept it | hallucination (kept model) | pass@1 / pass@4 "
+            "(prior floor) | GRPO prompts kept (zero-spread) |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        if row.get("stage") not in RL_STAGES + ("control",) or row["name"] in MAIN_ROWS:
+            continue
+        ex = list(row.get("extra", {}).values())
+        kept, of = kept_seeds(row)
+        hal = mean([e["hallucination"]["rate"] * 100 for e in ex if "hallucination" in e])
+        pk = [e for e in ex if "pass_at_k" in e]
+        passk = (f"{100 * mean([e['pass_at_k']['1'] for e in pk]):.1f} / {100 * mean([e['pass_at_k']['4'] for e in pk]):.1f}"
+                 f" ({100 * mean([e['pass_at_k_prior']['1'] for e in pk]):.1f} / "
+                 f"{100 * mean([e['pass_at_k_prior']['4'] for e in pk]):.1f})") if pk else ""
+        gr = [e for e in ex if "grpo_prompts_out" in e]
+        grpo = (f"{sum(e['grpo_prompts_out'] for e in gr)} of {sum(e['grpo_prompts_in'] for e in gr)} "
+                f"({100 * mean([e['zero_spread_frac'] for e in gr]):.0f}%)") if gr else ""
+        out.append(f"| {row['name']} | {fmt(mean([dev_gain(e) for e in ex]), '+.2f')} | {kept}/{of} | "
+                   f"{fmt(hal, '.1f')}{'%' if hal is not None else ''} | {passk} | {grpo} |")
+    types = sorted({t for row in rows for t in row.get("per_query_type", {})})
+    if types:
+        out += ["", "| macro-F1 per query type | " + " | ".join(types) + " |", "|---" * (len(types) + 1) + "|"]
+        for row in rows:
+            if row["name"] in SFT_ROWS and row.get("per_query_type"):
+                pq = row["per_query_type"]
+                out.append(f"| {row['name']} | " + " | ".join(f"{pq[t]['mean']:.1f}" if t in pq else "" for t in types)
+                           + " |")
+    return "\n".join(out)
+
+
+def rewrite(block: str, text: str, doc: Path) -> None:
+    start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
+    body = doc.read_text()
+    if start not in body or end not in body:
+        raise SystemExit(f"{doc}: no {start} ... {end} block")
+    doc.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{text}\n{end}", body,
+                          flags=re.S))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("json", type=Path, nargs="+", help="Regime JSONs, one column each, in the order given.")
+    ap.add_argument("--doc", action="store_true", help="Rewrite the two blocks in docs/results.md.")
+    args = ap.parse_args()
+    results = [json.loads(p.read_text()) for p in args.json]
+    sources = "Sources: " + ", ".join(f"`{p}`" for p in args.json) + ". Test macro-F1 in %, mean over seeds " \
+        "[95% CI over seeds and queries]; RL rows: paired delta against the continued-SFT control, and in how " \
+        "many seeds dev kept the stage (a reverted stage counts with its parent's predictions)."
+    table = sources + "\n\n" + summary(results)
+    diag = "\n\n".join(diagnostics(r) for r in results)
+    if not args.doc:
+        print(table + "\n\n" + diag)
+        return
+    doc = ROOT / "docs" / "results.md"
+    rewrite("regime-summary", table, doc)
+    rewrite("regime-diagnostics", diag, doc)
+    print(f"rewrote regime-summary and regime-diagnostics in {doc}")
+
+
+if __name__ == "__main__":
+    main()
