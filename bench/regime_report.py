@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from results_table import DOC, delta, kept_from_extra, rewrite_block
+
 MAIN_ROWS = ("majority class", "BERT-style cross-encoder (MiniLM-L6)", "LLM base, answer-only SFT",
              "CoT think-first SFT", "CoT answer-first SFT (post-CoT)", "full, generated label",
              "full, first-token probs (CumPT or argmax, chosen on dev)")
@@ -36,14 +36,10 @@ def score(row: dict) -> str:
     return f"{row['mean']:.2f}{ci}"
 
 
-def delta(d: dict | None) -> str:
-    return f"{d['delta']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d else "n/a"
-
-
 def kept_seeds(row: dict) -> tuple[int, int]:
-    """(seeds in which dev kept the stage, seeds) for an RL or control row."""
-    flags = [not e["kept_parent"] for e in row.get("extra", {}).values() if "kept_parent" in e]
-    return sum(flags), len(flags)
+    """(seeds in which dev kept the stage, seeds) for an RL or control row, from the bench's `kept_parent` count."""
+    reverted = row.get("kept_parent") or kept_from_extra(row) or {"seeds": 0, "of": 0}
+    return reverted["of"] - reverted["seeds"], reverted["of"]
 
 
 def rl_cell(row: dict) -> str:
@@ -123,15 +119,6 @@ def diagnostics(result: dict) -> str:
     return "\n".join(out)
 
 
-def rewrite(block: str, text: str, doc: Path) -> None:
-    start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
-    body = doc.read_text()
-    if start not in body or end not in body:
-        raise SystemExit(f"{doc}: no {start} ... {end} block")
-    doc.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{text}\n{end}", body,
-                          flags=re.S))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("json", type=Path, nargs="+", help="Regime JSONs, one column each, in the order given.")
@@ -146,10 +133,9 @@ def main() -> None:
     if not args.doc:
         print(table + "\n\n" + diag)
         return
-    doc = ROOT / "docs" / "results.md"
-    rewrite("regime-summary", table, doc)
-    rewrite("regime-diagnostics", diag, doc)
-    print(f"rewrote regime-summary and regime-diagnostics in {doc}")
+    rewrite_block("regime-summary", table)
+    rewrite_block("regime-diagnostics", diag)
+    print(f"rewrote regime-summary and regime-diagnostics in {DOC}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "results.md"
 
 
 def delta(d: dict | None) -> str:
@@ -55,6 +56,17 @@ def markdown(result: dict, source: str) -> str:
     return "\n".join(lines)
 
 
+def rewrite_block(block: str, text: str, doc: Path | None = None) -> None:
+    """Put `text` between `<!-- block:start -->` and `<!-- block:end -->` in `doc` (docs/results.md)."""
+    doc = doc or DOC
+    start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
+    body = doc.read_text()
+    if start not in body or end not in body:
+        raise SystemExit(f"{doc}: no {start} ... {end} block")
+    doc.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{text}\n{end}", body,
+                          flags=re.S))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("json", type=Path)
@@ -66,14 +78,8 @@ def main() -> None:
     if not args.doc:
         print(table)
         return
-    start, end = f"<!-- {args.block}:start -->", f"<!-- {args.block}:end -->"
-    readme = ROOT / "docs" / "results.md"
-    text = readme.read_text()
-    if start not in text or end not in text:
-        raise SystemExit(f"{readme}: no {start} ... {end} block")
-    readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{table}\n{end}", text,
-                             flags=re.S))
-    print(f"rewrote the table in {readme}")
+    rewrite_block(args.block, table)
+    print(f"rewrote the table in {DOC}")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "regime_report.py"
 
 
-@pytest.fixture(scope="module")
-def report():
+@pytest.fixture
+def report(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the script imports its neighbour results_table
     spec = importlib.util.spec_from_file_location("regime_report", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -29,6 +30,7 @@ def regime(preset: str, error: float, rl_delta: float, kept: list[bool]) -> dict
             {"name": "CoT think-first SFT", "stage": "sft", "mean": 45.5, "ci95": [43.0, 48.0],
              "extra": {str(s): {"teacher": teacher} for s in seeds}, "per_query_type": {"plain": {"mean": 41.0}}},
             {"name": "post-CoT + DPO", "stage": "dpo", "mean": 52.0,
+             "kept_parent": {"seeds": sum(kept), "of": len(kept)},  # seeds dev reverted, as the bench aggregates
              "delta_vs_control": {"delta": rl_delta, "ci95": [rl_delta - 1, rl_delta + 1], "seeds": len(kept)},
              "extra": {str(s): {"kept_parent": k, "dev_best_macro_f1": 0.6 if k else 0.63,
                                 "dev_curve": [[0, 0.6], [10, 0.55], [20, 0.63 if not k else 0.58]],
