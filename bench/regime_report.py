@@ -3,6 +3,9 @@
     python bench/regime_report.py docs/results/regime_exact_seed0.json docs/results/regime_noisy_30_seed0.json
     python bench/regime_report.py docs/results/regime_*.json --doc   # rewrite the blocks in docs/results.md
 
+Given several JSONs of one preset (a seed-0 table and the 3-seed table), it reports the one with the most seeds,
+then the most rows, and says which it skipped.
+
 Prints one summary table (a column per regime: the SFT orders, the full model, and every RL row as its paired
 delta against its continued-SFT control) and, per regime, what the study's plan asks to see beside it: how
 often the teacher erred in the SFT data, every RL and control stage's dev gain over its parent and whether dev
@@ -119,13 +122,30 @@ def diagnostics(result: dict) -> str:
     return "\n".join(out)
 
 
+def one_per_regime(loaded: list[tuple[Path, dict]]) -> tuple[list[tuple[Path, dict]], list[Path]]:
+    """One JSON per preset, the one with the most seeds, then rows (a regime's 3-seed table supersedes its seed-0
+    table, a full table a partial one), in the order given; returns the kept (path, result) pairs and the
+    superseded paths."""
+    best: dict[str, tuple[Path, dict]] = {}
+    for path, result in loaded:
+        held = best.get(result["preset"])
+        size = (len(result["seeds"]), len(result["rows"]))
+        if held is None or size > (len(held[1]["seeds"]), len(held[1]["rows"])):
+            best[result["preset"]] = (path, result)
+    kept = [pr for pr in loaded if best[pr[1]["preset"]][0] == pr[0]]
+    return kept, [p for p, _ in loaded if all(p != k for k, _ in kept)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("json", type=Path, nargs="+", help="Regime JSONs, one column each, in the order given.")
     ap.add_argument("--doc", action="store_true", help="Rewrite the two blocks in docs/results.md.")
     args = ap.parse_args()
-    results = [json.loads(p.read_text()) for p in args.json]
-    sources = "Sources: " + ", ".join(f"`{p}`" for p in args.json) + ". Test macro-F1 in %, mean over seeds " \
+    kept, superseded = one_per_regime([(p, json.loads(p.read_text())) for p in args.json])
+    for p in superseded:
+        print(f"skipped {p}: another JSON of the same preset has more seeds or rows")
+    results = [r for _, r in kept]
+    sources = "Sources: " + ", ".join(f"`{p}`" for p, _ in kept) + ". Test macro-F1 in %, mean over seeds " \
         "[95% CI over seeds and queries]; RL rows: paired delta against the continued-SFT control, and in how " \
         "many seeds dev kept the stage (a reverted stage counts with its parent's predictions)."
     table = sources + "\n\n" + summary(results)

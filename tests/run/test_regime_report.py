@@ -63,3 +63,15 @@ def test_diagnostics_report_teacher_errors_dev_gain_hallucination_and_pass_at_k(
 def test_dev_gain_needs_the_parent_check(report):
     assert report.dev_gain({"dev_curve": [[5, 0.5]], "dev_best_macro_f1": 0.5}) is None
     assert report.dev_gain({"dev_curve": [[0, 0.5], [5, 0.4]], "dev_best_macro_f1": 0.5}) == pytest.approx(-10.0)
+
+
+def test_one_json_per_regime_the_one_with_most_seeds(report):
+    seed0, three = regime("regime-noisy-30", 0.3, 1.0, [False]), regime("regime-noisy-30", 0.3, 2.0, [False] * 3)
+    exact = regime("cpu-long", 0.0, 0.0, [True])
+    partial = {**exact, "rows": exact["rows"][:2]}
+    loaded = [(Path("regime_exact_partial.json"), partial), (Path("regime_exact_seed0.json"), exact), (Path("regime_noisy_30.json"), three),
+              (Path("regime_noisy_30_seed0.json"), seed0)]
+    kept, superseded = report.one_per_regime(loaded)
+    assert [p.name for p, _ in kept] == ["regime_exact_seed0.json", "regime_noisy_30.json"]
+    assert [r["seeds"] for _, r in kept] == [[0], [0, 1, 2]]
+    assert [p.name for p in superseded] == ["regime_exact_partial.json", "regime_noisy_30_seed0.json"]
