@@ -11,7 +11,7 @@ delta against its continued-SFT control) and, per regime, what the study's plan 
 often the teacher erred in the SFT data, every RL and control stage's dev gain over its parent and whether dev
 kept it, the hallucination rate per stage, pass@k of the sampled models against the label-prior floor, the
 prompts GRPO kept, and macro-F1 per query type. The blocks `regime-summary` and `regime-diagnostics` sit
-between `<!-- NAME:start -->` and `<!-- NAME:end -->` in docs/results.md.
+between `<!-- NAME:start -->` and `<!-- NAME:end -->` in docs/results.md; README.md holds `regime-summary` too.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ import argparse
 import json
 from pathlib import Path
 
-from results_table import DOC, delta, kept_from_extra, rewrite_block
+from results_table import DOC, ROOT, delta, kept_from_extra, rewrite_block
 
 MAIN_ROWS = ("majority class", "BERT-style cross-encoder (MiniLM-L6)", "LLM base, answer-only SFT",
              "CoT think-first SFT", "CoT answer-first SFT (post-CoT)", "full, generated label",
              "full, first-token probs (CumPT or argmax, chosen on dev)")
 RL_STAGES = ("dpo", "grpo")
+README = ROOT / "README.md"
 SFT_ROWS = MAIN_ROWS[2:6]
 
 
@@ -155,7 +156,8 @@ def main() -> None:
         return
     rewrite_block("regime-summary", table)
     rewrite_block("regime-diagnostics", diag)
-    print(f"rewrote regime-summary and regime-diagnostics in {DOC}")
+    rewrite_block("regime-summary", table, README)
+    print(f"rewrote regime-summary and regime-diagnostics in {DOC}, regime-summary in {README}")
 
 
 if __name__ == "__main__":
