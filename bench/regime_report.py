@@ -30,9 +30,14 @@ README = ROOT / "README.md"
 SFT_ROWS = MAIN_ROWS[2:6]
 
 
+def seeds_run(result: dict) -> list:
+    """The seeds whose stages are in the table: a run cut short by its deadline lists more seeds than ran."""
+    return sorted({s for row in result["rows"] for s in row.get("seeds", [])}) or result["seeds"]
+
+
 def regime_name(result: dict) -> str:
-    return f"{result['preset']} (error {result.get('teacher_error_rate', 0.0):g}, {len(result['seeds'])} seed" \
-        f"{'s' if len(result['seeds']) != 1 else ''})"
+    n = len(seeds_run(result))
+    return f"{result['preset']} (error {result.get('teacher_error_rate', 0.0):g}, {n} seed{'s' if n != 1 else ''})"
 
 
 def score(row: dict) -> str:
@@ -130,8 +135,8 @@ def one_per_regime(loaded: list[tuple[Path, dict]]) -> tuple[list[tuple[Path, di
     best: dict[str, tuple[Path, dict]] = {}
     for path, result in loaded:
         held = best.get(result["preset"])
-        size = (len(result["seeds"]), len(result["rows"]))
-        if held is None or size > (len(held[1]["seeds"]), len(held[1]["rows"])):
+        size = (len(seeds_run(result)), len(result["rows"]))
+        if held is None or size > (len(seeds_run(held[1])), len(held[1]["rows"])):
             best[result["preset"]] = (path, result)
     kept = [pr for pr in loaded if best[pr[1]["preset"]][0] == pr[0]]
     return kept, [p for p, _ in loaded if all(p != k for k, _ in kept)]

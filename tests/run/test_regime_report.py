@@ -69,9 +69,16 @@ def test_one_json_per_regime_the_one_with_most_seeds(report):
     seed0, three = regime("regime-noisy-30", 0.3, 1.0, [False]), regime("regime-noisy-30", 0.3, 2.0, [False] * 3)
     exact = regime("cpu-long", 0.0, 0.0, [True])
     partial = {**exact, "rows": exact["rows"][:2]}
-    loaded = [(Path("regime_exact_partial.json"), partial), (Path("regime_exact_seed0.json"), exact), (Path("regime_noisy_30.json"), three),
-              (Path("regime_noisy_30_seed0.json"), seed0)]
+    loaded = [(Path("regime_exact_partial.json"), partial), (Path("regime_exact_seed0.json"), exact),
+              (Path("regime_noisy_30.json"), three), (Path("regime_noisy_30_seed0.json"), seed0)]
     kept, superseded = report.one_per_regime(loaded)
     assert [p.name for p, _ in kept] == ["regime_exact_seed0.json", "regime_noisy_30.json"]
     assert [r["seeds"] for _, r in kept] == [[0], [0, 1, 2]]
     assert [p.name for p in superseded] == ["regime_exact_partial.json", "regime_noisy_30_seed0.json"]
+
+
+def test_a_run_cut_short_counts_the_seeds_its_rows_have(report):
+    cut = regime("regime-noisy-15", 0.15, 1.0, [False])
+    cut["seeds"] = [0, 1, 2]  # asked for three, the deadline stopped it after seed 0
+    cut["rows"][0]["seeds"] = [0]
+    assert report.regime_name(cut) == "regime-noisy-15 (error 0.15, 1 seed)"
