@@ -132,20 +132,21 @@ def one_per_regime(loaded: list[tuple[Path, dict]]) -> tuple[list[tuple[Path, di
     """One JSON per preset, the one with the most seeds, then rows (a regime's 3-seed table supersedes its seed-0
     table, a full table a partial one), in the order given; returns the kept (path, result) pairs and the
     superseded paths."""
+    def size(result: dict) -> tuple[int, int]:
+        return len(seeds_run(result)), len(result["rows"])
+
     best: dict[str, tuple[Path, dict]] = {}
     for path, result in loaded:
-        held = best.get(result["preset"])
-        size = (len(seeds_run(result)), len(result["rows"]))
-        if held is None or size > (len(seeds_run(held[1])), len(held[1]["rows"])):
+        if result["preset"] not in best or size(result) > size(best[result["preset"]][1]):
             best[result["preset"]] = (path, result)
-    kept = [pr for pr in loaded if best[pr[1]["preset"]][0] == pr[0]]
-    return kept, [p for p, _ in loaded if all(p != k for k, _ in kept)]
+    chosen = {path for path, _ in best.values()}
+    return [pr for pr in loaded if pr[0] in chosen], [p for p, _ in loaded if p not in chosen]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("json", type=Path, nargs="+", help="Regime JSONs, one column each, in the order given.")
-    ap.add_argument("--doc", action="store_true", help="Rewrite the two blocks in docs/results.md.")
+    ap.add_argument("--doc", action="store_true", help="Rewrite the two blocks in docs/results.md and the summary in README.md.")
     args = ap.parse_args()
     kept, superseded = one_per_regime([(p, json.loads(p.read_text())) for p in args.json])
     for p in superseded:
