@@ -226,3 +226,12 @@ def test_study_presets_train_every_baseline_by_epochs_with_dev_checks(name):
     b = budgets(cfg)
     assert all(v.endswith("epochs") for v in b["sft_budget"].values()) and b["baseline"].endswith("epochs")
     assert cfg.sft_dev_checks > 0 and cfg.baseline.dev_checks > 0 and cfg.controls
+
+
+def test_noisy_15_differs_from_the_exact_regime_only_in_the_teacher_and_post_cot_budget():
+    """The registered budget check raised noisy-15's post-CoT SFT to 10 epochs; every other setting is cpu-long's."""
+    exact, noisy = load_preset("cpu-long", "t").model_dump(), load_preset("regime-noisy-15", "t").model_dump()
+    assert noisy["sft_by_order"]["answer_first"] == {**exact["sft_by_order"]["answer_first"], "epochs": 10.0}
+    assert noisy["teacher_noise"]["error_rate"] == 0.15 and exact["teacher_noise"]["error_rate"] == 0.0
+    differ = {k for k in exact if exact[k] != noisy[k]}
+    assert differ == {"sft_by_order", "teacher_noise", "run"}
