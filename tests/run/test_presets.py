@@ -65,7 +65,7 @@ def test_regimes_share_answer_only_sft(tmp_path):
     def recorded(preset: str, order: str) -> dict:
         d = Demo(load_preset(preset, "t", {"run": {"runs_dir": str(tmp_path / preset)}}), Console(quiet=True))
         seen = {}
-        d.stage = lambda name, row, fn, settings=None, **meta: seen.update(settings)
+        d.stage = lambda name, row, fn, settings=None, **meta: seen.update(settings) or {}
         d.sft(order, "row")
         return seen
 

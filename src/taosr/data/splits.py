@@ -69,3 +69,21 @@ def read_split(path: str | Path) -> list[Record]:
     """The labelled records of one split file; its rejected rows go to `<path stem>.rejects.jsonl`."""
     path = Path(path)
     return load_records([path], require_label=True, rejects_path=path.with_suffix(".rejects.jsonl")).records
+
+
+def test_subset(test: list, limit: int | None) -> list:
+    """`limit` test pairs, as whole queries drawn at random (seed 0), in file order; all of them when None."""
+    if limit is None or limit >= len(test):
+        return test
+    size: dict[str, int] = {}
+    for r in test:
+        size[r.query] = size.get(r.query, 0) + 1
+    queries = list(size)
+    random.Random(0).shuffle(queries)
+    keep, n = set(), 0
+    for q in queries:
+        if n >= limit:
+            break
+        keep.add(q)
+        n += size[q]
+    return [r for r in test if r.query in keep]

@@ -23,12 +23,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..data.splits import read_split
+from ..data.splits import read_split, test_subset
 from ..evaluation.devselect import still_rising
 from ..evaluation.stats import paired_delta, seed_stats
 from ..io import write_json
 from ..runtime import bf16_native, gpu_available, resolve_bf16
-from .demo import Demo, test_subset
+from .demo import Demo
 from .presets import DemoConfig, budgets, load_preset
 from .rundir import prepare_data, save_config
 from .stages import run_stages
@@ -81,7 +81,8 @@ def stage_extra(r: dict, within: float) -> dict:
     out = {k: r[k] for k in ("pass_at_k", "pass_at_k_prior", "hallucination", "rule", "beta", "stage_wall_s",
                              "pair_counts") if r.get(k) is not None}
     train = r.get("train") or {}
-    for k in ("steps", "epochs", "dev_best_step", "dev_best_macro_f1", "dev_curve", "examples", "teacher"):
+    for k in ("steps", "epochs", "dev_best_step", "dev_best_macro_f1", "dev_curve", "examples", "teacher",
+              "extensions"):
         if train.get(k) is not None:
             out[k] = train[k]
     if train.get("dev_curve"):
@@ -131,6 +132,9 @@ def aggregate(runs: Path, seeds: list[int], test_limit: int | None, n_boot: int 
         rising = [e["dev_still_rising"] for e in row["extra"].values() if "dev_still_rising" in e]
         if rising:
             row["dev_still_rising"] = {"seeds": sum(rising), "of": len(rising)}
+        ext = [e for e in row["extra"].values() if e.get("extensions")]
+        if ext:
+            row["extended"] = {"seeds": len(ext), "of": len(found), "max_epochs": max(e["epochs"] for e in ext)}
         if r0["pred"] is not None:
             row["per_query_type"] = per_type_stats(gold, [r["pred"] for _, r in found], qids, qtypes, n_boot)
         for rel in ("control", "parent"):
@@ -186,7 +190,9 @@ def print_table(result: dict, console: Console) -> None:
         ci = f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" if r["ci95"] else "-"
         kp, up = r.get("kept_parent"), r.get("dev_still_rising")
         mark = (" (reverted)" if kp and kp["seeds"] == kp["of"] else "") + (
-            f" (dev still rising in {up['seeds']}/{up['of']})" if up and up["seeds"] else "")
+            f" (dev still rising in {up['seeds']}/{up['of']})" if up and up["seeds"] else "") + (
+            f" (extended in {ex['seeds']}/{ex['of']}, to {ex['max_epochs']:g} epochs at most)"
+            if (ex := r.get("extended")) else "")
         t.add_row(r["name"] + mark, str(len(r["seeds"])),
                   f"{r['mean']:.2f}", ci, delta(r.get("delta_vs_control")), delta(r.get("delta_vs_parent")),
                   f"{kp['seeds']}/{kp['of']}" if kp else "-")

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 from rich.console import Console
 
+from ..data.splits import test_subset
 from ..deploy.calibrate import calibrate_model, compare_tiering
 from ..deploy.schema import load_serving_config
 from ..errors import InputError
@@ -48,6 +49,7 @@ from ..train.dpo import cuts_to_answer, pair_prompt_ids, run_dpo_stage
 from ..train.grpo import SELECTION_FILE, completion_budget, label_stratified, run_grpo_stage
 from ..train.sample import pass_at_k_report, run_sampling
 from ..train.sft import run_sft
+from .extend import extend_sft
 from .presets import DemoConfig
 from .rundir import fresh_model
 
@@ -71,6 +73,7 @@ class Demo:
         self.teacher = make_teacher(cfg.teacher_noise)  # writes the SFT reasoning (noisy in a noisy regime)
         self.oracle = RuleTeacher()  # DPO's oracle responses come from the exact teacher, as in the paper
         self.rows: list[tuple[str, dict, dict]] = []
+        self.sft_final: dict[str, str] = {}  # output order -> its last SFT stage folder (an extension's, if any)
         self.on_row: Callable[[], None] | None = None  # called after every row (the bench saves them)
 
     def settings(self, name: str, settings: dict) -> None:
@@ -117,10 +120,17 @@ class Demo:
             self.console.print(f"{name}: macro-F1 {100 * m['macro_f1']:.2f}, accuracy {100 * m['accuracy']:.2f} "
                                f"({m['stage_wall_s']} s)")
         if row:
-            self.rows.append((row, m, {"key": name, **meta}))
-            if self.on_row:
-                self.on_row()
+            self.add_row(row, m, {"key": name, **meta})
         return m
+
+    def add_row(self, row: str, m: dict, meta: dict) -> None:
+        self.rows.append((row, m, meta))
+        if self.on_row:
+            self.on_row()
+
+    def sft_stage(self, order: str) -> str:
+        """The stage folder holding `order`'s SFT model: sft_<order>, or its last extension."""
+        return self.sft_final.get(order, f"sft_{order}")
 
     @property
     def test(self) -> list:
@@ -199,13 +209,14 @@ class Demo:
 
     def sft(self, order: str, row: str) -> None:
         start = self.cfg.sft_start.get(order)
-        if start and not (self.run.dir / f"sft_{start}" / "model").exists():
-            raise InputError(f"sft_start: sft_{order} starts from sft_{start}, which has not run yet")
+        start_dir = self.sft_stage(start) if start else "base"
+        if start and not (self.run.dir / start_dir / "model").exists():
+            raise InputError(f"sft_start: sft_{order} starts from {start_dir}, which has not run yet")
 
         cfg = self.sft_config(order)
 
         def fn() -> dict:
-            model, tok = load_model(self.run.dir / (f"sft_{start}" if start else "base") / "model")
+            model, tok = load_model(self.run.dir / start_dir / "model")
             cbs = self.dev_select(model, tok, order, cfg.steps_for(len(self.splits["train"])),
                                   self.cfg.sft_dev_checks, include_start=False)
             s = run_sft(model, tok, self.splits["train"], cfg, self.run.dir / f"sft_{order}", self.teacher,
@@ -218,11 +229,15 @@ class Demo:
         sft = cfg.model_dump()
         if order == "answer_only":  # never reads the teacher: the regimes share it
             sft["teacher_disagreement"] = None
-        self.stage(f"sft_{order}", row, fn, {"sft": sft, "start": start, "teacher": teacher,
-                                              "dev": {**self.dev_settings(), "checks": self.cfg.sft_dev_checks},
-                                              "test_limit": self.cfg.test_limit,
-                                              "parent": self.key(f"sft_{start}" if start else "base")},
-                   stage="sft", order=order, parent=f"sft_{start}" if start else None)
+        meta = {"stage": "sft", "order": order, "parent": f"sft_{start}" if start else None}
+        extend = bool(self.cfg.sft_extend.epochs)
+        m = self.stage(f"sft_{order}", None if extend else row, fn,
+                       {"sft": sft, "start": start, "teacher": teacher,
+                        "dev": {**self.dev_settings(), "checks": self.cfg.sft_dev_checks},
+                        "test_limit": self.cfg.test_limit, "parent": self.key(start_dir)}, **meta)
+        if extend:
+            self.sft_final[order], m = extend_sft(self, order, m)
+            self.add_row(row, m, {"key": f"sft_{order}", **meta})
 
     def dpo_prompts(self, order: str) -> list:
         n = self.cfg.sample_prompts.get(order)
@@ -239,7 +254,7 @@ class Demo:
         prompts = self.dpo_prompts(order)
 
         def fn() -> dict:
-            src = self.run.dir / f"sft_{order}" / "model"
+            src = self.run.dir / self.sft_stage(order) / "model"
             model, tok = load_model(src, device="auto")  # sampling only; DPO below trains a fresh copy
             sample_cfg = self.cfg.sample.model_copy(update={"seed": self.cfg.seed})
             if cuts_to_answer(order, dpo_cfg.span):
@@ -264,12 +279,12 @@ class Demo:
         settings = {"test_limit": self.cfg.test_limit, "hallucination_limit": self.cfg.hallucination_limit,
                     "dpo": dpo_cfg.model_dump(), "sample": self.cfg.sample.model_dump(), "seed": self.cfg.seed,
                     "prompts": self.cfg.sample_prompts.get(order), "dev": self.dev_settings(),
-                    "parent": self.key(f"sft_{order}")}
-        m = self.stage(f"dpo_{order}", row, fn, settings, stage="dpo", order=order, parent=f"sft_{order}",
+                    "parent": self.key(self.sft_stage(order))}
+        m = self.stage(f"dpo_{order}", row, fn, settings, stage="dpo", order=order, parent=self.sft_stage(order),
                        control=control)
         if control:
             ids = pair_prompt_ids(self.run.dir / f"dpo_{order}")
-            self.control(control, control_row, f"sft_{order}", order, [r for r in prompts if r.id in ids],
+            self.control(control, control_row, self.sft_stage(order), order, [r for r in prompts if r.id in ids],
                          m["train"]["steps"], dpo_cfg.batch_size, dpo_cfg.learning_rate, f"dpo_{order}")
 
     def control(self, name: str, row: str, parent: str, order: str, records: list, steps: int, batch: int,
@@ -377,21 +392,3 @@ class Demo:
                    parent="grpo")
         self.stage("final_cumpt", row, fn, {**settings, "rule": "auto"}, stage="cumpt", order="answer_first",
                    parent="final_generated")  # the table's delta: probabilities against the generated label
-
-
-def test_subset(test: list, limit: int | None) -> list:
-    """`limit` test pairs, as whole queries drawn at random (seed 0), in file order; all of them when None."""
-    if limit is None or limit >= len(test):
-        return test
-    size: dict[str, int] = {}
-    for r in test:
-        size[r.query] = size.get(r.query, 0) + 1
-    queries = list(size)
-    random.Random(0).shuffle(queries)
-    keep, n = set(), 0
-    for q in queries:
-        if n >= limit:
-            break
-        keep.add(q)
-        n += size[q]
-    return [r for r in test if r.query in keep]

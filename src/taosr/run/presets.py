@@ -25,6 +25,18 @@ STAGES = ("baseline", "answer_only", "think_first", "answer_first", "dpo_think_f
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "demo"  # package data: taosr/configs/demo/
 
 
+class SFTExtendConfig(StrictConfig):
+    """Training an SFT order on until dev stops rising, read by the within-run rule (`converged_within`)."""
+
+    epochs: float = Field(0.0, ge=0, description="Epochs of each extension: a new stage folder (sft_<order>_ext<k>) "
+                          "that starts from the previous one's saved (dev-best) model with a fresh warmup and cosine "
+                          "schedule at the order's rate; 0 = no extension.")
+    max_epochs: float = Field(16.0, gt=0, description="No extension starts once the order has trained this many "
+                              "epochs in all.")
+    checks: int = Field(2, ge=1, description="Dev evaluations per extension; its start model is a candidate too, so "
+                        "an extension that does not beat it on dev hands it on unchanged.")
+
+
 class DemoConfig(StrictConfig):
     """Budgets of every stage the demo (and the method bench, once per seed) runs."""
 
@@ -70,6 +82,8 @@ class DemoConfig(StrictConfig):
     sft_dev_checks: int = Field(0, ge=0, description="Dev evaluations during each SFT order (and the cross-encoder "
                                 "baseline): the dev-best step is kept, so a budget in epochs that overshoots costs "
                                 "time, not accuracy (0 = keep the last step).")
+    sft_extend: SFTExtendConfig = Field(default_factory=SFTExtendConfig, description="Extend each SFT order while "
+                                        "its dev curve is still rising (needs sft_dev_checks).")
     converged_within: float = Field(1.5, ge=0, description="Macro-F1 points: a stage whose dev curve peaks at its "
                                     "last check, at least this far above the check before, was still rising when "
                                     "its budget ran out; the tables mark its row 'dev still rising'.")
@@ -180,6 +194,8 @@ def budgets(cfg: DemoConfig) -> dict:
                            else f"{cfg.sft_by_order.get(o, {}).get('max_steps', cfg.run.sft.max_steps)} steps")
                        for o in ("answer_only", "think_first", "answer_first")},
         "sft_dev_checks": cfg.sft_dev_checks,
+        "sft_extend": (f"{cfg.sft_extend.epochs} epochs while dev rises, up to {cfg.sft_extend.max_epochs}"
+                       if cfg.sft_extend.epochs else "none"),
         "baseline": (f"{cfg.baseline.epochs} epochs" if cfg.baseline.max_steps <= 0
                      else f"{cfg.baseline.max_steps} steps"),
         "teacher_error_rate": cfg.teacher_noise.error_rate, "test_limit": cfg.test_limit,

@@ -1,0 +1,67 @@
+"""SFT until dev stops rising: extensions of one output order's SFT stage, each in its own stage folder.
+
+After `sft_<order>` ran its preset budget, the within-run rule (`still_rising`) reads its dev curve; while it says
+the curve was still rising and the order has trained fewer than `sft_extend.max_epochs` epochs, a stage
+`sft_<order>_ext<k>` trains `sft_extend.epochs` more from the previous stage's saved model (a fresh warmup and
+cosine schedule at the order's rate), with that model as a dev candidate at step 0, so the dev-best weights of
+the whole run are handed on. Each extension is an ordinary stage: it resumes, refuses other settings, and its
+children record its settings' hash. The table keeps one row per order, keyed `sft_<order>`, read on the final
+model, with the dev curve of every part joined (steps counted from the start of the order's training).
+"""
+
+from __future__ import annotations
+
+from ..evaluation.devselect import still_rising
+from ..modeling import load_model
+from ..train.sft import run_sft
+
+
+def joined_train(parts: list[dict]) -> dict:
+    """One training summary for stages trained one after another: steps and epochs summed, dev curves joined
+    (each extension's step-0 point, its start model, is the previous part's last check and is dropped)."""
+    out, curve, offset = dict(parts[-1]), [], 0
+    for i, p in enumerate(parts):
+        curve += [(offset + s, f) for s, f in p.get("dev_curve", []) if not (i and s == 0)]
+        offset += p.get("steps", 0)
+    best = max(curve, key=lambda x: x[1], default=None)
+    out.update(steps=offset, epochs=round(sum(p.get("epochs", 0) for p in parts), 3), dev_curve=curve,
+               extensions=len(parts) - 1)
+    if best:
+        out.update(dev_best_step=best[0], dev_best_macro_f1=best[1])
+    return out
+
+
+def extend_sft(d, order: str, m: dict) -> tuple[str, dict]:
+    """(name of the order's final SFT stage, its metrics with the joined training summary); `d` is the Demo,
+    `m` the metrics of `sft_<order>`."""
+    ext, name, parts = d.cfg.sft_extend, f"sft_{order}", [m.get("train") or {}]
+    while (ext.epochs and still_rising(joined_train(parts)["dev_curve"], d.cfg.converged_within)
+           and sum(p.get("epochs", 0) for p in parts) < ext.max_epochs):
+        prev, name = name, f"sft_{order}_ext{len(parts)}"
+        m = extension(d, order, prev, name, len(parts))
+        parts.append(m["train"])
+    return name, {**m, "train": joined_train(parts)}
+
+
+def extension(d, order: str, prev: str, name: str, k: int) -> dict:
+    """Stage `name`: `sft_extend.epochs` more of SFT on `order` from stage `prev`'s model."""
+    cfg = d.sft_config(order).model_copy(update={"epochs": d.cfg.sft_extend.epochs, "seed": d.cfg.seed + k})
+    train = d.splits["train"]
+
+    def fn() -> dict:
+        model, tok = load_model(d.run.dir / prev / "model")
+        cbs = d.dev_select(model, tok, order, cfg.steps_for(len(train)), d.cfg.sft_extend.checks, include_start=True)
+        s = run_sft(model, tok, train, cfg, d.run.dir / name, d.teacher, d.run.prompt, cbs)
+        out, _ = d.evaluate(model, tok, order, name)
+        out["train"] = {k: v for k, v in s.items() if not k.endswith("curve")} | cbs[0].summary()
+        return out
+
+    sft = cfg.model_dump()
+    if order == "answer_only":
+        sft["teacher_disagreement"] = None
+    settings = {"sft": sft, "teacher": d.cfg.teacher_noise.model_dump() if order != "answer_only" else None,
+                "dev": {**d.dev_settings(), "checks": d.cfg.sft_extend.checks, "start": True},
+                "extension": {"of": f"sft_{order}", "k": k, "within": d.cfg.converged_within,
+                              "max_epochs": d.cfg.sft_extend.max_epochs},
+                "test_limit": d.cfg.test_limit, "parent": d.key(prev)}
+    return d.stage(name, None, fn, settings, stage="sft", order=order, parent=prev)
