@@ -4,7 +4,6 @@ import pytest
 from rich.console import Console
 
 import taosr.run.demo as demo_mod
-import taosr.run.extend as extend_mod
 from taosr.run.demo import Demo
 from taosr.run.extend import joined_train
 from taosr.run.presets import load_preset
@@ -44,9 +43,8 @@ def fake_training(monkeypatch):
         trained.append((out_dir.name, cfg.epochs, cfg.seed))
         return {"steps": int(100 * cfg.epochs), "epochs": cfg.epochs}
 
-    for mod in (demo_mod, extend_mod):
-        monkeypatch.setattr(mod, "load_model", lambda path: (None, None))
-        monkeypatch.setattr(mod, "run_sft", run_sft)
+    monkeypatch.setattr(demo_mod, "load_model", lambda path: (None, None))
+    monkeypatch.setattr(demo_mod, "run_sft", run_sft)
     monkeypatch.setattr(Demo, "dev_select", dev_select)
     monkeypatch.setattr(Demo, "evaluate", lambda self, m, t, order, stage: (
         {"macro_f1": 0.1 * len(trained), "accuracy": 0.5, "pred": [len(trained)]}, {}))

@@ -212,32 +212,36 @@ class Demo:
         start_dir = self.sft_stage(start) if start else "base"
         if start and not (self.run.dir / start_dir / "model").exists():
             raise InputError(f"sft_start: sft_{order} starts from {start_dir}, which has not run yet")
+        parent = f"sft_{start}" if start else None
+        extend = bool(self.cfg.sft_extend.epochs)
+        m = self.sft_part(order, f"sft_{order}", start_dir, self.sft_config(order), self.cfg.sft_dev_checks, False,
+                          {"start": start, "dev": {**self.dev_settings(), "checks": self.cfg.sft_dev_checks},
+                           "test_limit": self.cfg.test_limit}, None if extend else row, parent)
+        if extend:
+            self.sft_final[order], m = extend_sft(self, order, m)
+            self.add_row(row, m, {"key": f"sft_{order}", "stage": "sft", "order": order, "parent": parent})
 
-        cfg = self.sft_config(order)
+    def sft_part(self, order: str, name: str, start_dir: str, cfg: SFTStageConfig, checks: int, include_start: bool,
+                 settings: dict, row: str | None = None, parent: str | None = None) -> dict:
+        """Stage `name`: SFT on `order` from `start_dir`'s model; `settings`: what it depends on besides the SFT
+        config, the teacher and its start model."""
 
         def fn() -> dict:
             model, tok = load_model(self.run.dir / start_dir / "model")
-            cbs = self.dev_select(model, tok, order, cfg.steps_for(len(self.splits["train"])),
-                                  self.cfg.sft_dev_checks, include_start=False)
-            s = run_sft(model, tok, self.splits["train"], cfg, self.run.dir / f"sft_{order}", self.teacher,
-                        self.run.prompt, cbs)
-            m, out = self.evaluate(model, tok, order, f"sft_{order}")
+            cbs = self.dev_select(model, tok, order, cfg.steps_for(len(self.splits["train"])), checks,
+                                  include_start=include_start)
+            s = run_sft(model, tok, self.splits["train"], cfg, self.run.dir / name, self.teacher, self.run.prompt,
+                        cbs)
+            m, _ = self.evaluate(model, tok, order, name)
             m["train"] = train_summary(s, cbs)
             return m
 
-        teacher = self.cfg.teacher_noise.model_dump() if order != "answer_only" else None
         sft = cfg.model_dump()
         if order == "answer_only":  # never reads the teacher: the regimes share it
             sft["teacher_disagreement"] = None
-        meta = {"stage": "sft", "order": order, "parent": f"sft_{start}" if start else None}
-        extend = bool(self.cfg.sft_extend.epochs)
-        m = self.stage(f"sft_{order}", None if extend else row, fn,
-                       {"sft": sft, "start": start, "teacher": teacher,
-                        "dev": {**self.dev_settings(), "checks": self.cfg.sft_dev_checks},
-                        "test_limit": self.cfg.test_limit, "parent": self.key(start_dir)}, **meta)
-        if extend:
-            self.sft_final[order], m = extend_sft(self, order, m)
-            self.add_row(row, m, {"key": f"sft_{order}", **meta})
+        teacher = self.cfg.teacher_noise.model_dump() if order != "answer_only" else None
+        return self.stage(name, row, fn, {"sft": sft, "teacher": teacher, **settings, "parent": self.key(start_dir)},
+                          stage="sft", order=order, parent=parent)
 
     def dpo_prompts(self, order: str) -> list:
         n = self.cfg.sample_prompts.get(order)

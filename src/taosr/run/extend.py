@@ -12,8 +12,6 @@ model, with the dev curve of every part joined (steps counted from the start of 
 from __future__ import annotations
 
 from ..evaluation.devselect import still_rising
-from ..modeling import load_model
-from ..train.sft import run_sft
 
 
 def joined_train(parts: list[dict]) -> dict:
@@ -45,23 +43,10 @@ def extend_sft(d, order: str, m: dict) -> tuple[str, dict]:
 
 def extension(d, order: str, prev: str, name: str, k: int) -> dict:
     """Stage `name`: `sft_extend.epochs` more of SFT on `order` from stage `prev`'s model."""
-    cfg = d.sft_config(order).model_copy(update={"epochs": d.cfg.sft_extend.epochs, "seed": d.cfg.seed + k})
-    train = d.splits["train"]
-
-    def fn() -> dict:
-        model, tok = load_model(d.run.dir / prev / "model")
-        cbs = d.dev_select(model, tok, order, cfg.steps_for(len(train)), d.cfg.sft_extend.checks, include_start=True)
-        s = run_sft(model, tok, train, cfg, d.run.dir / name, d.teacher, d.run.prompt, cbs)
-        out, _ = d.evaluate(model, tok, order, name)
-        out["train"] = {k: v for k, v in s.items() if not k.endswith("curve")} | cbs[0].summary()
-        return out
-
-    sft = cfg.model_dump()
-    if order == "answer_only":
-        sft["teacher_disagreement"] = None
-    settings = {"sft": sft, "teacher": d.cfg.teacher_noise.model_dump() if order != "answer_only" else None,
-                "dev": {**d.dev_settings(), "checks": d.cfg.sft_extend.checks, "start": True},
-                "extension": {"of": f"sft_{order}", "k": k, "within": d.cfg.converged_within,
-                              "max_epochs": d.cfg.sft_extend.max_epochs},
-                "test_limit": d.cfg.test_limit, "parent": d.key(prev)}
-    return d.stage(name, None, fn, settings, stage="sft", order=order, parent=prev)
+    ext = d.cfg.sft_extend
+    cfg = d.sft_config(order).model_copy(update={"epochs": ext.epochs, "seed": d.cfg.seed + k})
+    return d.sft_part(order, name, prev, cfg, ext.checks, True,
+                      {"dev": {**d.dev_settings(), "checks": ext.checks, "start": True},
+                       "extension": {"of": f"sft_{order}", "k": k, "within": d.cfg.converged_within,
+                                     "max_epochs": ext.max_epochs},
+                       "test_limit": d.cfg.test_limit}, parent=prev)
