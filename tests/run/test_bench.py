@@ -6,7 +6,9 @@ import json
 
 from taosr.data.splits import write_splits
 from taosr.records import Record
-from taosr.run.bench import aggregate, stage_extra
+from rich.console import Console
+
+from taosr.run.bench import aggregate, print_table, stage_extra
 
 
 def _rows(pred_sft, pred_dpo, pred_ctl, dpo_best, ctl_best):
@@ -33,7 +35,7 @@ def test_aggregate_marks_reverted_stages_and_reports_query_types(tmp_path):
         (tmp_path / f"seed{seed}").mkdir(exist_ok=True)
         rows = _rows(gold, gold if dpo_best == 0 else wrong, gold, dpo_best, 20)
         if seed == 1:  # its SFT was extended twice while dev still rose
-            rows[0]["train"] |= {"extensions": 2, "epochs": 6.0}
+            rows[0]["train"] |= {"extensions": 2, "epochs": 6.0, "dev_best_epochs": 4.0}
         (tmp_path / f"seed{seed}" / "rows.json").write_text(json.dumps(rows))
     out = {r["name"]: r for r in aggregate(tmp_path, [0, 1], None, n_boot=200)}
     assert out["dpo"]["kept_parent"] == {"seeds": 1, "of": 2}
@@ -45,7 +47,12 @@ def test_aggregate_marks_reverted_stages_and_reports_query_types(tmp_path):
     assert out["sft"]["per_query_type"]["plain"]["pairs"] == 20
     assert out["sft"]["extra"][0]["dev_last_macro_f1"] == 0.5 and out["sft"]["extra"][0]["epochs"] == 2.0
     assert out["sft"]["dev_still_rising"] == {"seeds": 0, "of": 2}
-    assert out["sft"]["extended"] == {"seeds": 1, "of": 2, "max_epochs": 6.0} and "extended" not in out["dpo"]
+    assert out["sft"]["extended"] == {"seeds": 1, "of": 2, "max_epochs": 6.0, "kept_epochs": [4.0]}
+    assert "extended" not in out["dpo"]
+    console = Console(width=250, record=True)
+    print_table({"preset": "p", "teacher_error_rate": 0.3, "rows": list(out.values())}, console)
+    text = console.export_text()
+    assert "sft (extended in 1/2, to 6 epochs at most; dev kept 4)" in text and "dpo (extended" not in text
     assert out["control"]["dev_still_rising"] == {"seeds": 2, "of": 2}  # +2 points at its last check
     assert {r["name"]: r for r in aggregate(tmp_path, [0, 1], None, n_boot=50, within=2.5)}["control"][
         "dev_still_rising"] == {"seeds": 0, "of": 2}

@@ -15,7 +15,9 @@ def test_joined_train_sums_budgets_and_joins_curves_without_each_start_point():
     j = joined_train([base, ext])
     assert j["dev_curve"] == [(300, .5), (600, .7), (700, .8), (800, .75)]
     assert (j["steps"], j["epochs"], j["extensions"]) == (800, 8.0, 1)
-    assert (j["dev_best_step"], j["dev_best_macro_f1"]) == (700, .8)
+    assert (j["dev_best_step"], j["dev_best_macro_f1"], j["dev_best_epochs"]) == (700, .8, 7.0)
+    kept_start = joined_train([base, {**ext, "dev_curve": [(0, .7), (100, .5), (200, .69)]}])
+    assert (kept_start["dev_best_step"], kept_start["dev_best_epochs"]) == (600, 6.0)  # the extension was not kept
     assert joined_train([base])["extensions"] == 0
 
 
@@ -72,6 +74,7 @@ def test_sft_extends_while_dev_rises_and_later_stages_read_the_last_extension(tm
     assert (row, meta["key"], meta["order"]) == ("post-CoT", "sft_answer_first", "answer_first")
     assert m["pred"] == [4] and m["train"]["extensions"] == 3 and m["train"]["epochs"] == 12.0
     assert m["train"]["dev_best_macro_f1"] == .845 and m["train"]["steps"] == 1200
+    assert m["train"]["dev_best_epochs"] == 11.0
 
     again = make_demo(tmp_path)
     again.sft("answer_first", "post-CoT")  # every part read back, nothing trained again

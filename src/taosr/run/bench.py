@@ -82,7 +82,7 @@ def stage_extra(r: dict, within: float) -> dict:
                              "pair_counts") if r.get(k) is not None}
     train = r.get("train") or {}
     for k in ("steps", "epochs", "dev_best_step", "dev_best_macro_f1", "dev_curve", "examples", "teacher",
-              "extensions"):
+              "extensions", "dev_best_epochs"):
         if train.get(k) is not None:
             out[k] = train[k]
     if train.get("dev_curve"):
@@ -134,7 +134,8 @@ def aggregate(runs: Path, seeds: list[int], test_limit: int | None, n_boot: int 
             row["dev_still_rising"] = {"seeds": sum(rising), "of": len(rising)}
         ext = [e for e in row["extra"].values() if e.get("extensions")]
         if ext:
-            row["extended"] = {"seeds": len(ext), "of": len(found), "max_epochs": max(e["epochs"] for e in ext)}
+            row["extended"] = {"seeds": len(ext), "of": len(found), "max_epochs": max(e["epochs"] for e in ext),
+                               "kept_epochs": [e.get("dev_best_epochs") for e in ext]}
         if r0["pred"] is not None:
             row["per_query_type"] = per_type_stats(gold, [r["pred"] for _, r in found], qids, qtypes, n_boot)
         for rel in ("control", "parent"):
@@ -191,7 +192,8 @@ def print_table(result: dict, console: Console) -> None:
         kp, up = r.get("kept_parent"), r.get("dev_still_rising")
         mark = (" (reverted)" if kp and kp["seeds"] == kp["of"] else "") + (
             f" (dev still rising in {up['seeds']}/{up['of']})" if up and up["seeds"] else "") + (
-            f" (extended in {ex['seeds']}/{ex['of']}, to {ex['max_epochs']:g} epochs at most)"
+            f" (extended in {ex['seeds']}/{ex['of']}, to {ex['max_epochs']:g} epochs at most; dev kept "
+            f"{', '.join(f'{k:g}' if k is not None else '?' for k in ex.get('kept_epochs', []))})"
             if (ex := r.get("extended")) else "")
         t.add_row(r["name"] + mark, str(len(r["seeds"])),
                   f"{r['mean']:.2f}", ci, delta(r.get("delta_vs_control")), delta(r.get("delta_vs_parent")),

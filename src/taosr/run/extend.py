@@ -16,16 +16,20 @@ from ..evaluation.devselect import still_rising
 
 def joined_train(parts: list[dict]) -> dict:
     """One training summary for stages trained one after another: steps and epochs summed, dev curves joined
-    (each extension's step-0 point, its start model, is the previous part's last check and is dropped)."""
-    out, curve, offset = dict(parts[-1]), [], 0
+    (each extension's step-0 point, its start model, is the previous part's last check and is dropped), and the
+    epochs trained at the dev-best check (`dev_best_epochs`: the kept model's budget)."""
+    out, curve, at_epoch, offset, epochs = dict(parts[-1]), [], {}, 0, 0.0
     for i, p in enumerate(parts):
-        curve += [(offset + s, f) for s, f in p.get("dev_curve", []) if not (i and s == 0)]
-        offset += p.get("steps", 0)
+        per_step = p.get("epochs", 0) / p["steps"] if p.get("steps") else 0.0
+        for s, f in p.get("dev_curve", []):
+            if not (i and s == 0):
+                curve.append((offset + s, f))
+                at_epoch[offset + s] = round(epochs + s * per_step, 3)
+        offset, epochs = offset + p.get("steps", 0), epochs + p.get("epochs", 0)
     best = max(curve, key=lambda x: x[1], default=None)
-    out.update(steps=offset, epochs=round(sum(p.get("epochs", 0) for p in parts), 3), dev_curve=curve,
-               extensions=len(parts) - 1)
+    out.update(steps=offset, epochs=round(epochs, 3), dev_curve=curve, extensions=len(parts) - 1)
     if best:
-        out.update(dev_best_step=best[0], dev_best_macro_f1=best[1])
+        out.update(dev_best_step=best[0], dev_best_macro_f1=best[1], dev_best_epochs=at_epoch[best[0]])
     return out
 
 
