@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from taosr.data.splits import write_splits
-from taosr.records import Record
 from rich.console import Console
 
+from taosr.data.splits import write_splits
+from taosr.records import Record
 from taosr.run.bench import aggregate, print_table, stage_extra
 
 
