@@ -52,7 +52,7 @@ def test_aggregate_marks_reverted_stages_and_reports_query_types(tmp_path):
     console = Console(width=250, record=True)
     print_table({"preset": "p", "teacher_error_rate": 0.3, "rows": list(out.values())}, console)
     text = console.export_text()
-    assert "sft (extended in 1/2, to 6 epochs at most; dev kept 4)" in text and "dpo (extended" not in text
+    assert "sft (extended in 1/2, to 6.0 epochs at most; dev kept 4.0)" in text and "dpo (extended" not in text
     assert out["control"]["dev_still_rising"] == {"seeds": 2, "of": 2}  # +2 points at its last check
     assert {r["name"]: r for r in aggregate(tmp_path, [0, 1], None, n_boot=50, within=2.5)}["control"][
         "dev_still_rising"] == {"seeds": 0, "of": 2}

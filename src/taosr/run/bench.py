@@ -192,8 +192,8 @@ def print_table(result: dict, console: Console) -> None:
         kp, up = r.get("kept_parent"), r.get("dev_still_rising")
         mark = (" (reverted)" if kp and kp["seeds"] == kp["of"] else "") + (
             f" (dev still rising in {up['seeds']}/{up['of']})" if up and up["seeds"] else "") + (
-            f" (extended in {ex['seeds']}/{ex['of']}, to {ex['max_epochs']:g} epochs at most; dev kept "
-            f"{', '.join(f'{k:g}' if k is not None else '?' for k in ex.get('kept_epochs', []))})"
+            f" (extended in {ex['seeds']}/{ex['of']}, to {ex['max_epochs']:.1f} epochs at most; dev kept "
+            f"{', '.join(f'{k:.1f}' if k is not None else '?' for k in ex.get('kept_epochs', []))})"
             if (ex := r.get("extended")) else "")
         t.add_row(r["name"] + mark, str(len(r["seeds"])),
                   f"{r['mean']:.2f}", ci, delta(r.get("delta_vs_control")), delta(r.get("delta_vs_parent")),
