@@ -50,7 +50,7 @@ def fake_training(monkeypatch):
     monkeypatch.setattr(Demo, "dev_select", dev_select)
     monkeypatch.setattr(Demo, "evaluate", lambda self, m, t, order, stage: (
         {"macro_f1": 0.1 * len(trained), "accuracy": 0.5, "pred": [len(trained)]}, {}))
-    return trained, served
+    return trained, served, curves
 
 
 def make_demo(tmp_path, **ext) -> Demo:
@@ -62,7 +62,7 @@ def make_demo(tmp_path, **ext) -> Demo:
 
 
 def test_sft_extends_while_dev_rises_and_later_stages_read_the_last_extension(tmp_path, fake_training):
-    trained, served = fake_training
+    trained, served, _ = fake_training
     d = make_demo(tmp_path)
     d.sft("answer_first", "post-CoT")
     # rising after the base run (+20 points) and the first two extensions (+5, +2); not after the third
@@ -84,7 +84,7 @@ def test_sft_extends_while_dev_rises_and_later_stages_read_the_last_extension(tm
 
 
 def test_sft_extension_stops_at_the_epoch_cap_and_is_off_by_default(tmp_path, fake_training):
-    trained, _ = fake_training
+    trained, _, _ = fake_training
     make_demo(tmp_path / "a", max_epochs=8.0).sft("answer_first", "post-CoT")
     assert [t[0] for t in trained] == ["sft_answer_first", "sft_answer_first_ext1"]  # 6 + 2 epochs reach the cap
     trained.clear()
@@ -93,3 +93,14 @@ def test_sft_extension_stops_at_the_epoch_cap_and_is_off_by_default(tmp_path, fa
     assert [t[0] for t in trained] == ["sft_answer_first"] and d.rows[0][2]["key"] == "sft_answer_first"
     assert load_preset("instrument", "t").sft_extend.epochs == 0.0
     assert load_preset("regime-noisy-30", "t").sft_extend.epochs == 2.0
+
+
+def test_an_extension_that_keeps_its_start_model_hands_on_the_stage_it_started_from(tmp_path, fake_training):
+    trained, _, curves = fake_training
+    curves[1:] = [[(0, .7), (100, .55), (200, .68)]]  # a restart that never gets back above its start
+    d = make_demo(tmp_path)
+    d.sft("answer_first", "post-CoT")
+    assert [t[0] for t in trained] == ["sft_answer_first", "sft_answer_first_ext1"]
+    assert d.sft_stage("answer_first") == "sft_answer_first"  # later stages stay children of the 6-epoch model
+    m = d.rows[0][1]
+    assert (m["train"]["extensions"], m["train"]["dev_best_epochs"], m["train"]["dev_best_step"]) == (1, 6.0, 600)
