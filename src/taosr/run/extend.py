@@ -37,12 +37,11 @@ def extend_sft(d, order: str, m: dict) -> tuple[str, dict]:
     """(name of the stage whose model the order hands on, its metrics with the joined training summary); `d` is
     the Demo, `m` the metrics of `sft_<order>`. An extension whose dev-best is its start model saved that same
     model, so the stage it started from is handed on and the stages trained on that one stay valid."""
-    ext, name, parts = d.cfg.sft_extend, f"sft_{order}", [m.get("train") or {}]
-    kept = name
-    while (ext.epochs and still_rising(joined_train(parts)["dev_curve"], d.cfg.converged_within)
-           and sum(p.get("epochs", 0) for p in parts) < ext.max_epochs):
-        prev, name = name, f"sft_{order}_ext{len(parts)}"
-        m = extension(d, order, prev, name, len(parts))
+    ext, kept, parts = d.cfg.sft_extend, f"sft_{order}", [m.get("train") or {}]
+    while (ext.epochs and still_rising((j := joined_train(parts))["dev_curve"], d.cfg.converged_within)
+           and j["epochs"] < ext.max_epochs):
+        name = f"sft_{order}_ext{len(parts)}"
+        m = extension(d, order, kept, name, len(parts))
         parts.append(m["train"])
         if m["train"].get("dev_best_step") != 0:
             kept = name
