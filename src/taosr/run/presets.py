@@ -29,7 +29,7 @@ class SFTExtendConfig(StrictConfig):
     """Training an SFT order on until dev stops rising, read by the within-run rule (`converged_within`)."""
 
     epochs: float = Field(0.0, ge=0, description="Epochs of each extension: a new stage folder (sft_<order>_ext<k>) "
-                          "that starts from the previous one's saved (dev-best) model with a fresh warmup and cosine "
+                          "that starts from the dev-best model so far with a fresh warmup and cosine "
                           "schedule at the order's rate; 0 = no extension.")
     max_epochs: float = Field(16.0, gt=0, description="No extension starts once the order has trained this many "
                               "epochs in all.")
