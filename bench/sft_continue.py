@@ -28,10 +28,12 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "to
 
 def last_checkpoint(stage_dir: Path) -> Path:
     """The stage's checkpoint of its final step (its highest-numbered one)."""
-    found = sorted(stage_dir.glob("checkpoints/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(stage_dir / "checkpoints")) if (stage_dir / "checkpoints").is_dir() else None
     if not found:
         raise SystemExit(f"{stage_dir}: no checkpoints/checkpoint-* to continue from")
-    return found[-1]
+    return Path(found)
 
 
 def last_stage(run_dir: Path, stage: str) -> str:
